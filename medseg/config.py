@@ -1,0 +1,154 @@
+"""Experiment configuration: YAML validated by pydantic at the edge, so inner code trusts its inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medseg.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Where cases come from and how volumes are preprocessed (identical for training and inference)."""
+
+    manifest: str | None = None
+    cache_dir: str = ".medseg_cache"
+    crop_foreground: bool = True
+    num_workers: int = Field(2, ge=0)
+
+
+class ModelConfig(_Strict):
+    """A registered network name plus keyword overrides for its entrypoint."""
+
+    name: str = "transunet3d_tiny"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(_Strict):
+    """Optimisation, patch sampling and validation schedule."""
+
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(2, ge=1)
+    patch_size: tuple[int, int, int] = (128, 128, 128)
+    samples_per_volume: int = Field(1, ge=1)
+    pos_neg_ratio: float = Field(2.0, ge=0)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    warmup_epochs: int = Field(2, ge=0)
+    grad_clip: float = Field(12.0, gt=0)
+    loss: Literal["dice_ce", "dice_focal"] = "dice_ce"
+    val_every: int = Field(1, ge=1)
+    early_stop_patience: int | None = Field(None, ge=1)
+    modality_dropout: float = Field(0.0, ge=0, lt=1)
+    amp: bool = True
+    seed: int = 0
+    deterministic: bool = False
+    max_minutes: float | None = Field(None, gt=0)
+    overlays: int = Field(2, ge=0)
+
+    @field_validator("patch_size")
+    @classmethod
+    def _positive(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if min(v) < 8:
+            raise ValueError("patch_size entries must be >= 8 voxels")
+        return v
+
+
+class InferConfig(_Strict):
+    """Sliding-window settings; the BraTS references use overlap 0.5 and gaussian blending."""
+
+    overlap: float = Field(0.5, ge=0, lt=1)
+    sw_batch_size: int = Field(2, ge=1)
+    mode: Literal["gaussian", "constant"] = "gaussian"
+    tta: bool = False
+    threshold: float = Field(0.5, gt=0, lt=1)
+
+
+class TrackingConfig(_Strict):
+    """MLflow settings; the URI may carry a password and is never printed."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "medseg"
+    system_metrics: bool = True
+    register_name: str | None = None
+
+
+class ExperimentConfig(_Strict):
+    """Everything that defines a run; saved next to every result and logged to MLflow."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    infer: InferConfig = Field(default_factory=InferConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not key=value", hint="use --set train.epochs=5")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `dotted.key=value` overrides (values parsed as YAML scalars/lists) to a raw config dict."""
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = raw
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{key}' is not a section")
+        node[keys[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML config (safe loader), apply overrides and validate; errors name the bad key."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("config file not found", path=str(p), hint="pass an existing YAML file")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"not valid YAML ({exc.__class__.__name__})", path=str(p)) from None
+        if not isinstance(raw, dict):
+            raise ConfigError("top level must be a mapping", path=str(p))
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(
+            f"invalid config key '{loc}': {first['msg']}",
+            path=str(path) if path else None,
+            hint="see configs/brats_smoke.yaml for the valid keys",
+        ) from None
+
+
+def config_to_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML, the form saved beside results and logged to MLflow."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts to dotted keys (MLflow params are flat)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,82 @@
+"""On-disk cache of decoded, preprocessed volumes: uncompressed .npy, memory-mapped, written atomically.
+
+Epochs after the first never gunzip. The key covers each file's path, size and mtime, the label map and
+the preprocessing settings, so editing a file or changing preprocessing misses the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from medseg.data.task import Case, LabelScheme
+from medseg.io.nifti import read_case
+from medseg.transforms.geometry import GridMeta
+from medseg.transforms.preprocess import PREPROCESS_VERSION, Preprocessed, preprocess_case
+
+
+def cache_key(case: Case, scheme: LabelScheme, crop_foreground: bool) -> str:
+    files = [*case.images, *([case.label] if case.label else [])]
+    stamp = []
+    for f in files:
+        st = os.stat(f)
+        stamp.append([str(Path(f).resolve()), st.st_size, st.st_mtime_ns])
+    payload = {
+        "files": stamp,
+        "channel_index": list(case.channel_index),
+        "label_map": case.label_map,
+        "regions": {k: list(v) for k, v in scheme.regions.items()},
+        "crop_foreground": crop_foreground,
+        "version": PREPROCESS_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _write_entry(entry: Path, pre: Preprocessed) -> None:
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    try:
+        np.save(tmp / "image.npy", pre.image)
+        if pre.regions is not None:
+            np.save(tmp / "regions.npy", pre.regions)
+        np.save(tmp / "stats.npy", pre.stats)
+        (tmp / "meta.json").write_text(json.dumps(pre.meta.to_json()))
+        try:
+            os.replace(tmp, entry)  # atomic for a directory when `entry` does not exist yet
+        except OSError:
+            pass  # another worker won the race: its entry is equivalent
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_entry(entry: Path) -> Preprocessed:
+    regions = entry / "regions.npy"
+    return Preprocessed(
+        np.load(entry / "image.npy", mmap_mode="r"),
+        np.load(regions, mmap_mode="r") if regions.exists() else None,
+        GridMeta.from_json(json.loads((entry / "meta.json").read_text())),
+        np.load(entry / "stats.npy"),
+    )
+
+
+def load_preprocessed(
+    case: Case, scheme: LabelScheme, cache_dir: str | Path | None, crop_foreground: bool = True
+) -> tuple[Preprocessed, bool]:
+    """Preprocessed case from the cache (hit: memory-mapped) or computed and stored (miss).
+
+    Returns (preprocessed, hit). `cache_dir=None` disables caching.
+    """
+    if cache_dir is None:
+        return preprocess_case(read_case(case), case, scheme, crop_foreground), False
+    entry = Path(cache_dir) / f"{case.id}-{cache_key(case, scheme, crop_foreground)}"
+    if (entry / "meta.json").exists():
+        return _read_entry(entry), True
+    pre = preprocess_case(read_case(case), case, scheme, crop_foreground)
+    _write_entry(entry, pre)
+    return pre, False

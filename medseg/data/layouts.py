@@ -1,0 +1,110 @@
+"""Finding cases on disk: generic layout finders that task recipes parameterise, and detection."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from medseg.data.task import Case, Layout
+from medseg.errors import DataError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def strip_nifti(name: str) -> str | None:
+    """File name without its NIfTI suffix, or None if it is not a NIfTI file."""
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _nifti_files(folder: Path) -> dict[str, Path]:
+    out = {}
+    if folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            stem = strip_nifti(p.name)
+            if stem is not None and p.is_file():
+                out[stem] = p
+    return out
+
+
+def find_suffix_cases(
+    root: Path, suffixes: Sequence[str], label_suffix: str, sep: str, label_map: dict[str, int], layout: str
+) -> list[Case]:
+    """Cases as folders `<id>/<id><sep><suffix>.nii.gz` (BraTS 2021/2023 style).
+
+    A folder is a case when at least one of its files carries a known suffix; missing channels are kept
+    as paths that do not exist, so validation can name the missing file instead of dropping the case.
+    """
+    cases = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        files = _nifti_files(folder)
+        cid = folder.name
+        present = [s for s in suffixes if f"{cid}{sep}{s}" in files]
+        if not present:
+            continue
+        images = tuple(
+            str(files.get(f"{cid}{sep}{s}", folder / f"{cid}{sep}{s}.nii.gz")) for s in suffixes
+        )
+        label = files.get(f"{cid}{sep}{label_suffix}")
+        cases.append(
+            Case(cid, images, (None,) * len(suffixes), str(label) if label else None, label_map, layout)
+        )
+    return cases
+
+
+_NNUNET = re.compile(r"^(?P<id>.+)_(?P<ch>\d{4})$")
+
+
+def find_nnunet_cases(root: Path, n_channels: int, label_map: dict[str, int], layout: str) -> list[Case]:
+    """nnU-Net style `CASE_0000.nii.gz ...` in `root` or `root/imagesTr`, labels in `labelsTr/CASE.nii.gz`."""
+    image_dir = root / "imagesTr" if (root / "imagesTr").is_dir() else root
+    groups: dict[str, dict[int, Path]] = {}
+    for stem, path in _nifti_files(image_dir).items():
+        m = _NNUNET.match(stem)
+        if m:
+            groups.setdefault(m["id"], {})[int(m["ch"])] = path
+    labels = _nifti_files(root / "labelsTr")
+    cases = []
+    for cid, chans in sorted(groups.items()):
+        images = tuple(str(chans.get(i, image_dir / f"{cid}_{i:04d}.nii.gz")) for i in range(n_channels))
+        label = labels.get(cid)
+        cases.append(Case(cid, images, (None,) * n_channels, str(label) if label else None, label_map, layout))
+    return cases
+
+
+def find_4d_cases(
+    root: Path, channel_index: Sequence[int], label_map: dict[str, int], layout: str
+) -> list[Case]:
+    """One 4D file per case in `root/imagesTr` (or `root`), volumes picked by `channel_index` (MSD style)."""
+    image_dir = root / "imagesTr" if (root / "imagesTr").is_dir() else root
+    labels = _nifti_files(root / "labelsTr")
+    cases = []
+    for cid, path in _nifti_files(image_dir).items():
+        if cid.startswith("._") or _NNUNET.match(cid):
+            continue
+        label = labels.get(cid)
+        n = len(channel_index)
+        cases.append(
+            Case(cid, (str(path),) * n, tuple(channel_index), str(label) if label else None, label_map, layout)
+        )
+    return cases
+
+
+def detect_cases(root: str | Path, layouts: Sequence[Layout]) -> tuple[Layout, list[Case]]:
+    """Try each layout in order; the first that finds cases wins."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("data folder not found", path=str(root), hint="pass an existing folder")
+    for layout in layouts:
+        cases = layout.find_cases(root)
+        if cases:
+            return layout, cases
+    names = ", ".join(lay.name for lay in layouts)
+    raise DataError(
+        f"no cases found in any known layout ({names})",
+        path=str(root),
+        hint="see README 'Data layouts' for the file names medseg recognises",
+    )

@@ -1,0 +1,84 @@
+"""Core types that cross layers: a case on disk, a label scheme, a layout and a task."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Case:
+    """One subject: channel files in the task's canonical order, optional label, its native label map.
+
+    `channel_index[i]` selects a volume of a 4D file (MSD layout) or is None for a 3D file.
+    `label_map` maps canonical class names to the values used in this case's files.
+    """
+
+    id: str
+    images: tuple[str, ...]
+    channel_index: tuple[int | None, ...]
+    label: str | None
+    label_map: dict[str, int]
+    layout: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "images": list(self.images),
+            "channel_index": list(self.channel_index),
+            "label": self.label,
+            "label_map": self.label_map,
+            "layout": self.layout,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Case:
+        return cls(
+            id=d["id"],
+            images=tuple(d["images"]),
+            channel_index=tuple(d["channel_index"]),
+            label=d.get("label"),
+            label_map={k: int(v) for k, v in d["label_map"].items()},
+            layout=d["layout"],
+        )
+
+
+@dataclass(frozen=True)
+class LabelScheme:
+    """Overlapping evaluated regions built from canonical classes, and how to paint them back.
+
+    `regions` maps region name -> classes it contains (order = model output channels).
+    `paint_order` lists (region, class): painting each region's voxels with that class's label value,
+    in order, rebuilds a label map from thresholded regions (nnU-Net's `regions_class_order`).
+    """
+
+    classes: tuple[str, ...]
+    regions: dict[str, tuple[str, ...]]
+    paint_order: tuple[tuple[str, str], ...]
+
+    @property
+    def region_names(self) -> list[str]:
+        return list(self.regions)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A way cases are laid out on disk; `find_cases` returns cases, or [] when the layout does not apply."""
+
+    name: str
+    find_cases: Callable[[Path], list[Case]]
+    label_map: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A dataset family: its channels, the layouts it recognises and its label scheme."""
+
+    name: str
+    channels: tuple[str, ...]
+    layouts: tuple[Layout, ...]
+    scheme: LabelScheme
+    default_config: str
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,40 @@
+"""User-facing errors: each carries where it happened and how to fix it, rendered as one line by the CLI."""
+
+from __future__ import annotations
+
+
+class MedsegError(Exception):
+    """A mistake in the user's input, not a bug: shown as one line, exit code 1."""
+
+    def __init__(self, message: str, *, path: str | None = None, case: str | None = None, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.case = case
+        self.hint = hint
+
+    def __str__(self) -> str:
+        where = []
+        if self.case:
+            where.append(f"case {self.case}")
+        if self.path:
+            where.append(str(self.path))
+        prefix = f"{', '.join(where)}: " if where else ""
+        suffix = f" (fix: {self.hint})" if self.hint else ""
+        return f"{prefix}{self.message}{suffix}"
+
+
+class ConfigError(MedsegError):
+    """An experiment config that does not validate."""
+
+
+class DataError(MedsegError):
+    """A dataset, case or image that cannot be used."""
+
+
+class ModelFileError(MedsegError):
+    """A checkpoint or MLflow model that cannot be loaded."""
+
+
+class TrackingError(MedsegError):
+    """An MLflow store or run that cannot be reached."""

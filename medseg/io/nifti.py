@@ -1,0 +1,170 @@
+"""NIfTI reading with full validation and geometry-exact, atomic label writing (nibabel arrays, RAS world)."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from medseg.data.task import Case
+from medseg.errors import DataError
+from medseg.io.atomic import atomic_path
+
+AFFINE_TOL_MM = 1e-3
+
+
+@dataclass
+class CaseVolumes:
+    """A case read into memory: image (M, X, Y, Z) float32, label (X, Y, Z) int16 or None, affine (4, 4)."""
+
+    image: np.ndarray
+    label: np.ndarray | None
+    affine: np.ndarray
+    missing: tuple[int, ...] = ()
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+
+def _load(path: str, case_id: str) -> nib.Nifti1Image:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"missing file {p.name}", path=str(p), case=case_id, hint="add the file or drop the case")
+    if p.stat().st_size == 0:
+        raise DataError("empty file", path=str(p), case=case_id, hint="re-export or re-download the file")
+    try:
+        return nib.load(str(p))
+    except Exception as exc:
+        raise DataError(
+            f"not a readable NIfTI file ({exc.__class__.__name__})", path=str(p), case=case_id
+        ) from None
+
+
+def _read_data(img: nib.Nifti1Image, path: str, case_id: str) -> np.ndarray:
+    # nibabel reads only the header at load: decode the data here so truncated files fail now.
+    try:
+        return np.asanyarray(img.dataobj)
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        raise DataError(
+            f"unreadable or truncated image data ({exc.__class__.__name__})",
+            path=path,
+            case=case_id,
+            hint="re-export or re-download the file",
+        ) from None
+
+
+def _as_3d(data: np.ndarray, index: int | None, path: str, case_id: str) -> np.ndarray:
+    if data.ndim == 4 and index is None and data.shape[3] == 1:
+        data = data[..., 0]
+    if index is not None:
+        if data.ndim != 4 or index >= data.shape[3]:
+            raise DataError(
+                f"expected a 4D image with at least {index + 1} volumes, got shape {data.shape}",
+                path=path,
+                case=case_id,
+            )
+        data = data[..., index]
+    if data.ndim != 3:
+        raise DataError(
+            f"expected a 3D image, got {data.ndim}D with shape {data.shape}",
+            path=path,
+            case=case_id,
+            hint="pass one 3D volume per channel",
+        )
+    if min(data.shape) < 2:
+        raise DataError(f"image is 2D (shape {data.shape})", path=path, case=case_id)
+    return data
+
+
+def _check_geometry(ref_shape, ref_affine, shape, affine, path: str, case_id: str, what: str) -> None:
+    if tuple(shape) != tuple(ref_shape):
+        raise DataError(
+            f"{what} shape {tuple(shape)} differs from the first channel's {tuple(ref_shape)}",
+            path=path,
+            case=case_id,
+            hint="resample all channels onto one grid",
+        )
+    if not np.allclose(affine, ref_affine, atol=AFFINE_TOL_MM):
+        raise DataError(
+            f"{what} affine differs from the first channel's (beyond {AFFINE_TOL_MM} mm)",
+            path=path,
+            case=case_id,
+            hint="co-register the channels onto one grid",
+        )
+
+
+def read_case(case: Case, *, with_label: bool = True, allow_missing: bool = False) -> CaseVolumes:
+    """Read and validate all channels (and the label) of a case; raises DataError naming file and problem.
+
+    With `allow_missing`, absent channel files are zero-filled and reported in `missing` (for cross-modal
+    models that mask them), as long as at least one channel exists.
+    """
+    arrays: dict[int, np.ndarray] = {}
+    missing = []
+    ref_shape = ref_affine = None
+    decoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for i, (path, index) in enumerate(zip(case.images, case.channel_index, strict=True)):
+        if allow_missing and not Path(path).exists():
+            missing.append(i)
+            continue
+        if path not in decoded:
+            img = _load(path, case.id)
+            decoded[path] = (_read_data(img, path, case.id), img.affine)
+        data, affine = decoded[path]
+        vol = _as_3d(data, index, path, case.id)
+        if ref_shape is None:
+            ref_shape, ref_affine = vol.shape, affine
+        _check_geometry(ref_shape, ref_affine, vol.shape, affine, path, case.id, "channel")
+        vol = vol.astype(np.float32, copy=False)
+        if not np.isfinite(vol).all():
+            raise DataError("image contains NaN or Inf voxels", path=path, case=case.id, hint="fix the export")
+        arrays[i] = vol
+    if ref_shape is None:
+        raise DataError("no channel file exists", case=case.id, path=case.images[0])
+    image = np.stack([arrays.get(i, np.zeros(ref_shape, np.float32)) for i in range(len(case.images))])
+    label = None
+    if with_label and case.label is not None:
+        label = read_label(case, ref_shape, ref_affine)
+    return CaseVolumes(image, label, np.asarray(ref_affine, dtype=np.float64), tuple(missing))
+
+
+def read_label(case: Case, ref_shape, ref_affine) -> np.ndarray:
+    """Read a label map, check its grid against the image and its values against the case's label map."""
+    path = str(case.label)
+    img = _load(path, case.id)
+    data = _as_3d(_read_data(img, path, case.id), None, path, case.id)
+    _check_geometry(ref_shape, ref_affine, data.shape, img.affine, path, case.id, "label")
+    if not np.isfinite(data).all() or not np.all(np.equal(np.mod(data, 1), 0)):
+        raise DataError("label map has non-integer values", path=path, case=case.id)
+    values = set(np.unique(data).astype(int).tolist())
+    allowed = set(case.label_map.values()) | {0}
+    bad = sorted(values - allowed)
+    if bad:
+        raise DataError(
+            f"label values {bad} are not in the {case.layout} label map {sorted(allowed)}",
+            path=path,
+            case=case.id,
+            hint="check the dataset layout/version (BraTS 2021 uses ET=4, 2023 uses ET=3)",
+        )
+    return data.astype(np.int16)
+
+
+def header_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and affine from the header only (cheap)."""
+    img = nib.load(str(path))
+    return tuple(int(s) for s in img.shape), img.affine
+
+
+def save_nifti(
+    array: np.ndarray, affine: np.ndarray, path: str | Path, dtype: np.dtype = np.uint8
+) -> None:
+    """Write a volume atomically with qform = sform = `affine` (both codes 'scanner'), gzip by suffix."""
+    img = nib.Nifti1Image(np.asarray(array, dtype=dtype), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))

@@ -1,0 +1,71 @@
+"""Exact, invertible geometry steps: reorientation to RAS (axis flips/permutations, no resampling) and
+foreground cropping. Inference undoes both on probabilities, so outputs land on the input's exact grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+from monai.transforms.utils import generate_spatial_bounding_box
+
+RAS = nib.orientations.axcodes2ornt(("R", "A", "S"))
+
+
+@dataclass(frozen=True)
+class GridMeta:
+    """What was done to a (C, X, Y, Z) volume: original shape and orientation, and the crop box (in RAS)."""
+
+    orig_shape: tuple[int, int, int]
+    ornt: tuple[tuple[float, float], ...]
+    ras_shape: tuple[int, int, int]
+    box_start: tuple[int, int, int]
+    box_end: tuple[int, int, int]
+
+    def to_json(self) -> dict:
+        return {k: [list(x) for x in v] if k == "ornt" else list(v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> GridMeta:
+        return cls(**{k: tuple(tuple(x) for x in v) if k == "ornt" else tuple(v) for k, v in d.items()})
+
+
+def _apply(array: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    # nibabel's apply_orientation works on the first 3 axes; move channels last and back.
+    moved = np.moveaxis(array, 0, -1)
+    return np.ascontiguousarray(np.moveaxis(nib.orientations.apply_orientation(moved, transform), -1, 0))
+
+
+def to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C, X, Y, Z) -> the same voxels with axes in RAS order; returns the array and its orientation."""
+    ornt = nib.orientations.io_orientation(affine)
+    return _apply(array, nib.orientations.ornt_transform(ornt, RAS)), ornt
+
+
+def from_ras(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Undo `to_ras` exactly."""
+    return _apply(array, nib.orientations.ornt_transform(RAS, np.asarray(ornt)))
+
+
+def foreground_box(image: np.ndarray, enabled: bool = True) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Bounding box of voxels nonzero in any channel (skull-stripped MRI has background exactly 0)."""
+    if enabled and np.any(image):
+        start, end = generate_spatial_bounding_box(image, select_fn=lambda x: x != 0)
+        return tuple(int(s) for s in start), tuple(int(e) for e in end)
+    return (0, 0, 0), tuple(int(s) for s in image.shape[1:])
+
+
+def crop(array: np.ndarray, start, end) -> np.ndarray:
+    return array[(slice(None), *(slice(s, e) for s, e in zip(start, end, strict=True)))]
+
+
+def uncrop(array: np.ndarray, meta: GridMeta, fill: float = 0.0) -> np.ndarray:
+    """Place a cropped (C, ...) array back into the full RAS grid."""
+    out = np.full((array.shape[0], *meta.ras_shape), fill, dtype=array.dtype)
+    out[(slice(None), *(slice(s, e) for s, e in zip(meta.box_start, meta.box_end, strict=True)))] = array
+    return out
+
+
+def restore_grid(array: np.ndarray, meta: GridMeta, fill: float = 0.0) -> np.ndarray:
+    """Cropped RAS (C, ...) -> the input's original grid and orientation."""
+    return from_ras(uncrop(array, meta, fill), np.asarray(meta.ornt))

@@ -1,0 +1,60 @@
+"""Case preprocessing shared by training and inference: RAS, foreground crop, per-channel z-score."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.transforms import NormalizeIntensity
+
+from medseg.data.task import Case, LabelScheme
+from medseg.io.nifti import CaseVolumes
+from medseg.transforms.geometry import GridMeta, crop, foreground_box, to_ras
+from medseg.transforms.labels import labels_to_regions
+
+# Bumped whenever preprocessing changes, so stale cache entries are never reused.
+PREPROCESS_VERSION = 1
+
+
+@dataclass
+class Preprocessed:
+    """image (M, x, y, z) float32 z-scored; regions (R, x, y, z) uint8 or None; how to undo the grid steps."""
+
+    image: np.ndarray
+    regions: np.ndarray | None
+    meta: GridMeta
+    stats: np.ndarray  # (M, 2) raw mean/std over nonzero voxels, for out-of-distribution warnings
+
+
+def channel_stats(image: np.ndarray) -> np.ndarray:
+    """Per-channel mean and std of nonzero voxels (the raw intensity distribution)."""
+    out = np.zeros((image.shape[0], 2), np.float64)
+    for i, ch in enumerate(image):
+        nz = ch[ch != 0]
+        if nz.size:
+            out[i] = nz.mean(), nz.std()
+    return out
+
+
+def preprocess_case(
+    vols: CaseVolumes, case: Case, scheme: LabelScheme | None, crop_foreground: bool = True
+) -> Preprocessed:
+    """Reorient to RAS, crop to the nonzero box, z-score each channel on its nonzero voxels (MONAI)."""
+    image, ornt = to_ras(vols.image, vols.affine)
+    start, end = foreground_box(image, crop_foreground)
+    meta = GridMeta(
+        tuple(vols.image.shape[1:]),
+        tuple(tuple(float(v) for v in row) for row in ornt),
+        tuple(image.shape[1:]),
+        start,
+        end,
+    )
+    image = crop(image, start, end)
+    stats = channel_stats(image)
+    image = NormalizeIntensity(nonzero=True, channel_wise=True)(torch.from_numpy(image)).numpy()
+    regions = None
+    if vols.label is not None and scheme is not None:
+        label, _ = to_ras(vols.label[None], vols.affine)
+        regions = labels_to_regions(crop(label, start, end)[0], scheme, case.label_map)
+    return Preprocessed(np.ascontiguousarray(image, np.float32), regions, meta, stats)

@@ -1,0 +1,35 @@
+"""Task recipes: one `Task` per dataset family, looked up by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from medseg.data.task import Task
+from medseg.errors import MedsegError
+
+_TASKS: dict[str, Callable[[Path | None], Task]] = {}
+
+
+def register_task(name: str):
+    """Register a task factory `f(data_dir | None) -> Task` under `name`."""
+
+    def deco(fn: Callable[[Path | None], Task]) -> Callable[[Path | None], Task]:
+        _TASKS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def get_task(name: str, data_dir: str | Path | None = None) -> Task:
+    """Build the task `name`; generic tasks read their channel/label description from `data_dir`."""
+    if name not in _TASKS:
+        raise MedsegError(f"unknown task '{name}'", hint=f"choose one of {', '.join(list_tasks())}")
+    return _TASKS[name](Path(data_dir) if data_dir else None)
+
+
+from pipelines import brats, generic  # noqa: E402,F401  (registration side effect)

@@ -1,0 +1,105 @@
+"""BraTS recipe: four MRI channels (T1, T1ce, T2, FLAIR), three layouts in the wild, ET/TC/WT regions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medseg.data.layouts import find_4d_cases, find_nnunet_cases, find_suffix_cases
+from medseg.data.synth import ENHANCING, NECROTIC, EDEMA, brats_affine, synth_case
+from medseg.data.task import Layout, LabelScheme, Task
+from medseg.io.nifti import save_nifti
+from pipelines import register_task
+
+CHANNELS = ("t1", "t1ce", "t2", "flair")
+SCHEME = LabelScheme(
+    classes=("necrotic", "edema", "enhancing"),
+    regions={"ET": ("enhancing",), "TC": ("necrotic", "enhancing"), "WT": ("necrotic", "edema", "enhancing")},
+    paint_order=(("WT", "edema"), ("TC", "necrotic"), ("ET", "enhancing")),
+)
+LABELS_2021 = {"necrotic": 1, "edema": 2, "enhancing": 4}
+LABELS_2023 = {"necrotic": 1, "edema": 2, "enhancing": 3}
+LABELS_MSD = {"edema": 1, "necrotic": 2, "enhancing": 3}  # MSD: 2 = non-enhancing tumour
+SUFFIXES_2021 = ("t1", "t1ce", "t2", "flair")
+SUFFIXES_2023 = ("t1n", "t1c", "t2w", "t2f")
+MSD_ORDER = ("flair", "t1", "t1ce", "t2")  # Task01_BrainTumour's 4D channel order
+
+LAYOUTS = (
+    Layout(
+        "brats2021",
+        lambda root: find_suffix_cases(root, SUFFIXES_2021, "seg", "_", LABELS_2021, "brats2021"),
+        LABELS_2021,
+    ),
+    Layout(
+        "brats2023",
+        lambda root: find_suffix_cases(root, SUFFIXES_2023, "seg", "-", LABELS_2023, "brats2023"),
+        LABELS_2023,
+    ),
+    Layout(
+        "msd",
+        lambda root: find_4d_cases(root, [MSD_ORDER.index(c) for c in CHANNELS], LABELS_MSD, "msd"),
+        LABELS_MSD,
+    ),
+    # nnU-Net style CASE_0000..0003 in our channel order (labels assumed BraTS 2021 convention).
+    Layout("nnunet", lambda root: find_nnunet_cases(root, 4, LABELS_2021, "nnunet"), LABELS_2021),
+)
+
+
+@register_task("brats")
+def brats_task(_data_dir: Path | None = None) -> Task:
+    return Task("brats", CHANNELS, LAYOUTS, SCHEME, "configs/brats_transunet.yaml")
+
+
+def _native(label: np.ndarray, label_map: dict[str, int]) -> np.ndarray:
+    out = np.zeros(label.shape, np.uint8)
+    for code, name in ((NECROTIC, "necrotic"), (EDEMA, "edema"), (ENHANCING, "enhancing")):
+        out[label == code] = label_map[name]
+    return out
+
+
+def write_synthetic_dataset(
+    out_dir: str | Path,
+    cases: int,
+    layout: str = "brats2021",
+    shape=(240, 240, 155),
+    seed: int = 0,
+    start: int = 0,
+) -> list[str]:
+    """Write `cases` synthetic cases in the exact on-disk layout of a BraTS release; returns case ids."""
+    out = Path(out_dir)
+    affine = brats_affine(shape)
+    ids = []
+    for i in range(start, start + cases):
+        images, label = synth_case(shape, seed=seed * 100003 + i)
+        if layout == "brats2021":
+            cid = f"BraTS2021_{i:05d}"
+            for ch, sfx in zip(CHANNELS, SUFFIXES_2021, strict=True):
+                # Real 2021 releases store int16 intensities: exercise the dtype conversion.
+                save_nifti(np.round(images[ch]), affine, out / cid / f"{cid}_{sfx}.nii.gz", np.int16)
+            save_nifti(_native(label, LABELS_2021), affine, out / cid / f"{cid}_seg.nii.gz")
+        elif layout == "brats2023":
+            cid = f"BraTS-GLI-{i:05d}-000"
+            for ch, sfx in zip(CHANNELS, SUFFIXES_2023, strict=True):
+                save_nifti(images[ch], affine, out / cid / f"{cid}-{sfx}.nii.gz", np.float32)
+            save_nifti(_native(label, LABELS_2023), affine, out / cid / f"{cid}-seg.nii.gz")
+        elif layout == "msd":
+            cid = f"BRATS_{i + 1:03d}"
+            stack = np.stack([images[c] for c in MSD_ORDER], axis=-1)
+            save_nifti(stack, affine, out / "imagesTr" / f"{cid}.nii.gz", np.float32)
+            save_nifti(_native(label, LABELS_MSD), affine, out / "labelsTr" / f"{cid}.nii.gz")
+        else:
+            raise ValueError(f"unknown layout {layout}")
+        ids.append(cid)
+    if layout == "msd":
+        all_ids = sorted(p.name[: -len(".nii.gz")] for p in (out / "imagesTr").glob("*.nii.gz"))
+        meta = {
+            "name": "BRATS",
+            "modality": {str(i): m.upper() for i, m in enumerate(MSD_ORDER)},
+            "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+            "numTraining": len(all_ids),
+            "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in all_ids],
+        }
+        (out / "dataset.json").write_text(json.dumps(meta, indent=1))
+    return ids
