@@ -1,0 +1,32 @@
+"""The contract every registered network follows: (B, M, D, H, W) in, (B, out, D, H, W) logits out."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SegmentationModel(nn.Module):
+    """Base class: declares the input stride and whether missing modalities can be masked.
+
+    Subclasses set `stride` (every spatial size must be a multiple of it), optionally `fixed_size`
+    (models whose position embeddings pin the input size), and `supports_modality_mask`.
+    """
+
+    stride: int = 1
+    fixed_size: tuple[int, int, int] | None = None
+    supports_modality_mask: bool = False
+    in_channels: int
+    out_channels: int
+
+    def check_input_shape(self, x: torch.Tensor) -> None:
+        """Raise ValueError unless `x` is (B, in_channels, D, H, W) with a valid spatial size."""
+        if x.ndim != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input (B, {self.in_channels}, D, H, W), got {tuple(x.shape)}")
+        spatial = tuple(x.shape[2:])
+        if self.fixed_size is not None and spatial != tuple(self.fixed_size):
+            raise ValueError(f"{type(self).__name__} needs spatial size {self.fixed_size}, got {spatial}")
+        if any(s % self.stride for s in spatial):
+            raise ValueError(
+                f"{type(self).__name__} needs spatial sizes that are multiples of {self.stride}, got {spatial}"
+            )

@@ -1,0 +1,122 @@
+"""Cross-modal attention blocks: modalities are folded into the batch, `(b m) c d h w`, and mixed here.
+
+Missing modalities are removed from attention keys and from pooling weights (not zero-filled), so their
+values cannot influence the output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from monai.networks.blocks import TransformerBlock
+from torch import nn
+
+
+def resolve_mask(mask: torch.Tensor | None, b: int, m: int, device: torch.device) -> torch.Tensor:
+    """(B, M) bool mask of present modalities (all present if None); at least one per sample."""
+    if mask is None:
+        return torch.ones(b, m, dtype=torch.bool, device=device)
+    if mask.shape != (b, m):
+        raise ValueError(f"modality_mask must have shape ({b}, {m}), got {tuple(mask.shape)}")
+    mask = mask.to(device=device, dtype=torch.bool)
+    if not mask.any(dim=1).all():
+        raise ValueError("modality_mask masks every modality of a sample: at least one must be present")
+    return mask
+
+
+def drop_modalities(mask: torch.Tensor, p: float) -> torch.Tensor:
+    """Randomly mask modalities with probability p, never all of a sample's present ones."""
+    drop = torch.rand(mask.shape, device=mask.device) < p
+    kept = mask & ~drop
+    empty = ~kept.any(dim=1)
+    return torch.where(empty[:, None], mask, kept)
+
+
+class ModalityEmbedding(nn.Module):
+    """A learned vector per modality, added to that modality's features `(b m) c ...`."""
+
+    def __init__(self, num_modalities: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_modalities, dim))
+        nn.init.trunc_normal_(self.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor, m: int) -> torch.Tensor:
+        x = rearrange(x, "(b m) c ... -> b m c ...", m=m)
+        emb = self.weight.view(1, m, -1, *([1] * (x.ndim - 3)))
+        return rearrange(x + emb, "b m c ... -> (b m) c ...")
+
+
+class CrossModalAttention(nn.Module):
+    """Attention across the M modality tokens at every spatial location (sequence length M).
+
+    Args:
+        dim: feature channels.
+        num_heads: attention heads; `dim % num_heads == 0`.
+    Shapes: x `((B M), C, D, H, W)`, mask `(B, M)` -> same as x.
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        nn.init.zeros_(self.proj.weight)  # starts as identity: the per-modality encoder trains first
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, m: int, mask: torch.Tensor) -> torch.Tensor:
+        d, h, w = x.shape[2:]
+        tokens = rearrange(x, "(b m) c d h w -> (b d h w) m c", m=m)
+        q, k, v = rearrange(self.qkv(self.norm(tokens)), "n m (t k c) -> t n k m c", t=3, k=self.num_heads)
+        key_mask = rearrange(mask, "b m -> b 1 1 1 m").expand(-1, d * h * w, 1, 1, -1)
+        key_mask = rearrange(key_mask, "b l o p m -> (b l) o p m")
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+        tokens = tokens + self.proj(rearrange(out, "n k m c -> n m (k c)"))
+        return rearrange(tokens, "(b d h w) m c -> (b m) c d h w", d=d, h=h, w=w)
+
+
+class MaskedModalityPool(nn.Module):
+    """Fuse modalities into one feature map by attention pooling with masked weights.
+
+    Shapes: x `((B M), C, D, H, W)`, mask `(B, M)` -> `(B, C, D, H, W)`.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.score = nn.Conv3d(dim, 1, kernel_size=1)
+
+    def forward(self, x: torch.Tensor, m: int, mask: torch.Tensor) -> torch.Tensor:
+        if m == 1:
+            return x
+        x = rearrange(x, "(b m) c d h w -> b m c d h w", m=m)
+        logits = rearrange(self.score(rearrange(x, "b m c d h w -> (b m) c d h w")), "(b m) 1 d h w -> b m d h w", m=m)
+        logits = logits.masked_fill(~mask[:, :, None, None, None], float("-inf"))
+        weights = logits.softmax(dim=1)
+        # A masked modality has weight exactly 0; zero its features too so non-finite values cannot leak.
+        x = x * mask[:, :, None, None, None, None]
+        return torch.einsum("bmdhw,bmcdhw->bcdhw", weights, x)
+
+
+class GlobalCrossModalTransformer(nn.Module):
+    """Bottleneck ViT over the concatenated tokens of all modalities (MONAI TransformerBlock with SDPA).
+
+    Shapes: tokens `(B, M*N, C)`, key mask `(B, M)` -> `(B, M*N, C)`.
+    """
+
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, mlp_dim, num_heads, dropout, qkv_bias=True, use_flash_attention=True)
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
+        # SDPA boolean mask broadcast over heads and queries: True = this key takes part.
+        key_mask = rearrange(mask[:, :, None].expand(-1, -1, n), "b m n -> b 1 1 (m n)")
+        for block in self.blocks:
+            tokens = block(tokens, attn_mask=key_mask)
+        return self.norm(tokens)
