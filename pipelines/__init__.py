@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from medseg.data.manifest import Manifest
 from medseg.data.task import Task
 from medseg.errors import MedsegError
 
@@ -32,4 +33,15 @@ def get_task(name: str, data_dir: str | Path | None = None) -> Task:
     return _TASKS[name](Path(data_dir) if data_dir else None)
 
 
-from pipelines import brats, generic  # noqa: E402,F401  (registration side effect)
+def task_for_manifest(name: str, manifest: Manifest) -> Task:
+    """The task a manifest was scanned with; generic tasks are rebuilt from its channels and label map."""
+    if name != manifest.task:
+        raise MedsegError(
+            f"manifest was scanned for task '{manifest.task}', not '{name}'", hint=f"use `medseg train {manifest.task}`"
+        )
+    if name == "generic":
+        return generic.task_from_description(manifest.channels, manifest.label_map)
+    return get_task(name)
+
+
+from pipelines import brats, generic  # noqa: E402  (registration side effect)

@@ -38,7 +38,11 @@ def _describe(data_dir: Path) -> tuple[list[str], dict[str, int]]:
 def generic_task(data_dir: Path | None) -> Task:
     if data_dir is None:
         raise DataError("the generic task needs a data folder with a dataset.json", hint="pass --data DIR")
-    channels, labels = _describe(data_dir)
+    return task_from_description(*_describe(data_dir))
+
+
+def task_from_description(channels: list[str], labels: dict[str, int]) -> Task:
+    """A generic task from channel names and foreground label values (as stored in a manifest)."""
     scheme = LabelScheme(
         classes=tuple(labels),
         regions={name: (name,) for name in labels},

@@ -55,7 +55,7 @@ def _write_entry(entry: Path, pre: Preprocessed) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _read_entry(entry: Path) -> Preprocessed:
+def read_entry(entry: Path) -> Preprocessed:
     regions = entry / "regions.npy"
     return Preprocessed(
         np.load(entry / "image.npy", mmap_mode="r"),
@@ -63,6 +63,15 @@ def _read_entry(entry: Path) -> Preprocessed:
         GridMeta.from_json(json.loads((entry / "meta.json").read_text())),
         np.load(entry / "stats.npy"),
     )
+
+
+def ensure_cached(case: Case, scheme: LabelScheme, cache_dir: str | Path, crop_foreground: bool = True) -> tuple[Path, bool]:
+    """Cache entry folder for `case`, computing and storing it on a miss; returns (entry, hit)."""
+    entry = Path(cache_dir) / f"{case.id}-{cache_key(case, scheme, crop_foreground)}"
+    if (entry / "meta.json").exists():
+        return entry, True
+    _write_entry(entry, preprocess_case(read_case(case), case, scheme, crop_foreground))
+    return entry, False
 
 
 def load_preprocessed(
@@ -74,9 +83,5 @@ def load_preprocessed(
     """
     if cache_dir is None:
         return preprocess_case(read_case(case), case, scheme, crop_foreground), False
-    entry = Path(cache_dir) / f"{case.id}-{cache_key(case, scheme, crop_foreground)}"
-    if (entry / "meta.json").exists():
-        return _read_entry(entry), True
-    pre = preprocess_case(read_case(case), case, scheme, crop_foreground)
-    _write_entry(entry, pre)
-    return pre, False
+    entry, hit = ensure_cached(case, scheme, cache_dir, crop_foreground)
+    return read_entry(entry), hit

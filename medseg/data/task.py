@@ -82,3 +82,19 @@ class Task:
     scheme: LabelScheme
     default_config: str
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def scheme_to_json(scheme: LabelScheme) -> dict[str, Any]:
+    return {
+        "classes": list(scheme.classes),
+        "regions": {k: list(v) for k, v in scheme.regions.items()},
+        "paint_order": [list(p) for p in scheme.paint_order],
+    }
+
+
+def scheme_from_json(d: dict[str, Any]) -> LabelScheme:
+    return LabelScheme(
+        classes=tuple(d["classes"]),
+        regions={k: tuple(v) for k, v in d["regions"].items()},
+        paint_order=tuple((a, b) for a, b in d["paint_order"]),
+    )

@@ -1,0 +1,6 @@
+"""placeholder"""
+
+
+def demo() -> None:
+    """Not yet implemented."""
+    raise SystemExit("not implemented")

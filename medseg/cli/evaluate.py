@@ -1,0 +1,6 @@
+"""placeholder"""
+
+
+def evaluate() -> None:
+    """Not yet implemented."""
+    raise SystemExit("not implemented")

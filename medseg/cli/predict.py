@@ -1,0 +1,6 @@
+"""placeholder"""
+
+
+def predict() -> None:
+    """Not yet implemented."""
+    raise SystemExit("not implemented")

@@ -1,0 +1,50 @@
+"""Rich progress for training epochs (a bar with loss, throughput and ETA), or plain log lines."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class RichTrainingHooks:
+    """One bar per epoch; a one-line summary per epoch (val Dice when validated)."""
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.progress: Progress | None = None
+        self.task = None
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        if not self.enabled:
+            return
+        self.progress = Progress(
+            TextColumn(f"epoch {epoch + 1}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=steps, loss=float("nan"))
+
+    def step(self, loss: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, loss=loss)
+
+    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        parts = [f"epoch {epoch + 1}", f"loss {metrics['train_loss']:.4f}", f"{metrics['train_samples_per_s']:.1f} samples/s",
+                 f"{metrics['epoch_time_s']:.1f}s"]
+        if "val_dice_mean" in metrics:
+            dices = " ".join(f"{k.removeprefix('val_dice_').upper()} {v:.3f}" for k, v in metrics.items() if k.startswith("val_dice_"))
+            parts.append(f"[bold]val Dice {dices}[/]")
+        self.console.print("  ".join(parts), highlight=False)
+
+    def message(self, text: str) -> None:
+        self.console.print(f"[dim]{text}[/]", highlight=False)

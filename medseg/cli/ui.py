@@ -1,0 +1,6 @@
+"""placeholder"""
+
+
+def ui() -> None:
+    """Not yet implemented."""
+    raise SystemExit("not implemented")

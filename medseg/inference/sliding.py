@@ -1,0 +1,62 @@
+"""Sliding-window prediction of one preprocessed volume (MONAI `sliding_window_inference`)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+
+# Above this many output voxels x channels, stitch on the CPU so GPU memory stays bounded (sw runs on GPU).
+GPU_STITCH_LIMIT = 3 * 256**3
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (fp32 elsewhere): no GradScaler needed, same exponent range as fp32."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+@torch.no_grad()
+def sliding_predict(
+    model: torch.nn.Module,
+    image: np.ndarray | torch.Tensor,
+    roi: Sequence[int],
+    *,
+    overlap: float = 0.5,
+    mode: str = "gaussian",
+    sw_batch_size: int = 2,
+    device: torch.device | str = "cpu",
+    amp: bool = True,
+    tta: bool = False,
+    modality_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sigmoid probabilities (R, x, y, z) float32 on the CPU for a (M, x, y, z) image.
+
+    Overlap and blending are passed explicitly (MONAI's defaults, 0.25 and constant, differ from the
+    BraTS references). `tta` averages over all 8 axis-flip combinations.
+    """
+    device = torch.device(device)
+    x = torch.as_tensor(np.asarray(image) if isinstance(image, np.ndarray) else image, dtype=torch.float32)
+    x = x[None].to(device)
+    mask = None if modality_mask is None else modality_mask.to(device)[None]
+
+    def predictor(patch: torch.Tensor) -> torch.Tensor:
+        m = None if mask is None else mask.expand(patch.shape[0], -1)
+        with autocast(device, amp):
+            return model(patch, m) if m is not None else model(patch)
+
+    out_channels = getattr(model, "out_channels", 1)
+    stitch_device = device if x[0, 0].numel() * out_channels <= GPU_STITCH_LIMIT else torch.device("cpu")
+    flips = [()] if not tta else [c for r in range(4) for c in itertools.combinations((2, 3, 4), r)]
+    probs = None
+    for dims in flips:
+        xi = torch.flip(x, dims) if dims else x
+        logits = sliding_window_inference(
+            xi, list(roi), sw_batch_size, predictor, overlap=overlap, mode=mode, device=stitch_device, sw_device=device
+        )
+        p = torch.sigmoid(logits.float())
+        p = torch.flip(p, dims) if dims else p
+        probs = p if probs is None else probs + p
+    return (probs / len(flips))[0].cpu()

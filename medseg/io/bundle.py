@@ -1,0 +1,109 @@
+"""ModelBundle: what a checkpoint or MLflow model carries, so a model file is self-describing.
+
+Everything is tensors, numbers, strings, lists and dicts, so `torch.load(weights_only=True)` can read it:
+a crafted pickle cannot run code on load.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medseg import __version__
+from medseg.data.task import LabelScheme, scheme_from_json, scheme_to_json
+from medseg.errors import ModelFileError
+from medseg.io.atomic import atomic_path
+
+FORMAT = "medseg-bundle/1"
+
+
+@dataclass
+class ModelBundle:
+    """Weights + how to rebuild the network + the task metadata inference needs.
+
+    `norm_stats`: per channel [mean, std] of raw nonzero intensities in the training data (for warnings).
+    """
+
+    model_name: str
+    model_kwargs: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    task: str
+    channels: list[str]
+    scheme: LabelScheme
+    label_map: dict[str, int]
+    patch_size: list[int]
+    norm_stats: list[list[float]]
+    crop_foreground: bool = True
+    infer: dict[str, Any] = field(default_factory=dict)
+    medseg_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "model_name": self.model_name,
+            "model_kwargs": self.model_kwargs,
+            "state_dict": self.state_dict,
+            "task": self.task,
+            "channels": self.channels,
+            "scheme": scheme_to_json(self.scheme),
+            "label_map": self.label_map,
+            "patch_size": list(self.patch_size),
+            "norm_stats": self.norm_stats,
+            "crop_foreground": self.crop_foreground,
+            "infer": self.infer,
+            "medseg_version": self.medseg_version,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelBundle:
+        return cls(
+            model_name=d["model_name"],
+            model_kwargs=dict(d["model_kwargs"]),
+            state_dict=d["state_dict"],
+            task=d["task"],
+            channels=list(d["channels"]),
+            scheme=scheme_from_json(d["scheme"]),
+            label_map={k: int(v) for k, v in d["label_map"].items()},
+            patch_size=list(d["patch_size"]),
+            norm_stats=[list(x) for x in d["norm_stats"]],
+            crop_foreground=bool(d.get("crop_foreground", True)),
+            infer=dict(d.get("infer", {})),
+            medseg_version=d.get("medseg_version", "?"),
+        )
+
+    def build_model(self) -> torch.nn.Module:
+        from medseg.nets import create_model
+
+        model = create_model(self.model_name, **self.model_kwargs)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
+    """Write a checkpoint atomically: an interrupted save leaves the previous file intact."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load with `weights_only=True`; refuse anything that needs arbitrary unpickling."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError("checkpoint not found", path=str(p), hint="pass a .pt file written by medseg train")
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelFileError(
+            f"refused to load: the file needs arbitrary code to unpickle ({str(exc).splitlines()[0][:120]})",
+            path=str(p),
+            hint="only load checkpoints written by medseg from sources you trust",
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ModelFileError(f"not a readable checkpoint ({exc.__class__.__name__})", path=str(p)) from None
+    if not isinstance(payload, dict) or payload.get("bundle", {}).get("format") != FORMAT:
+        raise ModelFileError("not a medseg checkpoint (no model bundle inside)", path=str(p))
+    return payload

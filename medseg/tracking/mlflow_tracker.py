@@ -1,0 +1,190 @@
+"""The MLflow tracker: runs, params, step metrics, images, the dataset, the model and the registry."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import TrackingError
+from medseg.tracking.tracker import redact_uri
+
+BUNDLE_FILE = "medseg_bundle.pt"
+ML_VIEW = "?workflowType=machine_learning"
+
+
+def _mlflow():
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    return mlflow
+
+
+def prepare_experiment(uri: str, experiment: str) -> str:
+    """Create the store and the experiment up front (before any worker), returning the experiment id.
+
+    Sets the experiment-kind tag the MLflow UI's own selector writes, so it opens the training view.
+    """
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(uri)
+    try:
+        client = mlflow.MlflowClient()
+        exp = client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+        client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
+        return exp_id
+    except Exception as exc:
+        if "already exists" in str(exc):  # another process created it between our two calls
+            return mlflow.MlflowClient().get_experiment_by_name(experiment).experiment_id
+        raise TrackingError(
+            f"cannot open MLflow store {redact_uri(uri)} ({exc.__class__.__name__})",
+            hint="check --tracking-uri / MLFLOW_TRACKING_URI and that the server is running",
+        ) from None
+
+
+def runs_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The UI address of the experiment's training-runs table (or the run), for `medseg ui` on port 5000."""
+    base = uri if uri.startswith("http") else "http://127.0.0.1:5000"
+    if run_id:
+        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs{ML_VIEW}"
+
+
+class MlflowTracker:
+    """One MLflow run; `run_id` resumes an existing run (params are then not re-logged)."""
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        run_name: str | None = None,
+        run_id: str | None = None,
+        tags: dict[str, str] | None = None,
+        system_metrics: bool = False,
+    ) -> None:
+        self._mlflow = _mlflow()
+        self.uri = uri
+        self.experiment_id = prepare_experiment(uri, experiment)
+        self.resumed = run_id is not None
+        try:
+            run = self._mlflow.start_run(
+                run_id=run_id,
+                experiment_id=None if run_id else self.experiment_id,
+                run_name=None if run_id else run_name,
+                tags=tags if not run_id else None,
+                log_system_metrics=system_metrics,
+            )
+        except Exception as exc:
+            raise TrackingError(
+                f"cannot start MLflow run ({exc.__class__.__name__}: {str(exc)[:120]})",
+                hint="check the run id and the tracking URI",
+            ) from None
+        self.run_id = run.info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if self.resumed:
+            return  # MLflow params are immutable: a resumed run keeps its original ones
+        clean = {k: ("" if v is None else str(v))[:6000] for k, v in params.items()}
+        self._mlflow.log_params(clean)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._mlflow.set_tags(tags)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._mlflow.log_artifact(str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._mlflow.log_text(text, artifact_file)
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        self._mlflow.log_image(image, key=key, step=step)
+
+    def log_dataset(self, manifest_json: dict, source: str, name: str, digest: str) -> None:
+        import pandas as pd
+
+        rows = [{"id": c["id"], "fold": c["fold"], "shape": str(c["shape"])} for c in manifest_json["cases"]]
+        ds = self._mlflow.data.from_pandas(pd.DataFrame(rows), source=source, name=name, digest=digest)
+        self._mlflow.log_input(ds, context="training")
+
+    def log_bundle_model(self, model: Any, bundle_path: Path, example: np.ndarray) -> str | None:
+        """Log the network as an MLflow model, with our weights-only bundle inside as an extra file.
+
+        medseg loads the bundle (state_dict path, `weights_only=True`), never the pickled module.
+        """
+        import torch
+        from mlflow.models import infer_signature
+
+        with torch.no_grad():
+            out = model(torch.from_numpy(example)).numpy()
+        info = self._mlflow.pytorch.log_model(
+            model,
+            name="model",
+            serialization_format="pickle",
+            signature=infer_signature(example, out),
+            input_example=example,
+            extra_files=[str(bundle_path)],
+            pip_requirements=["torch", "monai", "einops"],
+        )
+        return info.model_uri
+
+    def register(self, model_uri: str, name: str, metric: float) -> list[str]:
+        """Register the model; alias `latest`, and `champion` if it beats the champion's val_dice_mean."""
+        client = self._mlflow.MlflowClient()
+        version = self._mlflow.register_model(model_uri, name).version
+        client.set_model_version_tag(name, version, "val_dice_mean", f"{metric:.6f}")
+        aliases = ["latest"]
+        try:
+            champ = client.get_model_version_by_alias(name, "champion")
+            champ_metric = float(champ.tags.get("val_dice_mean", "-inf"))
+        except Exception:
+            champ_metric = float("-inf")
+        if metric > champ_metric:
+            aliases.append("champion")
+        for alias in aliases:
+            client.set_registered_model_alias(name, alias, version)
+        return aliases
+
+    def end(self, status: str = "FINISHED") -> None:
+        self._mlflow.end_run(status=status)
+
+
+def download_bundle(model_uri: str, tracking_uri: str) -> Path:
+    """Fetch the medseg bundle stored inside an MLflow model (`runs:/..`, `models:/..`) to a temp folder."""
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(tracking_uri)
+    dst = Path(tempfile.mkdtemp(prefix="medseg-model-"))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+    except Exception as exc:
+        raise TrackingError(
+            f"cannot fetch MLflow model {model_uri} ({exc.__class__.__name__}: {str(exc)[:160]})",
+            hint="check the URI with `medseg runs show RUN_ID` and --tracking-uri",
+        ) from None
+    found = list(local.rglob(BUNDLE_FILE))
+    if not found:
+        raise TrackingError(f"MLflow model {model_uri} holds no {BUNDLE_FILE} (not logged by medseg)")
+    return found[0]
+
+
+def run_output_dir(run_id: str, tracking_uri: str) -> str:
+    """The local folder (checkpoints) a medseg run wrote, from its `medseg.out_dir` tag."""
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except Exception:
+        raise TrackingError(
+            f"no run {run_id} in {redact_uri(tracking_uri)}", hint="pass a checkpoint path or a run id from `medseg runs list`"
+        ) from None
+    out = run.data.tags.get("medseg.out_dir")
+    if not out:
+        raise TrackingError(f"run {run_id} was not written by medseg train (no medseg.out_dir tag)")
+    return out

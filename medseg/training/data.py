@@ -1,0 +1,101 @@
+"""Training and validation data: cached preprocessed volumes -> MONAI random patch transforms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from monai.data import DataLoader, Dataset, list_data_collate
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    MapTransform,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    SpatialPadd,
+)
+from torch.utils.data import DistributedSampler
+
+from medseg.data.cache import ensure_cached, read_entry
+from medseg.data.task import Case, LabelScheme
+from medseg.errors import DataError
+
+
+class LoadCachedd(MapTransform):
+    """Read a cache entry (memory-mapped .npy) into `image` (M, ...) float32 and `label` (R, ...) uint8."""
+
+    def __init__(self) -> None:
+        super().__init__(keys=["entry"])
+
+    def __call__(self, data: dict) -> dict:
+        pre = read_entry(Path(data["entry"]))
+        if pre.regions is None:
+            raise DataError("case has no label", case=data["id"], hint="training needs labelled cases")
+        return {"id": data["id"], "image": np.array(pre.image), "label": np.array(pre.regions)}
+
+
+def train_transforms(patch_size: Sequence[int], samples: int, pos_neg_ratio: float) -> Compose:
+    """Foreground-biased random patches, flips and intensity scale/shift (MONAI)."""
+    keys = ["image", "label"]
+    pos = pos_neg_ratio / (1 + pos_neg_ratio)
+    return Compose(
+        [
+            LoadCachedd(),
+            SpatialPadd(keys, spatial_size=list(patch_size)),
+            RandCropByPosNegLabeld(
+                keys, "label", list(patch_size), pos=pos, neg=1 - pos, num_samples=samples, image_key=None
+            ),
+            RandFlipd(keys, prob=0.5, spatial_axis=0),
+            RandFlipd(keys, prob=0.5, spatial_axis=1),
+            RandFlipd(keys, prob=0.5, spatial_axis=2),
+            RandScaleIntensityd("image", factors=0.1, prob=1.0),
+            RandShiftIntensityd("image", offsets=0.1, prob=1.0),
+            EnsureTyped(keys, track_meta=False),
+        ]
+    )
+
+
+def prepare_cache(
+    cases: Sequence[Case],
+    scheme: LabelScheme,
+    cache_dir: str | Path,
+    crop_foreground: bool,
+    on_case: Callable[[Case, bool], None] | None = None,
+) -> list[dict]:
+    """Make sure every case is cached (decode once); returns dataset items {id, entry}."""
+    items = []
+    for case in cases:
+        entry, hit = ensure_cached(case, scheme, cache_dir, crop_foreground)
+        items.append({"id": case.id, "entry": str(entry)})
+        if on_case:
+            on_case(case, hit)
+    return items
+
+
+def train_loader(
+    items: list[dict],
+    patch_size: Sequence[int],
+    batch_size: int,
+    samples: int,
+    pos_neg_ratio: float,
+    num_workers: int,
+    seed: int,
+    world: tuple[int, int] = (0, 1),
+) -> DataLoader:
+    """Random-patch loader; with DDP each rank sees a disjoint shard (DistributedSampler)."""
+    ds = Dataset(items, train_transforms(patch_size, samples, pos_neg_ratio))
+    rank, size = world
+    sampler = DistributedSampler(ds, size, rank, shuffle=True, seed=seed) if size > 1 else None
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=list_data_collate,
+        persistent_workers=num_workers > 0,
+        drop_last=False,
+    )

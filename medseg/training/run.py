@@ -1,0 +1,175 @@
+"""A training run from resolved inputs: device, seeds, cache, tracking set-up, `fit`, model logging."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import monai
+import numpy as np
+import torch
+
+from medseg import __version__
+from medseg.config import ExperimentConfig, config_to_yaml, flatten
+from medseg.data.cache import read_entry
+from medseg.data.manifest import Manifest
+from medseg.data.task import Task
+from medseg.errors import MedsegError
+from medseg.io.atomic import atomic_write_text
+from medseg.io.bundle import ModelBundle, load_checkpoint, save_checkpoint
+from medseg.tracking import NullTracker, Tracker
+from medseg.training.data import prepare_cache
+from medseg.training.distributed import World, barrier, init_world
+from medseg.nets.profile import count_parameters
+from medseg.training.loop import ProgressHooks, SilentHooks, TrainResult, TrainSpec, build_network, fit
+from medseg.viz.curves import learning_curves
+from medseg.viz.overlays import save_png
+
+
+@dataclass
+class TrackingTarget:
+    """Where to track: `uri=None` switches tracking off."""
+
+    uri: str | None
+    experiment: str = "medseg"
+    run_name: str | None = None
+    register_name: str | None = None
+    system_metrics: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MedsegError("--device cuda requested but no CUDA device is available", hint="use --device cpu or auto")
+    return torch.device(name)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _seed(cfg: ExperimentConfig, world: World) -> None:
+    monai.utils.set_determinism(seed=cfg.train.seed + world.rank)
+    if cfg.train.deterministic:
+        # Bitwise determinism is opt-in; CUDA has no deterministic 3D upsampling backward, so warn only.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        monai.utils.set_determinism(seed=cfg.train.seed + world.rank, use_deterministic_algorithms=False)
+
+
+def _params(cfg: ExperimentConfig, manifest: Manifest, fold: int | None, n_params: int) -> dict:
+    return {
+        **flatten(cfg.model_dump(mode="json")),
+        "model_name": cfg.model.name,
+        "param_count": n_params,
+        "manifest_hash": manifest.digest(),
+        "fold": fold,
+        "seed": cfg.train.seed,
+        "version.medseg": __version__,
+        "version.torch": torch.__version__,
+        "version.monai": monai.__version__,
+        "version.cuda": torch.version.cuda or "none",
+        "git_commit": _git_commit(),
+    }
+
+
+def _open_tracker(target: TrackingTarget, cfg: ExperimentConfig, task: Task, resume_run: str | None, world: World):
+    if target.uri is None or not world.is_main:
+        return NullTracker()
+    from medseg.tracking.mlflow_tracker import MlflowTracker
+
+    family = cfg.model.name.split("_")[0]
+    tags = {
+        "task": task.name,
+        "model_family": family,
+        "cross_modal": str(cfg.model.kwargs.get("cross_modal", family in {"transunet3d", "swinunet3d"})),
+    }
+    return MlflowTracker(target.uri, target.experiment, target.run_name, resume_run, tags, target.system_metrics)
+
+
+def train_task(
+    task: Task,
+    manifest: Manifest,
+    manifest_path: Path,
+    cfg: ExperimentConfig,
+    *,
+    fold: int | None,
+    device_name: str,
+    target: TrackingTarget,
+    out_root: Path,
+    resume: dict | None = None,
+    hooks: ProgressHooks | None = None,
+) -> tuple[TrainResult, Tracker]:
+    """Train on `manifest` (fold K held out), tracked in MLflow; returns the result and the (ended) tracker."""
+    hooks = hooks or SilentHooks()
+    device = resolve_device(device_name)
+    world = init_world(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+    _seed(cfg, world)
+    train_cases, val_cases = manifest.split(fold)
+    cache_dir = Path(cfg.data.cache_dir)
+    if world.is_main:
+        hooks.message(f"preparing {len(train_cases) + len(val_cases)} cases (decoded once, then cached)")
+        prepare_cache([*train_cases, *val_cases], task.scheme, cache_dir, cfg.data.crop_foreground)
+    barrier(world)
+    train_items = prepare_cache(train_cases, task.scheme, cache_dir, cfg.data.crop_foreground)
+    val_items = prepare_cache(val_cases, task.scheme, cache_dir, cfg.data.crop_foreground)
+    stats = np.mean([read_entry(Path(i["entry"])).stats for i in train_items], axis=0).tolist()
+
+    tracker = _open_tracker(target, cfg, task, resume.get("run_id") if resume else None, world)
+    status = "FAILED"
+    try:
+        out_dir = out_root / (tracker.run_id or time.strftime("run-%Y%m%d-%H%M%S"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", config_to_yaml(cfg))
+        tracker.set_tags({"medseg.out_dir": str(out_dir.resolve())})
+        spec = TrainSpec(cfg, task.name, list(task.channels), task.scheme, manifest.label_map, train_items,
+                         val_items, stats, out_dir, device, world, resume)
+        if world.is_main and not resume:
+            tracker.log_params(_params(cfg, manifest, fold, count_parameters(build_network(spec))))
+            tracker.log_text(config_to_yaml(cfg), "config.yaml")
+            tracker.log_artifact(manifest_path, "data")
+            tracker.log_dataset(manifest.to_json(), str(manifest_path), manifest_path.stem, manifest.digest())
+        result = fit(spec, tracker, hooks)
+        if world.is_main:
+            _finish(result, tracker, target, out_dir, spec)
+        status = "FINISHED"
+        return result, tracker
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end(status)
+
+
+def _finish(result: TrainResult, tracker: Tracker, target: TrackingTarget, out_dir: Path, spec: TrainSpec) -> None:
+    """Learning curves, the best model as a self-describing bundle, the MLflow model and registry aliases."""
+    rgb = learning_curves(result.history, title=f"{spec.cfg.model.name}  best val Dice {result.best_dice:.3f}")
+    save_png(rgb, out_dir / "learning_curves.png")
+    tracker.log_artifact(out_dir / "learning_curves.png", "plots")
+    tracker.log_text(config_to_yaml(spec.cfg), "config_resolved.yaml")
+    bundle = ModelBundle.from_dict(load_checkpoint(result.best_path)["bundle"])
+    bundle_path = out_dir / "model_bundle.pt"
+    save_checkpoint({"bundle": bundle.to_dict()}, bundle_path)
+    if tracker.run_id is None:
+        return
+    named = out_dir / "mlflow" / "medseg_bundle.pt"
+    named.parent.mkdir(exist_ok=True)
+    shutil.copyfile(bundle_path, named)
+    model = bundle.build_model()
+    s = max(model.stride, 16) if model.fixed_size is None else model.fixed_size[0]
+    example = np.zeros((1, len(spec.channels), s, s, s), np.float32)
+    result.model_uri = tracker.log_bundle_model(model, named, example)
+    if target.register_name and result.model_uri:
+        result.aliases = tracker.register(result.model_uri, target.register_name, result.best_dice)

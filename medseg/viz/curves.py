@@ -1,0 +1,38 @@
+"""Learning curves: training loss and validation Dice per region over epochs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from medseg.viz.overlays import REGION_COLOURS  # noqa: E402
+
+
+def learning_curves(history: Sequence[dict], title: str = "") -> np.ndarray:
+    """RGB picture from per-epoch dicts holding `epoch`, `train_loss` and optionally `val_dice_*`."""
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=80)
+    epochs = [h["epoch"] for h in history]
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], color="#333", marker=".")
+    ax_loss.set(xlabel="epoch", ylabel="train loss", title="training loss")
+    keys = sorted({k for h in history for k in h if k.startswith("val_dice_")})
+    for key in keys:
+        pts = [(h["epoch"], h[key]) for h in history if key in h]
+        region = key.removeprefix("val_dice_").upper()
+        ax_dice.plot(*zip(*pts, strict=True), marker="o", label=region, color=REGION_COLOURS.get(region),
+                     lw=2.5 if region == "MEAN" else 1.5)
+    ax_dice.set(xlabel="epoch", ylabel="Dice", title="validation Dice", ylim=(0, 1))
+    if keys:
+        ax_dice.legend(fontsize=8)
+    for ax in (ax_loss, ax_dice):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return rgb
