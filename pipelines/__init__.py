@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from medseg.data.manifest import Manifest
-from medseg.data.task import Task
+from medseg.data.task import Layout, Task
 from medseg.errors import MedsegError
 
 _TASKS: dict[str, Callable[[Path | None], Task]] = {}
@@ -42,6 +42,13 @@ def task_for_manifest(name: str, manifest: Manifest) -> Task:
     if name == "generic":
         return generic.task_from_description(manifest.channels, manifest.label_map)
     return get_task(name)
+
+
+def prediction_layouts(task: str, channels: list[str], label_map: dict[str, int]) -> tuple[Layout, ...]:
+    """Input layouts a model of `task` can predict from (its channel order and label convention)."""
+    if task == "brats":
+        return brats.LAYOUTS
+    return generic.prediction_layouts(channels, label_map)
 
 
 from pipelines import brats, generic  # noqa: E402  (registration side effect)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medseg.data.layouts import find_nnunet_cases, find_suffix_cases
+from medseg.data.layouts import find_4d_cases, find_nnunet_cases, find_suffix_cases
 from medseg.data.task import Layout, LabelScheme, Task
 from medseg.errors import DataError
 from pipelines import register_task
@@ -48,12 +48,17 @@ def task_from_description(channels: list[str], labels: dict[str, int]) -> Task:
         regions={name: (name,) for name in labels},
         paint_order=tuple((name, name) for name in labels),
     )
-    layouts = (
+    return Task("generic", tuple(channels), _layouts(channels, labels), scheme, "configs/brats_smoke.yaml")
+
+
+def _layouts(channels: list[str], labels: dict[str, int]) -> tuple[Layout, ...]:
+    return (
         Layout("nnunet", lambda root: find_nnunet_cases(root, len(channels), labels, "nnunet"), labels),
-        Layout(
-            "folders",
-            lambda root: find_suffix_cases(root, channels, "seg", "_", labels, "folders"),
-            labels,
-        ),
+        Layout("folders", lambda root: find_suffix_cases(root, channels, "seg", "_", labels, "folders"), labels),
     )
-    return Task("generic", tuple(channels), layouts, scheme, "configs/brats_smoke.yaml")
+
+
+def prediction_layouts(channels: list[str], labels: dict[str, int]) -> tuple[Layout, ...]:
+    """Training layouts plus one 4D file per case with the channels in the model's order."""
+    four_d = Layout("4d", lambda root: find_4d_cases(root, list(range(len(channels))), labels, "4d"), labels)
+    return (*_layouts(channels, labels), four_d)

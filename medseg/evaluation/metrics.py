@@ -7,6 +7,7 @@ empty ground truth; where neither is empty the numbers agree (tested).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -33,13 +34,15 @@ def hd95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> float:
         return 0.0
     if not p.any() or not g.any():
         return EMPTY_HD95_MM
-    value = compute_hausdorff_distance(
-        torch.from_numpy(p)[None, None],
-        torch.from_numpy(g)[None, None],
-        include_background=True,
-        percentile=95,
-        spacing=[float(s) for s in spacing],
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # MONAI 1.5+ internal deprecation chatter
+        value = compute_hausdorff_distance(
+            torch.from_numpy(p)[None, None],
+            torch.from_numpy(g)[None, None],
+            include_background=True,
+            percentile=95,
+            spacing=[float(s) for s in spacing],
+        )
     return float(value.item())
 
 

@@ -188,3 +188,18 @@ def run_output_dir(run_id: str, tracking_uri: str) -> str:
     if not out:
         raise TrackingError(f"run {run_id} was not written by medseg train (no medseg.out_dir tag)")
     return out
+
+
+def log_to_existing_run(run_id: str, tracking_uri: str, metrics: dict[str, float], files: list[Path]) -> None:
+    """Attach evaluation metrics and files to a finished run (e.g. test-set Dice after training)."""
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient()
+    try:
+        client.get_run(run_id)
+    except Exception:
+        raise TrackingError(f"no run {run_id} in {redact_uri(tracking_uri)}", hint="see `medseg runs list`") from None
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    for f in files:
+        client.log_artifact(run_id, str(f), "evaluation")

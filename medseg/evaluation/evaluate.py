@@ -1,0 +1,81 @@
+"""Evaluate a folder of predicted label maps against ground truth, per case and region."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from medseg.data.task import Case, LabelScheme
+from medseg.errors import DataError
+from medseg.evaluation.lesionwise import lesion_wise
+from medseg.evaluation.metrics import region_metrics
+from medseg.io.nifti import AFFINE_TOL_MM, read_label
+from medseg.transforms.labels import labels_to_regions
+
+
+@dataclass
+class EvalResult:
+    rows: list[dict]
+    unmatched_pred: list[str]
+    unmatched_gt: list[str]
+    failed: list[tuple[str, str]]
+
+
+def evaluate_case(pred_path: Path, gt_case: Case, scheme: LabelScheme) -> dict:
+    """Metrics for one case; predictions are in the ground truth's native label convention."""
+    gt_img = nib.load(gt_case.label)
+    shape, affine = gt_img.shape[:3], gt_img.affine
+    gt = read_label(gt_case, shape, affine)
+    pred_case = Case(gt_case.id, (), (), str(pred_path), gt_case.label_map, gt_case.layout)
+    pred_img = nib.load(str(pred_path))
+    if tuple(pred_img.shape[:3]) != tuple(shape) or not np.allclose(pred_img.affine, affine, atol=AFFINE_TOL_MM):
+        raise DataError(
+            f"prediction grid {pred_img.shape} does not match the ground truth's {shape} (shape/affine)",
+            path=str(pred_path), case=gt_case.id,
+        )
+    pred = read_label(pred_case, shape, affine)
+    spacing = [float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)]
+    p = labels_to_regions(pred, scheme, gt_case.label_map)
+    g = labels_to_regions(gt, scheme, gt_case.label_map)
+    row = {"id": gt_case.id, **region_metrics(p, g, scheme.region_names, spacing)}
+    for i, name in enumerate(scheme.region_names):
+        lw_dice, lw_hd = lesion_wise(p[i], g[i], spacing)
+        row[f"lesion_dice_{name.lower()}"] = lw_dice
+        row[f"lesion_hd95_{name.lower()}"] = lw_hd
+    return row
+
+
+def evaluate_folder(
+    pred_dir: Path,
+    gt_cases: Sequence[Case],
+    scheme: LabelScheme,
+    on_case: Callable[[str], None] | None = None,
+) -> EvalResult:
+    """Match `<pred_dir>/<case>.nii.gz` to ground-truth cases by id and evaluate each pair."""
+    preds = {p.name[: -len(".nii.gz")]: p for p in pred_dir.glob("*.nii.gz") if not p.name.endswith("_probabilities.nii.gz")}
+    labelled = {c.id: c for c in gt_cases if c.label}
+    rows, failed = [], []
+    for cid in sorted(set(preds) & set(labelled)):
+        try:
+            rows.append(evaluate_case(preds[cid], labelled[cid], scheme))
+        except DataError as exc:
+            failed.append((cid, str(exc)))
+        if on_case:
+            on_case(cid)
+    return EvalResult(rows, sorted(set(preds) - set(labelled)), sorted(set(labelled) - set(preds)), failed)
+
+
+def summarise(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """mean / median / std of every metric column."""
+    if not rows:
+        return {}
+    keys = [k for k in rows[0] if k != "id"]
+    out = {}
+    for k in keys:
+        vals = np.array([r[k] for r in rows], dtype=float)
+        out[k] = {"mean": float(vals.mean()), "median": float(np.median(vals)), "std": float(vals.std())}
+    return out

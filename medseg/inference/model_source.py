@@ -1,0 +1,33 @@
+"""Resolve `--model`: a checkpoint/bundle file, or an MLflow model URI (runs:/, models:/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medseg.errors import ModelFileError
+from medseg.io.bundle import ModelBundle, load_checkpoint
+
+MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
+
+
+def load_bundle(model_ref: str, tracking_uri: str | None = None) -> ModelBundle:
+    """The self-describing model bundle behind a file path or an MLflow model URI.
+
+    MLflow models are read through the weights-only bundle medseg stores inside them; the pickled module
+    MLflow also keeps is never unpickled.
+    """
+    if model_ref.startswith(MLFLOW_SCHEMES):
+        from medseg.tracking import resolve_tracking_uri
+        from medseg.tracking.mlflow_tracker import download_bundle
+
+        path = download_bundle(model_ref, resolve_tracking_uri(tracking_uri))
+    else:
+        path = Path(model_ref)
+        if not path.exists():
+            raise ModelFileError(
+                "model not found", path=str(path), hint="pass a .pt from `medseg train` or runs:/<run_id>/model"
+            )
+    try:
+        return ModelBundle.from_dict(load_checkpoint(path)["bundle"])
+    except (KeyError, TypeError) as exc:
+        raise ModelFileError(f"incomplete model bundle (missing {exc})", path=str(path)) from None
