@@ -39,3 +39,39 @@ def msd_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("msd")
     write_synthetic_dataset(out, 3, "msd", TINY_SHAPE, seed=3)
     return out
+
+
+def make_bundle(bias: float | None = None, cross_modal: bool = True, crop_foreground: bool = True):
+    """An untrained tiny BraTS model bundle (geometry and plumbing tests need no trained weights)."""
+    from medseg.io.bundle import ModelBundle
+    from medseg.nets import create_model
+    from pipelines.brats import CHANNELS, LABELS_2021, SCHEME
+
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 4, "out_channels": 3, "cross_modal": cross_modal, "img_size": 32}
+    model = create_model("transunet3d_tiny", **kwargs)
+    if bias is not None:
+        with torch.no_grad():
+            model.head.conv.conv.bias.fill_(bias)
+    return ModelBundle(
+        model_name="transunet3d_tiny",
+        model_kwargs=kwargs,
+        state_dict=model.state_dict(),
+        task="brats",
+        channels=list(CHANNELS),
+        scheme=SCHEME,
+        label_map=LABELS_2021,
+        patch_size=[32, 32, 32],
+        norm_stats=[[500.0, 200.0]] * 4,
+        crop_foreground=crop_foreground,
+        infer={"overlap": 0.25, "sw_batch_size": 2, "mode": "gaussian", "threshold": 0.5},
+    )
+
+
+@pytest.fixture()
+def bundle_file(tmp_path) -> Path:
+    from medseg.io.bundle import save_checkpoint
+
+    path = tmp_path / "model.pt"
+    save_checkpoint({"bundle": make_bundle().to_dict()}, path)
+    return path

@@ -21,7 +21,7 @@ import torch
 from medseg.data.task import Case
 from medseg.errors import DataError, MedsegError
 from medseg.inference.case_predict import CasePrediction, predict_case
-from medseg.io.atomic import atomic_write_text
+from medseg.io.atomic import atomic_path, atomic_write_text
 from medseg.io.bundle import ModelBundle
 from medseg.io.nifti import CaseVolumes, read_case, save_nifti
 from medseg.transforms.geometry import crop, to_ras
@@ -98,8 +98,12 @@ def _read(case: Case, allow_missing: bool) -> CaseVolumes | DataError:
 def _write(pred: CasePrediction, pre, case: Case, bundle: ModelBundle, out_dir: Path, opts: PredictOptions) -> None:
     save_nifti(pred.labels, pred.affine, out_dir / f"{case.id}.nii.gz", np.uint8)
     if pred.probabilities is not None:
-        probs = np.moveaxis(pred.probabilities, 0, -1)  # (X, Y, Z, R): NIfTI's 4th axis
-        save_nifti(probs, pred.affine, out_dir / f"{case.id}_probabilities.nii.gz", np.float16)
+        # NIfTI-1 has no float16: store (R, X, Y, Z) float16 compressed, as nnU-Net does, with the grid.
+        with atomic_path(out_dir / f"{case.id}_probabilities.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(
+                fh, probabilities=pred.probabilities.astype(np.float16), affine=pred.affine,
+                regions=np.array(bundle.scheme.region_names),
+            )
     if opts.overlays:
         ras, _ = to_ras(labels_to_regions(pred.labels, bundle.scheme, case.label_map), pred.affine)
         shown = [c for c in ("flair", "t1ce") if c in bundle.channels] or bundle.channels[:1]
@@ -117,6 +121,8 @@ def predict_folder(
 ) -> list[CaseResult]:
     """Predict every case into `out_dir/<case>.nii.gz`; returns per-case results (also in the report)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".*.part*"):  # temp files of a run killed mid-write (SIGKILL)
+        stale.unlink(missing_ok=True)
     fingerprint = model_fingerprint(bundle)
     atomic_write_text(out_dir / MARKER, json.dumps({"model": fingerprint, "model_name": bundle.model_name}))
     model = bundle.build_model().to(opts.device)

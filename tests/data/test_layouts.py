@@ -1,0 +1,72 @@
+"""Layout detection for every BraTS layout in the wild, normalised to one channel order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medseg.data.layouts import detect_cases
+from medseg.errors import DataError
+from medseg.io.nifti import read_case
+from pipelines import get_task
+from pipelines.brats import LABELS_2021, LABELS_2023, LABELS_MSD
+
+
+@pytest.mark.parametrize(
+    ("fixture", "layout", "label_map"),
+    [("brats2021_dir", "brats2021", LABELS_2021), ("brats2023_dir", "brats2023", LABELS_2023), ("msd_dir", "msd", LABELS_MSD)],
+)
+def test_detects_layout_and_label_map(request, fixture, layout, label_map):
+    found, cases = detect_cases(request.getfixturevalue(fixture), get_task("brats").layouts)
+    assert found.name == layout
+    assert cases and all(c.label_map == label_map and c.label for c in cases)
+
+
+def test_msd_channels_are_reordered_to_t1_t1ce_t2_flair(msd_dir, tmp_path):
+    """The same synthetic case written as MSD (FLAIR, T1w, T1gd, T2w) and 2023 reads back identically."""
+    from pipelines.brats import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "b23", 1, "brats2023", (48, 48, 32), seed=3)
+    _, msd_cases = detect_cases(msd_dir, get_task("brats").layouts)
+    _, b23_cases = detect_cases(tmp_path / "b23", get_task("brats").layouts)
+    msd = read_case(msd_cases[0])
+    b23 = read_case(b23_cases[0])
+    np.testing.assert_allclose(msd.image, b23.image)
+    # Same anatomy, different native codes: MSD edema=1 vs 2023 edema=2.
+    assert np.array_equal(msd.label == 1, b23.label == 2)
+
+
+def test_nnunet_style_folder(tmp_path, brats2021_dir):
+    import shutil
+
+    _, cases = detect_cases(brats2021_dir, get_task("brats").layouts)
+    for c in cases[:2]:
+        for i, img in enumerate(c.images):
+            shutil.copy(img, tmp_path / f"{c.id}_{i:04d}.nii.gz")
+    layout, found = detect_cases(tmp_path, get_task("brats").layouts)
+    assert layout.name == "nnunet"
+    assert [c.id for c in found] == [c.id for c in cases[:2]]
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("unrelated")
+    with pytest.raises(DataError, match="no cases found"):
+        detect_cases(tmp_path, get_task("brats").layouts)
+
+
+def test_generic_task_from_dataset_json(tmp_path):
+    import json
+
+    import nibabel as nib
+
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    vol = np.zeros((16, 16, 16), np.float32)
+    vol[4:10, 4:10, 4:10] = 100
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "imagesTr" / "liver_001_0000.nii.gz")
+    nib.save(nib.Nifti1Image((vol > 0).astype(np.uint8), np.eye(4)), tmp_path / "labelsTr" / "liver_001.nii.gz")
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1}}))
+    task = get_task("generic", tmp_path)
+    layout, cases = detect_cases(tmp_path, task.layouts)
+    assert task.channels == ("ct",) and task.scheme.region_names == ["liver"]
+    assert layout.name == "nnunet" and cases[0].label.endswith("liver_001.nii.gz")

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.metrics import DiceMetric, HausdorffDistanceMetric
+
+from medseg.evaluation.lesionwise import lesion_wise
+from medseg.evaluation.metrics import EMPTY_HD95_MM, dice, hd95, region_metrics, volume_ml
+
+
+def cube(shape, lo, hi):
+    m = np.zeros(shape, bool)
+    m[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = True
+    return m
+
+
+def test_known_dice_and_volume():
+    a = cube((10, 10, 10), (0, 0, 0), (4, 4, 4))  # 64 voxels
+    b = cube((10, 10, 10), (2, 0, 0), (6, 4, 4))  # 64 voxels, 32 shared
+    assert dice(a, b) == pytest.approx(0.5)
+    assert volume_ml(a, (2.0, 1.0, 1.0)) == pytest.approx(0.128)
+
+
+def test_brats_empty_conventions():
+    empty = np.zeros((5, 5, 5), bool)
+    full = cube((5, 5, 5), (1, 1, 1), (3, 3, 3))
+    assert dice(empty, empty) == 1.0 and hd95(empty, empty, (1, 1, 1)) == 0.0
+    assert dice(full, empty) == 0.0 and hd95(full, empty, (1, 1, 1)) == EMPTY_HD95_MM
+    assert dice(empty, full) == 0.0 and hd95(empty, full, (1, 1, 1)) == EMPTY_HD95_MM
+
+
+def test_hd95_is_in_millimetres():
+    a = cube((20, 20, 20), (5, 5, 5), (10, 10, 10))
+    b = cube((20, 20, 20), (8, 5, 5), (13, 10, 10))  # shifted 3 voxels along x
+    assert hd95(a, b, (1, 1, 1)) == pytest.approx(3.0)
+    assert hd95(a, b, (2.5, 1, 1)) == pytest.approx(7.5)
+
+
+def test_agrees_with_monai_where_conventions_coincide():
+    rng = np.random.default_rng(0)
+    pred = rng.random((2, 16, 16, 16)) > 0.6
+    gt = rng.random((2, 16, 16, 16)) > 0.5
+    ours = region_metrics(pred, gt, ["A", "B"], spacing=(1.0, 1.5, 2.0))
+    p, g = torch.from_numpy(pred)[None].float(), torch.from_numpy(gt)[None].float()
+    monai_dice = DiceMetric(include_background=True, reduction="none")(p, g)[0]
+    monai_hd = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")(p, g, spacing=[1.0, 1.5, 2.0])[0]
+    assert ours["dice_a"] == pytest.approx(float(monai_dice[0]), abs=1e-6)
+    assert ours["dice_b"] == pytest.approx(float(monai_dice[1]), abs=1e-6)
+    assert ours["hd95_a"] == pytest.approx(float(monai_hd[0]), abs=1e-4)
+    # MONAI gives NaN for an empty ground truth; we give the BraTS value.
+    empty = torch.zeros_like(g[:, :1])
+    assert torch.isnan(DiceMetric(include_background=True, reduction="none")(empty, empty)).all()
+    assert dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+
+
+def test_lesion_wise_counts_misses_and_false_positives():
+    gt = cube((40, 40, 40), (2, 2, 2), (8, 8, 8)) | cube((40, 40, 40), (20, 20, 20), (26, 26, 26))
+    pred = cube((40, 40, 40), (2, 2, 2), (8, 8, 8)) | cube((40, 40, 40), (30, 30, 30), (35, 35, 35))
+    lw_dice, lw_hd = lesion_wise(pred, gt, (1, 1, 1))
+    # lesion 1 perfect (1.0), lesion 2 missed (0), one false positive (0): mean over 3.
+    assert lw_dice == pytest.approx(1 / 3)
+    assert lw_hd == pytest.approx((0 + 374 + 374) / 3)
+    assert lesion_wise(np.zeros_like(gt), np.zeros_like(gt), (1, 1, 1)) == (1.0, 0.0)
+
+
+def test_lesion_wise_ignores_small_gt_lesions():
+    gt = cube((20, 20, 20), (2, 2, 2), (5, 5, 5))  # 27 voxels <= 50
+    lw = lesion_wise(np.zeros_like(gt), gt, (1, 1, 1))
+    assert lw == (1.0, 0.0)

@@ -1,0 +1,171 @@
+"""Folder prediction: exact geometry for any orientation, robust batches, resumable, honest warnings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from medseg.data.layouts import detect_cases
+from medseg.errors import MedsegError
+from medseg.inference.predictor import PredictOptions, check_output_dir, model_fingerprint, predict_folder
+from medseg.io.nifti import save_nifti
+from pipelines import prediction_layouts
+from pipelines.brats import LAYOUTS, SUFFIXES_2021
+from tests.conftest import make_bundle
+
+SHAPE = (40, 36, 32)
+
+
+def _rotation_z(deg: float) -> np.ndarray:
+    t = np.deg2rad(deg)
+    r = np.eye(4)
+    r[:2, :2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
+    return r
+
+
+def _write_case(root: Path, cid: str, channels: np.ndarray, affine: np.ndarray, dtype=np.float32) -> None:
+    for ch, sfx in zip(channels, SUFFIXES_2021, strict=True):
+        save_nifti(ch, affine, root / cid / f"{cid}_{sfx}.nii.gz", dtype)
+
+
+def _volume(seed: int = 0) -> np.ndarray:
+    from medseg.data.synth import synth_case
+
+    images, _ = synth_case(SHAPE, seed=seed)
+    return np.round(np.stack([images[c] for c in ("t1", "t1ce", "t2", "flair")]))  # exact in int16 too
+
+
+def _predict(root: Path, out: Path, bundle=None, **kw):
+    bundle = bundle or make_bundle(bias=0.3)
+    _, cases = detect_cases(root, LAYOUTS)
+    return predict_folder(cases, bundle, out, PredictOptions(**kw))
+
+
+RAS = np.diag([1.2, 1.0, 1.5, 1.0])
+ORIENTATIONS = {
+    "ras": (RAS, lambda a: a),
+    "lps": (np.diag([-1.2, -1.0, 1.5, 1.0]), lambda a: a[:, ::-1, ::-1, :]),
+    "oblique": (_rotation_z(25) @ RAS, lambda a: a),
+}
+
+
+@pytest.mark.parametrize("name", list(ORIENTATIONS))
+def test_output_geometry_matches_input_in_nibabel_and_simpleitk(tmp_path, name):
+    affine, to_voxels = ORIENTATIONS[name]
+    vol = _volume()
+    _write_case(tmp_path / "ref", "c1", vol, RAS)
+    _write_case(tmp_path / "in", "c1", np.ascontiguousarray(to_voxels(vol)), affine, np.int16)
+    _predict(tmp_path / "ref", tmp_path / "ref_out")
+    results = _predict(tmp_path / "in", tmp_path / "out")
+    assert results[0].status == "ok", results[0].error
+    src = tmp_path / "in" / "c1" / "c1_t1.nii.gz"
+    out = tmp_path / "out" / "c1.nii.gz"
+    img_in, img_out = nib.load(src), nib.load(out)
+    assert img_out.shape == img_in.shape and img_out.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(img_out.affine, img_in.affine, atol=1e-5)
+    np.testing.assert_allclose(img_out.get_qform(), img_out.get_sform(), atol=1e-5)
+    s_in, s_out = sitk.ReadImage(str(src)), sitk.ReadImage(str(out))
+    assert s_in.GetSize() == s_out.GetSize()
+    np.testing.assert_allclose(s_in.GetOrigin(), s_out.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(s_in.GetDirection(), s_out.GetDirection(), atol=1e-5)
+    np.testing.assert_allclose(s_in.GetSpacing(), s_out.GetSpacing(), atol=1e-5)
+    # Same world data -> the same labels at the same world positions as the RAS reference.
+    ref = np.asarray(nib.load(tmp_path / "ref_out" / "c1.nii.gz").dataobj)
+    got = np.asarray(img_out.dataobj)
+    assert ref.any()
+    np.testing.assert_array_equal(got, to_voxels(ref[None])[0])
+    assert set(np.unique(got)) <= {0, 1, 2, 4}  # BraTS 2021 native labels
+
+
+@pytest.mark.parametrize("fixture", ["brats2021_dir", "brats2023_dir", "msd_dir"])
+def test_all_layouts_predict_in_their_native_label_convention(request, tmp_path, fixture):
+    root = request.getfixturevalue(fixture)
+    layout, cases = detect_cases(root, prediction_layouts("brats", [], {}))
+    results = predict_folder(cases, make_bundle(bias=0.5), tmp_path, PredictOptions())
+    assert all(r.status == "ok" for r in results)
+    labels = np.asarray(nib.load(tmp_path / f"{cases[0].id}.nii.gz").dataobj)
+    assert set(np.unique(labels)) <= {0, *cases[0].label_map.values()}
+    assert labels.shape == nib.load(cases[0].label).shape[:3]
+
+
+def test_bad_cases_are_reported_and_the_batch_goes_on(tmp_path):
+    vol = _volume()
+    _write_case(tmp_path / "in", "good", vol, RAS)
+    _write_case(tmp_path / "in", "nan", vol, RAS)
+    bad = tmp_path / "in" / "nan" / "nan_t2.nii.gz"
+    arr = np.asarray(nib.load(bad).dataobj).copy()
+    arr[1, 1, 1] = np.nan
+    save_nifti(arr, RAS, bad, np.float32)
+    _write_case(tmp_path / "in", "missing", vol, RAS)
+    (tmp_path / "in" / "missing" / "missing_flair.nii.gz").unlink()
+    results = {r.id: r for r in _predict(tmp_path / "in", tmp_path / "out")}
+    assert results["good"].status == "ok"
+    assert results["nan"].status == "failed" and "NaN" in results["nan"].error
+    assert results["missing"].status == "failed" and "missing_flair" in results["missing"].error
+    report = json.loads((tmp_path / "out" / "predict_report.json").read_text())
+    assert report["summary"] == {"ok": 1, "skipped": 0, "failed": 2}
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["good.nii.gz"]
+
+
+def test_missing_modality_is_masked_when_allowed(tmp_path):
+    vol = _volume()
+    _write_case(tmp_path / "in", "c", vol, RAS)
+    (tmp_path / "in" / "c" / "c_t1ce.nii.gz").unlink()
+    (result,) = _predict(tmp_path / "in", tmp_path / "out", allow_missing=True)
+    assert result.status == "ok" and result.missing_modalities == ["t1ce"]
+    early = make_bundle(bias=0.3, cross_modal=False)
+    (result,) = _predict(tmp_path / "in", tmp_path / "out2", bundle=early, allow_missing=True)
+    assert result.status == "failed" and "cannot mask" in result.error
+
+
+def test_rerun_skips_complete_outputs_and_redoes_broken_ones(tmp_path):
+    vol = _volume()
+    for cid in ("a", "b"):
+        _write_case(tmp_path / "in", cid, vol, RAS)
+    first = _predict(tmp_path / "in", tmp_path / "out")
+    reference = np.asarray(nib.load(tmp_path / "out" / "b.nii.gz").dataobj)
+    broken = tmp_path / "out" / "b.nii.gz"
+    broken.write_bytes(broken.read_bytes()[:100])  # a truncated file left by some other tool
+    (tmp_path / "out" / ".b.x.part.nii.gz").write_bytes(b"junk")  # temp file of a killed run
+    second = {r.id: r.status for r in _predict(tmp_path / "in", tmp_path / "out")}
+    assert [r.status for r in first] == ["ok", "ok"]
+    assert second == {"a": "skipped", "b": "ok"}
+    np.testing.assert_array_equal(np.asarray(nib.load(broken).dataobj), reference)
+    assert not list((tmp_path / "out").glob(".*.part*"))
+
+
+def test_empty_prediction_and_unusual_intensities_warn(tmp_path):
+    vol = _volume()
+    _write_case(tmp_path / "in", "c", vol * 50, RAS)
+    (result,) = _predict(tmp_path / "in", tmp_path / "out", bundle=make_bundle(bias=-20.0))
+    assert result.status == "ok"
+    assert any("empty prediction" in w for w in result.warnings)
+    assert any("intensities unusual" in w for w in result.warnings)
+
+
+def test_output_folder_of_another_model_is_refused(tmp_path):
+    vol = _volume()
+    _write_case(tmp_path / "in", "c", vol, RAS)
+    _predict(tmp_path / "in", tmp_path / "out")
+    other = make_bundle(bias=-1.0)
+    with pytest.raises(MedsegError, match="another model"):
+        check_output_dir(tmp_path / "out", model_fingerprint(other), overwrite=False)
+    check_output_dir(tmp_path / "out", model_fingerprint(other), overwrite=True)
+    check_output_dir(tmp_path / "out", model_fingerprint(make_bundle(bias=0.3)), overwrite=False)
+
+
+def test_probabilities_and_overlays(tmp_path):
+    vol = _volume()
+    _write_case(tmp_path / "in", "c", vol, RAS)
+    _predict(tmp_path / "in", tmp_path / "out", save_probabilities=True, overlays=True, tta=True)
+    probs = np.load(tmp_path / "out" / "c_probabilities.npz")
+    assert probs["probabilities"].shape == (3, *SHAPE) and probs["probabilities"].dtype == np.float16
+    np.testing.assert_allclose(probs["affine"], RAS)
+    labels = np.asarray(nib.load(tmp_path / "out" / "c.nii.gz").dataobj)
+    assert np.array_equal(labels > 0, probs["probabilities"][2] > 0.5)  # WT = any label
+    assert (tmp_path / "out" / "overlays" / "c.png").stat().st_size > 1000

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medseg.io.nifti import CaseVolumes
+from medseg.transforms.geometry import GridMeta, restore_grid
+from medseg.transforms.preprocess import preprocess_case
+from pipelines.brats import SCHEME
+
+AFFINES = {
+    "ras": np.diag([1.0, 1.0, 1.0, 1.0]),
+    "lps": np.diag([-1.0, -1.0, 1.0, 1.0]),
+    "permuted": np.array([[0, 0, -1.2, 10], [1.0, 0, 0, -5], [0, -0.9, 0, 3], [0, 0, 0, 1]]),
+}
+
+
+@pytest.mark.parametrize("name", list(AFFINES))
+def test_preprocess_then_restore_is_exact(name):
+    rng = np.random.default_rng(0)
+    image = np.zeros((2, 20, 18, 16), np.float32)
+    image[:, 3:15, 4:12, 2:13] = rng.uniform(1, 2, (2, 12, 8, 11))
+    label = np.zeros((20, 18, 16), np.int16)
+    label[6:9, 5:10, 4:8] = 4
+    case = type("C", (), {"label_map": {"necrotic": 1, "edema": 2, "enhancing": 4}})()
+    pre = preprocess_case(CaseVolumes(image, label, AFFINES[name]), case, SCHEME)
+    assert pre.image.shape[1:] == pre.regions.shape[1:]
+    assert np.prod(pre.image.shape[1:]) == 12 * 8 * 11  # cropped to the nonzero box
+    restored = restore_grid(pre.regions.astype(np.float32), pre.meta)
+    assert restored.shape[1:] == label.shape
+    assert np.array_equal(restored[0] > 0, label == 4)  # ET region lands on the original voxels
+    assert GridMeta.from_json(pre.meta.to_json()) == pre.meta
+
+
+def test_normalisation_is_zscore_on_nonzero_voxels():
+    image = np.zeros((1, 10, 10, 10), np.float32)
+    image[0, 2:8, 2:8, 2:8] = np.linspace(100, 200, 216).reshape(6, 6, 6)
+    case = type("C", (), {"label_map": {}})()
+    pre = preprocess_case(CaseVolumes(image, None, np.eye(4)), case, None)
+    assert abs(pre.image.mean()) < 1e-5 and abs(pre.image.std() - 1) < 1e-3
+    assert pre.stats[0, 0] == pytest.approx(150, rel=1e-4)
