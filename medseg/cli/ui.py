@@ -1,6 +1,39 @@
-"""placeholder"""
+"""`medseg ui`: the MLflow UI on the same store the other commands use, bound to localhost by default."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import typer
+from rich.console import Console
+
+from medseg.cli.options import TrackingUriOpt
+from medseg.errors import MedsegError
+from medseg.tracking import redact_uri, resolve_tracking_uri
+
+console = Console()
 
 
-def ui() -> None:
-    """Not yet implemented."""
-    raise SystemExit("not implemented")
+def ui(
+    port: int = typer.Option(5000, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address; see README before exposing it."),
+    tracking_uri: str | None = TrackingUriOpt,
+) -> None:
+    """Start the MLflow UI (Ctrl-C to stop). It has no authentication: keep it on localhost or tunnel to it."""
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("http"):
+        raise MedsegError(f"{redact_uri(uri)} is already a tracking server", hint="open it in a browser instead")
+    if host not in {"127.0.0.1", "localhost", "::1"}:
+        console.print("[yellow]warning[/]: the MLflow UI has no authentication; anyone who can reach "
+                      f"{host}:{port} can read and delete runs", highlight=False)
+    from medseg.tracking.mlflow_tracker import ML_VIEW, prepare_experiment
+
+    exp_id = prepare_experiment(uri, "medseg")
+    console.print(f"MLflow UI for {redact_uri(uri)}", highlight=False)
+    console.print(f"training runs: http://{host}:{port}/#/experiments/{exp_id}/runs{ML_VIEW}", highlight=False)
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    try:
+        subprocess.run(cmd, check=False)
+    except KeyboardInterrupt:
+        console.print("stopped")

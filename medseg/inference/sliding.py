@@ -38,7 +38,8 @@ def sliding_predict(
     BraTS references). `tta` averages over all 8 axis-flip combinations.
     """
     device = torch.device(device)
-    x = torch.as_tensor(np.asarray(image) if isinstance(image, np.ndarray) else image, dtype=torch.float32)
+    # np.array copies memory-mapped cache arrays (read-only) into a writable buffer torch can own.
+    x = torch.from_numpy(np.array(image, dtype=np.float32)) if isinstance(image, np.ndarray) else image.float()
     x = x[None].to(device)
     mask = None if modality_mask is None else modality_mask.to(device)[None]
 

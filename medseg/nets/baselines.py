@@ -8,6 +8,7 @@ from torch import nn
 
 from medseg.nets._registry import register_model
 from medseg.nets.base import SegmentationModel
+from medseg.nets.blocks.cross_modal import strip_unused_norms
 
 
 class MonaiBaseline(SegmentationModel):
@@ -17,7 +18,7 @@ class MonaiBaseline(SegmentationModel):
         self, net: nn.Module, in_channels: int, out_channels: int, stride: int, fixed_size=None
     ) -> None:
         super().__init__()
-        self.net = net
+        self.net = strip_unused_norms(net)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.stride = stride
         self.fixed_size = fixed_size

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,10 @@ class MlflowTracker:
         import pandas as pd
 
         rows = [{"id": c["id"], "fold": c["fold"], "shape": str(c["shape"])} for c in manifest_json["cases"]]
-        ds = self._mlflow.data.from_pandas(pd.DataFrame(rows), source=source, name=name, digest=digest)
-        self._mlflow.log_input(ds, context="training")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # MLflow guessing among equivalent local sources
+            ds = self._mlflow.data.from_pandas(pd.DataFrame(rows), source=source, name=name, digest=digest)
+            self._mlflow.log_input(ds, context="training")
 
     def log_bundle_model(self, model: Any, bundle_path: Path, example: np.ndarray) -> str | None:
         """Log the network as an MLflow model, with our weights-only bundle inside as an extra file.
@@ -120,11 +123,20 @@ class MlflowTracker:
         medseg loads the bundle (state_dict path, `weights_only=True`), never the pickled module.
         """
         import torch
-        from mlflow.models import infer_signature
 
         with torch.no_grad():
             out = model(torch.from_numpy(example)).numpy()
-        info = self._mlflow.pytorch.log_model(
+        with warnings.catch_warnings():
+            # MLflow warns about pickle and integer schemas; medseg never unpickles and inputs are float.
+            warnings.simplefilter("ignore", UserWarning)
+            logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+            info = self._log_model(model, bundle_path, example, out)
+        return info.model_uri
+
+    def _log_model(self, model: Any, bundle_path: Path, example: np.ndarray, out: np.ndarray):
+        from mlflow.models import infer_signature
+
+        return self._mlflow.pytorch.log_model(
             model,
             name="model",
             serialization_format="pickle",
@@ -133,7 +145,6 @@ class MlflowTracker:
             extra_files=[str(bundle_path)],
             pip_requirements=["torch", "monai", "einops"],
         )
-        return info.model_uri
 
     def register(self, model_uri: str, name: str, metric: float) -> list[str]:
         """Register the model; alias `latest`, and `champion` if it beats the champion's val_dice_mean."""

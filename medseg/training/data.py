@@ -96,6 +96,6 @@ def train_loader(
         sampler=sampler,
         num_workers=num_workers,
         collate_fn=list_data_collate,
-        persistent_workers=num_workers > 0,
+        persistent_workers=False,  # fresh workers per epoch, seeded from the per-epoch torch seed
         drop_last=False,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from monai.data.utils import set_rnd
 from torch.nn.parallel import DistributedDataParallel
 
 from medseg.config import ExperimentConfig
@@ -138,6 +140,18 @@ def _train_epoch(model, loader, loss_fn, optimizer, scaler, spec: TrainSpec, hoo
     return float(np.mean(losses)) if losses else float("nan"), samples
 
 
+def _seed_epoch(loader, seed: int, epoch: int, rank: int) -> None:
+    """Seed every RNG from (seed, epoch, rank) so an epoch's patches and dropout do not depend on history:
+    a resumed run continues bit-for-bit (on CPU) where an uninterrupted one would be."""
+    s = seed + 10007 * epoch + 101 * rank
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+    set_rnd(loader.dataset, s)  # transforms in the main process; workers are re-seeded from torch per epoch
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+
+
 def _write_csv(rows: Sequence[dict]) -> str:
     buf = io.StringIO()
     if rows:
@@ -184,8 +198,7 @@ def fit(spec: TrainSpec, tracker: Tracker, hooks: ProgressHooks | None = None) -
     t_start, stale = time.monotonic(), 0
     epoch = start - 1
     for epoch in range(start, cfg.train.epochs):
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
+        _seed_epoch(loader, cfg.train.seed, epoch, world.rank)
         hooks.epoch_start(epoch, cfg.train.epochs, len(loader))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from medseg.viz.overlays import REGION_COLOURS  # noqa: E402
+from medseg.viz.overlays import REGION_COLOURS, figure_to_rgb  # noqa: E402
 
 
 def learning_curves(history: Sequence[dict], title: str = "") -> np.ndarray:
@@ -32,7 +32,17 @@ def learning_curves(history: Sequence[dict], title: str = "") -> np.ndarray:
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.canvas.draw()
-    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return rgb
+    return figure_to_rgb(fig)
+
+
+def compare_curves(curves: dict[str, list[tuple[int, float]]], metric: str = "val Dice (mean)") -> np.ndarray:
+    """RGB picture overlaying one metric's curve per run."""
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=80)
+    for name, points in curves.items():
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=name)
+    ax.set(xlabel="epoch", ylabel=metric, ylim=(0, 1), title=f"{metric} by run")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return figure_to_rgb(fig)

@@ -63,6 +63,11 @@ def overlay_figure(
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
+    return figure_to_rgb(fig)
+
+
+def figure_to_rgb(fig) -> np.ndarray:
+    """Render a matplotlib figure to an (H, W, 3) uint8 array and close it."""
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     plt.close(fig)

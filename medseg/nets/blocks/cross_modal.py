@@ -33,6 +33,15 @@ def drop_modalities(mask: torch.Tensor, p: float) -> torch.Tensor:
     return torch.where(empty[:, None], mask, kept)
 
 
+def strip_unused_norms(module: nn.Module) -> nn.Module:
+    """MONAI's TransformerBlock always allocates `norm_cross_attn`, even without cross-attention: replace
+    it with Identity so every parameter gets a gradient (DDP refuses unused parameters otherwise)."""
+    for block in module.modules():
+        if isinstance(block, TransformerBlock) and not block.with_cross_attention:
+            block.norm_cross_attn = nn.Identity()
+    return module
+
+
 class ModalityEmbedding(nn.Module):
     """A learned vector per modality, added to that modality's features `(b m) c ...`."""
 
@@ -108,9 +117,11 @@ class GlobalCrossModalTransformer(nn.Module):
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(
-            TransformerBlock(dim, mlp_dim, num_heads, dropout, qkv_bias=True, use_flash_attention=True)
-            for _ in range(depth)
+        self.blocks = strip_unused_norms(
+            nn.ModuleList(
+                TransformerBlock(dim, mlp_dim, num_heads, dropout, qkv_bias=True, use_flash_attention=True)
+                for _ in range(depth)
+            )
         )
         self.norm = nn.LayerNorm(dim)
 

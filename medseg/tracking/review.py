@@ -1,0 +1,100 @@
+"""Reading runs back for review: summaries, best epochs, curves, registry (used by `medseg runs`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from medseg.errors import TrackingError
+from medseg.tracking.mlflow_tracker import _mlflow
+from medseg.tracking.tracker import redact_uri
+
+REGIONS_METRICS = ("val_dice_et", "val_dice_tc", "val_dice_wt", "val_dice_mean")
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    name: str
+    status: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    start_ms: int
+    end_ms: int | None
+    epochs: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+    best_epoch: int | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        return (self.end_ms - self.start_ms) / 1000 if self.end_ms else None
+
+
+def client(uri: str):
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient()
+
+
+def history(c, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in c.get_metric_history(run_id, key))
+
+
+def summarise_run(c, run) -> RunSummary:
+    """A run with its epoch count and the val Dice of its best epoch (by val_dice_mean)."""
+    s = RunSummary(
+        run.info.run_id, run.info.run_name or "", run.info.status, dict(run.data.params),
+        dict(run.data.tags), dict(run.data.metrics), run.info.start_time, run.info.end_time,
+    )
+    s.epochs = len(history(c, s.run_id, "train_loss"))
+    mean = history(c, s.run_id, "val_dice_mean")
+    if mean:
+        s.best_epoch, _ = max(mean, key=lambda x: x[1])
+        for key in REGIONS_METRICS:
+            at = dict(history(c, s.run_id, key))
+            if s.best_epoch in at:
+                s.best[key] = at[s.best_epoch]
+    return s
+
+
+def get_run(uri: str, run_id: str):
+    c = client(uri)
+    try:
+        return c, c.get_run(run_id)
+    except Exception:
+        raise TrackingError(f"no run {run_id} in {redact_uri(uri)}", hint="see `medseg runs list`") from None
+
+
+def list_runs(uri: str, experiment: str | None, sort: str, limit: int) -> list[RunSummary]:
+    c = client(uri)
+    if experiment:
+        exp = c.get_experiment_by_name(experiment)
+        if exp is None:
+            raise TrackingError(f"no experiment '{experiment}' in {redact_uri(uri)}", hint="see `medseg runs list`")
+        ids = [exp.experiment_id]
+    else:
+        ids = [e.experiment_id for e in c.search_experiments()]
+    runs = c.search_runs(ids, max_results=max(limit * 5, 50), order_by=["attributes.start_time DESC"])
+    summaries = [summarise_run(c, r) for r in runs]
+    if sort == "start_time":
+        return summaries[:limit]
+    return sorted(summaries, key=lambda s: s.best.get(sort, s.metrics.get(sort, float("-inf"))), reverse=True)[:limit]
+
+
+def logged_models(c, run) -> list[str]:
+    """`models:/<id>` URIs of the models a run logged (MLflow 3 keeps them apart from run artifacts)."""
+    outputs = getattr(run, "outputs", None)
+    ids = [o.model_id for o in (outputs.model_outputs if outputs else [])]
+    return [f"models:/{i}" for i in ids]
+
+
+def registry_aliases(c, model_uris: list[str]) -> list[str]:
+    """'name@alias (vN)' for every registered version created from these models."""
+    out = []
+    model_ids = {u.split("/", 1)[1] for u in model_uris}
+    for rm in c.search_registered_models():
+        for alias, version in (rm.aliases or {}).items():
+            mv = c.get_model_version(rm.name, version)
+            if getattr(mv, "model_id", None) in model_ids or any(mv.source.endswith(i) for i in model_ids):
+                out.append(f"{rm.name}@{alias} (v{version})")
+    return out

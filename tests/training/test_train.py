@@ -1,0 +1,167 @@
+"""Training end to end on CPU: MLflow tracking (embedded SQLite and a real server), resume, DDP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.config import load_config
+from medseg.data.manifest import load_manifest, save_manifest
+from medseg.data.validate import scan_dataset
+from medseg.io.bundle import load_checkpoint
+from medseg.training.run import TrackingTarget, train_task
+from pipelines import get_task
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "configs" / "brats_smoke.yaml"
+FAST = ["train.epochs=2", "train.val_every=1", "train.samples_per_volume=1", "train.overlays=1", "data.num_workers=0"]
+
+
+@pytest.fixture(scope="module")
+def manifest_path(brats2021_dir, tmp_path_factory) -> Path:
+    manifest, _ = scan_dataset(brats2021_dir, get_task("brats"), folds=2)
+    path = tmp_path_factory.mktemp("manifest") / "m.json"
+    save_manifest(manifest, path)
+    return path
+
+
+def _train(manifest_path: Path, tmp: Path, uri: str | None, overrides=(), resume=None, run_name="t"):
+    cfg = load_config(SMOKE, [*FAST, f"data.cache_dir={tmp / 'cache'}", "tracking.system_metrics=false", *overrides])
+    target = TrackingTarget(uri, "test", run_name, system_metrics=False)
+    return train_task(get_task("brats"), load_manifest(manifest_path), manifest_path, cfg, fold=0,
+                      device_name="cpu", target=target, out_root=tmp / "runs", resume=resume)
+
+
+def test_training_is_tracked_and_resume_continues_the_run(manifest_path, tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result, tracker = _train(manifest_path, tmp_path, uri)
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(tracker.run_id)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1]
+    for key in ("val_dice_et", "val_dice_tc", "val_dice_wt", "val_dice_mean", "lr", "epoch_time_s", "train_samples_per_s"):
+        assert key in run.data.metrics, key
+    assert run.data.params["model_name"] == "transunet3d_tiny" and int(run.data.params["param_count"]) > 0
+    assert run.data.tags["task"] == "brats" and run.data.tags["cross_modal"] == "True"
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "data", "plots", "validation"} <= arts
+    assert run.inputs.dataset_inputs, "manifest logged as the run's dataset"
+    # The logged MLflow model loads (weights-only bundle inside) and predicts.
+    from medseg.inference.model_source import load_bundle
+
+    bundle = load_bundle(result.model_uri, uri)
+    with torch.no_grad():
+        assert bundle.build_model()(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
+    # Resume from the run id: same run, epochs continue, params untouched.
+    payload = load_checkpoint(result.last_path)
+    resumed, tracker2 = _train(manifest_path, tmp_path, uri, ["train.epochs=3"], resume=payload)
+    assert tracker2.run_id == tracker.run_id
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1, 2]
+    assert resumed.epochs_run == 3
+
+
+def test_resume_is_bit_for_bit(manifest_path, tmp_path):
+    straight, _ = _train(manifest_path, tmp_path / "a", None, ["train.epochs=3", "train.val_every=5"])
+    first, _ = _train(manifest_path, tmp_path / "b", None, ["train.epochs=3", "train.max_minutes=0.0001", "train.val_every=5"])
+    assert first.epochs_run == 1  # stopped by the time budget after one epoch
+    payload = load_checkpoint(first.last_path)
+    payload["config"]["train"]["max_minutes"] = None
+    resumed, _ = _train(manifest_path, tmp_path / "b", None, ["train.epochs=3", "train.val_every=5"], resume=payload)
+    a = load_checkpoint(straight.last_path)
+    b = load_checkpoint(resumed.last_path)
+    assert a["epoch"] == b["epoch"] == 2
+    for key, value in a["bundle"]["state_dict"].items():
+        assert torch.equal(value, b["bundle"]["state_dict"][key]), key
+    assert torch.equal(a["optimizer"]["state"][0]["exp_avg"], b["optimizer"]["state"][0]["exp_avg"])
+    assert a["history"][0]["train_loss"] == b["history"][0]["train_loss"]
+
+
+def test_interrupted_checkpoint_save_keeps_the_previous_one(tmp_path, monkeypatch):
+    from medseg.io import bundle as bundle_mod
+
+    path = tmp_path / "last.pt"
+    bundle_mod.save_checkpoint({"bundle": {"format": bundle_mod.FORMAT}, "epoch": 1}, path)
+
+    def dies_mid_write(obj, f, *a, **k):
+        Path(f).write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bundle_mod.torch, "save", dies_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        bundle_mod.save_checkpoint({"bundle": {"format": bundle_mod.FORMAT}, "epoch": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_malicious_checkpoint_is_refused(tmp_path):
+    from medseg.errors import ModelFileError
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"bundle": Exploit()}, path)
+    with pytest.raises(ModelFileError, match="refused"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_training_against_a_real_mlflow_server(manifest_path, tmp_path):
+    import mlflow
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail("mlflow server did not start")
+                time.sleep(0.5)
+        result, tracker = _train(manifest_path, tmp_path, uri, ["train.epochs=1"])
+        run = mlflow.MlflowClient(uri).get_run(tracker.run_id)
+        assert run.info.status == "FINISHED" and "val_dice_mean" in run.data.metrics
+        assert result.model_uri
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_ddp_two_processes_on_cpu(manifest_path, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "medseg", "train", "brats", "--manifest", str(manifest_path), "--config", str(SMOKE),
+           "--no-tracking", "--no-progress", "--device", "cpu", "--fold", "0", "--out", str(tmp_path / "runs"),
+           *sum((["--set", o] for o in [*FAST, f"data.cache_dir={tmp_path / 'cache'}"]), [])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpts = list((tmp_path / "runs").rglob("last.pt"))
+    assert len(ckpts) == 1  # rank 0 alone checkpoints
+    assert load_checkpoint(ckpts[0])["epoch"] == 1
+    assert np.isfinite(load_checkpoint(ckpts[0])["history"][-1]["val_dice_mean"])
