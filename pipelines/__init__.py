@@ -37,7 +37,8 @@ def task_for_manifest(name: str, manifest: Manifest) -> Task:
     """The task a manifest was scanned with; generic tasks are rebuilt from its channels and label map."""
     if name != manifest.task:
         raise MedsegError(
-            f"manifest was scanned for task '{manifest.task}', not '{name}'", hint=f"use `medseg train {manifest.task}`"
+            f"manifest was scanned for task '{manifest.task}', not '{name}'",
+            hint=f"use `medseg train {manifest.task}`",
         )
     if name == "generic":
         return generic.task_from_description(manifest.channels, manifest.label_map)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.layouts import find_4d_cases, find_nnunet_cases, find_suffix_cases
-from medseg.data.synth import ENHANCING, NECROTIC, EDEMA, brats_affine, synth_case
-from medseg.data.task import Layout, LabelScheme, Task
+from medseg.data.synth import EDEMA, ENHANCING, NECROTIC, brats_affine, synth_case
+from medseg.data.task import LabelScheme, Layout, Task
 from medseg.io.nifti import save_nifti
 from pipelines import register_task
 

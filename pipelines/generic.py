@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from medseg.data.layouts import find_4d_cases, find_nnunet_cases, find_suffix_cases
-from medseg.data.task import Layout, LabelScheme, Task
+from medseg.data.task import LabelScheme, Layout, Task
 from medseg.errors import DataError
 from pipelines import register_task
 

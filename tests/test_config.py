@@ -27,7 +27,7 @@ def test_overrides_are_typed():
 def test_unknown_key_is_named(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("train:\n  epocs: 3\n")
-    with pytest.raises(ConfigError, match="train.epocs"):
+    with pytest.raises(ConfigError, match=r"train\.epocs"):
         load_config(p)
 
 

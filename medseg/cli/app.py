@@ -63,10 +63,6 @@ def main() -> None:
     except typer.Abort:
         err_console.print("[yellow]aborted[/]")
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:  # usage errors (bad or missing options): message + exit 2
+        exc.show()
+        sys.exit(getattr(exc, "exit_code", 2))

@@ -30,11 +30,28 @@ SMOKE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "brats_smoke.ya
 
 # (train cases, test cases, volume shape, overrides) per setting. CPU: tuned to learn in a few minutes on 2 cores.
 SETTINGS = {
-    "fast": (4, 2, (40, 40, 32), ["train.epochs=2", "train.val_every=1", "train.samples_per_volume=1", "train.overlays=1"]),
+    "fast": (
+        4,
+        2,
+        (40, 40, 32),
+        ["train.epochs=2", "train.val_every=1", "train.samples_per_volume=1", "train.overlays=1"],
+    ),
     "cpu": (16, 4, (80, 80, 64), ["train.epochs=200", "train.val_every=5", "train.samples_per_volume=4"]),
-    "gpu": (24, 6, (128, 128, 96), ["model.name=transunet3d_small", "model.kwargs.img_size=64",
-                                    "train.patch_size=[64, 64, 64]", "train.epochs=300", "train.val_every=10",
-                                    "train.samples_per_volume=4", "train.lr=0.001", "data.num_workers=4"]),
+    "gpu": (
+        24,
+        6,
+        (128, 128, 96),
+        [
+            "model.name=transunet3d_small",
+            "model.kwargs.img_size=64",
+            "train.patch_size=[64, 64, 64]",
+            "train.epochs=300",
+            "train.val_every=10",
+            "train.samples_per_volume=4",
+            "train.lr=0.001",
+            "data.num_workers=4",
+        ],
+    ),
 }
 
 
@@ -52,7 +69,7 @@ def _synth(root: Path, train_n: int, test_n: int, shape) -> tuple[Path, Path]:
 
 def demo(
     out: Path = typer.Option(Path("medseg_demo"), "--out", help="Folder for data, runs, predictions."),
-    minutes: float = typer.Option(6.0, "--minutes", min=0.1, help="Training time budget."),
+    minutes: float = typer.Option(6.0, "--minutes", min=0.1, help="Training time budget (minutes)."),
     fast: bool = typer.Option(False, "--fast", help="Smallest setting (seconds): a smoke test, not a model."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Default: sqlite:///<out>/mlflow.db."),
@@ -64,16 +81,29 @@ def demo(
     train_n, test_n, shape, overrides = SETTINGS[setting]
     out.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri or resolve_tracking_uri(None, f"sqlite:///{(out / 'mlflow.db').resolve()}")
-    console.print(Panel.fit(f"medseg demo ({setting} setting, {dev}): synthetic BraTS-like data -> cross-modal "
-                            f"TransUNet-3D -> predictions -> Dice\nfolder: {out.resolve()}   tracking: {redact_uri(uri)}"))
+    console.print(
+        Panel.fit(
+            f"medseg demo ({setting} setting, {dev}): synthetic BraTS-like data -> cross-modal "
+            f"TransUNet-3D -> predictions -> Dice\nfolder: {out.resolve()}   tracking: {redact_uri(uri)}"
+        )
+    )
     train_dir, test_dir = _synth(out, train_n, test_n, shape)
-    manifest_path = scan_to_manifest(train_dir, "brats", out / "data" / "train_manifest.json", folds=4, seed=0, skip_bad=False)
+    manifest_path = scan_to_manifest(
+        train_dir, "brats", out / "data" / "train_manifest.json", folds=4, seed=0, skip_bad=False
+    )
     cfg = load_config(SMOKE_CONFIG, [*overrides, f"train.max_minutes={minutes}", f"data.cache_dir={out / 'cache'}"])
     task = get_task("brats")
     console.rule("training")
     result, tracker = train_task(
-        task, load_manifest(manifest_path), manifest_path, cfg, fold=0, device_name=device,
-        target=TrackingTarget(uri, "medseg-demo", "demo"), out_root=out / "runs", hooks=RichTrainingHooks(console),
+        task,
+        load_manifest(manifest_path),
+        manifest_path,
+        cfg,
+        fold=0,
+        device_name=device,
+        target=TrackingTarget(uri, "medseg-demo", "demo"),
+        out_root=out / "runs",
+        hooks=RichTrainingHooks(console),
     )
     console.rule("prediction on held-out cases")
     bundle = load_bundle(str(result.best_path))
@@ -83,7 +113,16 @@ def demo(
     console.print(f"{sum(r.status == 'ok' for r in results)}/{len(results)} cases predicted -> {pred_dir}")
     evaluation = evaluate_folder(pred_dir, cases, task.scheme)
     summary = summarise(evaluation.rows)
-    _report(summary, task.scheme.region_names, out, pred_dir, tracker, uri, result.model_uri, time.monotonic() - t0)
+    _report(
+        summary,
+        task.scheme.region_names,
+        out,
+        pred_dir,
+        tracker,
+        uri,
+        result.model_uri,
+        time.monotonic() - t0,
+    )
 
 
 def _report(summary, regions, out: Path, pred_dir: Path, tracker, uri: str, model_uri, seconds: float) -> None:

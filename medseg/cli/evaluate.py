@@ -43,24 +43,38 @@ def evaluate(
     task_obj = get_task(task, gt_dir)
     _, gt_cases = detect_cases(gt_dir, task_obj.layouts)
     result = evaluate_folder(pred_dir, gt_cases, task_obj.scheme)
-    for cid, err in result.failed:
+    for _, err in result.failed:
         console.print(f"[red]failed[/] {err}", highlight=False)
     if result.unmatched_pred:
-        console.print(f"[yellow]{len(result.unmatched_pred)} prediction(s) without ground truth[/]: {', '.join(result.unmatched_pred[:10])}")
+        names = ", ".join(result.unmatched_pred[:10])
+        console.print(f"[yellow]{len(result.unmatched_pred)} prediction(s) without ground truth[/]: {names}")
     if result.unmatched_gt:
-        console.print(f"[yellow]{len(result.unmatched_gt)} labelled case(s) without prediction[/]: {', '.join(result.unmatched_gt[:10])}")
+        names = ", ".join(result.unmatched_gt[:10])
+        console.print(f"[yellow]{len(result.unmatched_gt)} labelled case(s) without prediction[/]: {names}")
     if not result.rows:
-        raise DataError("no case could be evaluated", path=str(pred_dir), hint="prediction files must be named <case_id>.nii.gz")
+        raise DataError(
+            "no case could be evaluated",
+            path=str(pred_dir),
+            hint="prediction files must be named <case_id>.nii.gz",
+        )
     summary = summarise(result.rows)
     _write_csv(result.rows, out)
     summary_path = out.with_suffix(".summary.json")
-    atomic_write_text(summary_path, json.dumps({"convention": CONVENTION, "cases": len(result.rows), "metrics": summary}, indent=1))
+    atomic_write_text(
+        summary_path,
+        json.dumps({"convention": CONVENTION, "cases": len(result.rows), "metrics": summary}, indent=1),
+    )
     regions = task_obj.scheme.region_names
     table = Table(title=f"evaluation of {len(result.rows)} cases (mean ± std)", caption=CONVENTION)
     table.add_column("metric")
     for r in regions:
         table.add_column(r, justify="right")
-    for metric, fmt in (("dice", "{:.3f}"), ("hd95", "{:.1f}"), ("lesion_dice", "{:.3f}"), ("lesion_hd95", "{:.1f}")):
+    for metric, fmt in (
+        ("dice", "{:.3f}"),
+        ("hd95", "{:.1f}"),
+        ("lesion_dice", "{:.3f}"),
+        ("lesion_hd95", "{:.1f}"),
+    ):
         cells = []
         for r in regions:
             s = summary[f"{metric}_{r.lower()}"]

@@ -49,8 +49,13 @@ def _registry_table(uri: str) -> None:
         for alias, v in (rm.aliases or {}).items():
             by_version.setdefault(str(v), []).append(alias)
         for mv in c.search_model_versions(f"name='{rm.name}'"):
-            table.add_row(rm.name, str(mv.version), ", ".join(by_version.get(str(mv.version), [])),
-                          mv.tags.get("val_dice_mean", "-"), (mv.run_id or "-")[:12])
+            table.add_row(
+                rm.name,
+                str(mv.version),
+                ", ".join(by_version.get(str(mv.version), [])),
+                mv.tags.get("val_dice_mean", "-"),
+                (mv.run_id or "-")[:12],
+            )
     console.print(table)
 
 

@@ -9,4 +9,3 @@ SetOpt = typer.Option([], "--set", "-s", help="Override a config key: --set trai
 TrackingUriOpt = typer.Option(
     None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
 )
-

@@ -7,13 +7,26 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from medseg.cli.options import TrackingUriOpt
 from medseg.data.layouts import detect_cases
 from medseg.inference.model_source import load_bundle
-from medseg.inference.predictor import CaseResult, PredictOptions, check_output_dir, model_fingerprint, predict_folder
+from medseg.inference.predictor import (
+    CaseResult,
+    PredictOptions,
+    check_output_dir,
+    model_fingerprint,
+    predict_folder,
+)
 from medseg.training.run import resolve_device
 from pipelines import prediction_layouts
 
@@ -36,13 +49,21 @@ def _shard(part: str | None) -> tuple[int, int]:
 def predict(
     input_dir: Path = typer.Argument(..., help="Folder of cases (BraTS 2021/2023, MSD 4D, nnU-Net CASE_000X)."),
     output_dir: Path = typer.Argument(..., help="Where <case_id>.nii.gz label maps are written."),
-    model: str = typer.Option(..., "--model", "-m", help="Checkpoint file, runs:/<id>/model or models:/<name>@<alias>."),
-    overlap: float | None = typer.Option(None, "--overlap", min=0.0, max=0.95, help="Sliding-window overlap (default 0.5)."),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Checkpoint file, runs:/<id>/model or models:/<name>@<alias>."
+    ),
+    overlap: float | None = typer.Option(
+        None, "--overlap", min=0.0, max=0.95, help="Sliding-window overlap (default 0.5)."
+    ),
     sw_batch_size: int | None = typer.Option(None, "--sw-batch-size", min=1),
     tta: bool = typer.Option(False, "--tta", help="Average over the 8 axis flips."),
-    save_probabilities: bool = typer.Option(False, "--save-probabilities", help="Also write float16 region probabilities."),
+    save_probabilities: bool = typer.Option(
+        False, "--save-probabilities", help="Also write float16 region probabilities."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo cases whose output exists."),
-    allow_missing_modality: bool = typer.Option(False, "--allow-missing-modality", help="Mask missing channels (cross-modal models)."),
+    allow_missing_modality: bool = typer.Option(
+        False, "--allow-missing-modality", help="Mask missing channels (cross-modal models)."
+    ),
     overlays: bool = typer.Option(False, "--overlays", help="Write overlay PNGs to OUTPUT_DIR/overlays."),
     part: str | None = typer.Option(None, "--part", help="Predict shard i of n: --part 0/4."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
@@ -62,12 +83,26 @@ def predict(
     opts = PredictOptions(
         overlap=overlap if overlap is not None else bundle.infer.get("overlap", 0.5),
         sw_batch_size=sw_batch_size or bundle.infer.get("sw_batch_size", 2),
-        tta=tta, save_probabilities=save_probabilities, overwrite=overwrite,
-        allow_missing=allow_missing_modality, overlays=overlays, device=dev,
+        tta=tta,
+        save_probabilities=save_probabilities,
+        overwrite=overwrite,
+        allow_missing=allow_missing_modality,
+        overlays=overlays,
+        device=dev,
     )
-    console.print(f"{len(cases)} case(s), model {bundle.model_name} ({', '.join(bundle.channels)}) on {dev}", highlight=False)
-    progress = Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TimeRemainingColumn(), console=console, transient=True)
+    console.print(
+        f"{len(cases)} case(s), model {bundle.model_name} ({', '.join(bundle.channels)}) on {dev}",
+        highlight=False,
+    )
+    progress = Progress(
+        TextColumn("predicting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
 
     def on_case(r: CaseResult) -> None:
         progress.advance(task_id)

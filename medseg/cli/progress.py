@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 class RichTrainingHooks:
@@ -39,10 +46,18 @@ class RichTrainingHooks:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-        parts = [f"epoch {epoch + 1}", f"loss {metrics['train_loss']:.4f}", f"{metrics['train_samples_per_s']:.1f} samples/s",
-                 f"{metrics['epoch_time_s']:.1f}s"]
+        parts = [
+            f"epoch {epoch + 1}",
+            f"loss {metrics['train_loss']:.4f}",
+            f"{metrics['train_samples_per_s']:.1f} samples/s",
+            f"{metrics['epoch_time_s']:.1f}s",
+        ]
         if "val_dice_mean" in metrics:
-            dices = " ".join(f"{k.removeprefix('val_dice_').upper()} {v:.3f}" for k, v in metrics.items() if k.startswith("val_dice_"))
+            dices = " ".join(
+                f"{k.removeprefix('val_dice_').upper()} {v:.3f}"
+                for k, v in metrics.items()
+                if k.startswith("val_dice_")
+            )
             parts.append(f"[bold]val Dice {dices}[/]")
         self.console.print("  ".join(parts), highlight=False)
 

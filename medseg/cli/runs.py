@@ -10,7 +10,15 @@ from rich.table import Table
 
 from medseg.cli.options import TrackingUriOpt
 from medseg.tracking import resolve_tracking_uri
-from medseg.tracking.review import REGIONS_METRICS, get_run, history, list_runs, logged_models, registry_aliases, summarise_run
+from medseg.tracking.review import (
+    REGIONS_METRICS,
+    get_run,
+    history,
+    list_runs,
+    logged_models,
+    registry_aliases,
+    summarise_run,
+)
 
 app = typer.Typer(help="Review training runs in the MLflow store.", no_args_is_help=True)
 console = Console()
@@ -36,13 +44,32 @@ def list_(
     """Table of runs: model, cross-modal, fold, status, epochs, best val Dice, duration."""
     runs = list_runs(resolve_tracking_uri(tracking_uri), experiment, sort, limit)
     table = Table(title=f"{len(runs)} run(s), best epoch by val_dice_mean")
-    for col in ("run id", "name", "model", "cross_modal", "fold", "status", "epochs", "ET", "TC", "WT", "mean", "duration"):
+    for col in (
+        "run id",
+        "name",
+        "model",
+        "cross_modal",
+        "fold",
+        "status",
+        "epochs",
+        "ET",
+        "TC",
+        "WT",
+        "mean",
+        "duration",
+    ):
         table.add_column(col, justify="right" if col in {"epochs", "ET", "TC", "WT", "mean"} else "left")
     for s in runs:
         table.add_row(
-            s.run_id[:12], s.name, s.params.get("model_name", "-"), s.tags.get("cross_modal", "-"),
-            s.params.get("fold", "-") or "-", s.status, str(s.epochs),
-            *(_fmt(s.best.get(k)) for k in REGIONS_METRICS), _duration(s.duration_s),
+            s.run_id[:12],
+            s.name,
+            s.params.get("model_name", "-"),
+            s.tags.get("cross_modal", "-"),
+            s.params.get("fold", "-") or "-",
+            s.status,
+            str(s.epochs),
+            *(_fmt(s.best.get(k)) for k in REGIONS_METRICS),
+            _duration(s.duration_s),
         )
     console.print(table)
 
@@ -53,7 +80,10 @@ def show(run_id: str = typer.Argument(...), tracking_uri: str | None = TrackingU
     uri = resolve_tracking_uri(tracking_uri)
     c, run = get_run(uri, run_id)
     s = summarise_run(c, run)
-    console.print(f"[bold]{s.name}[/]  {s.run_id}  {s.status}  {s.epochs} epochs  {_duration(s.duration_s)}", highlight=False)
+    console.print(
+        f"[bold]{s.name}[/]  {s.run_id}  {s.status}  {s.epochs} epochs  {_duration(s.duration_s)}",
+        highlight=False,
+    )
     metrics = Table(title="metrics")
     for col in ("metric", "final", "best epoch"):
         metrics.add_column(col)
@@ -69,7 +99,10 @@ def show(run_id: str = typer.Argument(...), tracking_uri: str | None = TrackingU
     arts = [f.path for f in c.list_artifacts(run_id)]
     console.print(f"artifacts: {', '.join(arts) or '-'}", highlight=False)
     models = logged_models(c, run)
-    console.print(f"model: {', '.join(models) or '-'}   (predict with: medseg predict --model {models[0] if models else 'runs:/' + run_id + '/model'} IN OUT)", highlight=False)
+    example = models[0] if models else f"runs:/{run_id}/model"
+    console.print(
+        f"model: {', '.join(models) or '-'}   (predict: medseg predict --model {example} IN OUT)", highlight=False
+    )
     aliases = registry_aliases(c, models) if models else []
     if aliases:
         console.print(f"registry: {', '.join(aliases)}")

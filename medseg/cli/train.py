@@ -85,8 +85,16 @@ def train(
         console.print(f"tracking to {redact_uri(target.uri)} (experiment '{target.experiment}')", highlight=False)
     hooks = RichTrainingHooks(console, enabled=not no_progress and rank0)
     result, tracker = train_task(
-        task_obj, man, manifest, cfg, fold=fold, device_name=device, target=target, out_root=out,
-        resume=payload, hooks=hooks,
+        task_obj,
+        man,
+        manifest,
+        cfg,
+        fold=fold,
+        device_name=device,
+        target=target,
+        out_root=out,
+        resume=payload,
+        hooks=hooks,
     )
     if not rank0:
         return
@@ -98,8 +106,11 @@ def train(
     if result.model_uri:
         from medseg.tracking.mlflow_tracker import runs_url
 
-        console.print(f"model: {result.model_uri}" + (f" (aliases: {', '.join(result.aliases)})" if result.aliases else ""))
-        console.print(f"review: medseg runs show {tracker.run_id}   |   medseg ui  ->  {runs_url(target.uri, tracker.experiment_id)}")
+        console.print(
+            f"model: {result.model_uri}" + (f" (aliases: {', '.join(result.aliases)})" if result.aliases else "")
+        )
+        url = runs_url(target.uri, tracker.experiment_id)
+        console.print(f"review: medseg runs show {tracker.run_id}   |   medseg ui  ->  {url}", highlight=False)
 
 
 def _wait_for_file(path: Path, timeout_s: float = 600) -> None:
@@ -109,4 +120,3 @@ def _wait_for_file(path: Path, timeout_s: float = 600) -> None:
         if time.monotonic() - t0 > timeout_s:
             raise MedsegError("timed out waiting for rank 0 to write the manifest", path=str(path))
         time.sleep(0.5)
-

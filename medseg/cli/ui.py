@@ -25,14 +25,28 @@ def ui(
     if uri.startswith("http"):
         raise MedsegError(f"{redact_uri(uri)} is already a tracking server", hint="open it in a browser instead")
     if host not in {"127.0.0.1", "localhost", "::1"}:
-        console.print("[yellow]warning[/]: the MLflow UI has no authentication; anyone who can reach "
-                      f"{host}:{port} can read and delete runs", highlight=False)
+        console.print(
+            "[yellow]warning[/]: the MLflow UI has no authentication; anyone who can reach "
+            f"{host}:{port} can read and delete runs",
+            highlight=False,
+        )
     from medseg.tracking.mlflow_tracker import ML_VIEW, prepare_experiment
 
     exp_id = prepare_experiment(uri, "medseg")
     console.print(f"MLflow UI for {redact_uri(uri)}", highlight=False)
     console.print(f"training runs: http://{host}:{port}/#/experiments/{exp_id}/runs{ML_VIEW}", highlight=False)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     try:
         subprocess.run(cmd, check=False)
     except KeyboardInterrupt:

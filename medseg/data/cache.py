@@ -6,6 +6,7 @@ the preprocessing settings, so editing a file or changing preprocessing misses t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -47,10 +48,10 @@ def _write_entry(entry: Path, pre: Preprocessed) -> None:
             np.save(tmp / "regions.npy", pre.regions)
         np.save(tmp / "stats.npy", pre.stats)
         (tmp / "meta.json").write_text(json.dumps(pre.meta.to_json()))
-        try:
-            os.replace(tmp, entry)  # atomic for a directory when `entry` does not exist yet
-        except OSError:
-            pass  # another worker won the race: its entry is equivalent
+        # Atomic for a directory when `entry` does not exist yet; if another worker won the race, its entry
+        # is equivalent and ours is discarded.
+        with contextlib.suppress(OSError):
+            os.replace(tmp, entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -65,7 +66,9 @@ def read_entry(entry: Path) -> Preprocessed:
     )
 
 
-def ensure_cached(case: Case, scheme: LabelScheme, cache_dir: str | Path, crop_foreground: bool = True) -> tuple[Path, bool]:
+def ensure_cached(
+    case: Case, scheme: LabelScheme, cache_dir: str | Path, crop_foreground: bool = True
+) -> tuple[Path, bool]:
     """Cache entry folder for `case`, computing and storing it on a miss; returns (entry, hit)."""
     entry = Path(cache_dir) / f"{case.id}-{cache_key(case, scheme, crop_foreground)}"
     if (entry / "meta.json").exists():

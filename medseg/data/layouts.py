@@ -45,13 +45,9 @@ def find_suffix_cases(
         present = [s for s in suffixes if f"{cid}{sep}{s}" in files]
         if not present:
             continue
-        images = tuple(
-            str(files.get(f"{cid}{sep}{s}", folder / f"{cid}{sep}{s}.nii.gz")) for s in suffixes
-        )
+        images = tuple(str(files.get(f"{cid}{sep}{s}", folder / f"{cid}{sep}{s}.nii.gz")) for s in suffixes)
         label = files.get(f"{cid}{sep}{label_suffix}")
-        cases.append(
-            Case(cid, images, (None,) * len(suffixes), str(label) if label else None, label_map, layout)
-        )
+        cases.append(Case(cid, images, (None,) * len(suffixes), str(label) if label else None, label_map, layout))
     return cases
 
 
@@ -75,9 +71,7 @@ def find_nnunet_cases(root: Path, n_channels: int, label_map: dict[str, int], la
     return cases
 
 
-def find_4d_cases(
-    root: Path, channel_index: Sequence[int], label_map: dict[str, int], layout: str
-) -> list[Case]:
+def find_4d_cases(root: Path, channel_index: Sequence[int], label_map: dict[str, int], layout: str) -> list[Case]:
     """One 4D file per case in `root/imagesTr` (or `root`), volumes picked by `channel_index` (MSD style)."""
     image_dir = root / "imagesTr" if (root / "imagesTr").is_dir() else root
     labels = _nifti_files(root / "labelsTr")

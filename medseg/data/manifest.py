@@ -98,9 +98,7 @@ def load_manifest(path: str | Path) -> Manifest:
             c["images"] = [str((p.parent / f).resolve()) for f in c["images"]]
             if c.get("label"):
                 c["label"] = str((p.parent / c["label"]).resolve())
-            cases.append(
-                ManifestCase(Case.from_json(c), tuple(c["shape"]), tuple(c["spacing"]), int(c["fold"]))
-            )
+            cases.append(ManifestCase(Case.from_json(c), tuple(c["shape"]), tuple(c["spacing"]), int(c["fold"])))
         return Manifest(raw["task"], raw["layout"], list(raw["channels"]), dict(raw["label_map"]), cases)
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"malformed manifest ({exc.__class__.__name__}: {exc})", path=str(p)) from None

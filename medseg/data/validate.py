@@ -56,8 +56,13 @@ def relativise(manifest: Manifest, base: Path) -> Manifest:
     out = []
     for mc in manifest.cases:
         c = mc.case
-        new = Case(c.id, tuple(rel(p) for p in c.images), c.channel_index, rel(c.label) if c.label else None,
-                   c.label_map, c.layout)
+        new = Case(
+            c.id,
+            tuple(rel(p) for p in c.images),
+            c.channel_index,
+            rel(c.label) if c.label else None,
+            c.label_map,
+            c.layout,
+        )
         out.append(ManifestCase(new, mc.shape, mc.spacing, mc.fold))
     return Manifest(manifest.task, manifest.layout, manifest.channels, manifest.label_map, out)
-

@@ -35,7 +35,8 @@ def evaluate_case(pred_path: Path, gt_case: Case, scheme: LabelScheme) -> dict:
     if tuple(pred_img.shape[:3]) != tuple(shape) or not np.allclose(pred_img.affine, affine, atol=AFFINE_TOL_MM):
         raise DataError(
             f"prediction grid {pred_img.shape} does not match the ground truth's {shape} (shape/affine)",
-            path=str(pred_path), case=gt_case.id,
+            path=str(pred_path),
+            case=gt_case.id,
         )
     pred = read_label(pred_case, shape, affine)
     spacing = [float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)]
@@ -56,7 +57,9 @@ def evaluate_folder(
     on_case: Callable[[str], None] | None = None,
 ) -> EvalResult:
     """Match `<pred_dir>/<case>.nii.gz` to ground-truth cases by id and evaluate each pair."""
-    preds = {p.name[: -len(".nii.gz")]: p for p in pred_dir.glob("*.nii.gz") if not p.name.endswith("_probabilities.nii.gz")}
+    preds = {
+        p.name[: -len(".nii.gz")]: p for p in pred_dir.glob("*.nii.gz") if not p.name.endswith("_probabilities.nii.gz")
+    }
     labelled = {c.id: c for c in gt_cases if c.label}
     rows, failed = [], []
     for cid in sorted(set(preds) & set(labelled)):

@@ -42,14 +42,16 @@ def intensity_warnings(stats: np.ndarray, bundle: ModelBundle, missing: tuple[in
     return out
 
 
-def modality_mask(
-    vols: CaseVolumes, case: Case, model: torch.nn.Module, allow_missing: bool
-) -> torch.Tensor | None:
+def modality_mask(vols: CaseVolumes, case: Case, model: torch.nn.Module, allow_missing: bool) -> torch.Tensor | None:
     if not vols.missing:
         return None
     names = ", ".join(case.images[i].rsplit("/", 1)[-1] for i in vols.missing)
     if not allow_missing:
-        raise DataError(f"missing channel file(s): {names}", case=case.id, hint="add them or pass --allow-missing-modality")
+        raise DataError(
+            f"missing channel file(s): {names}",
+            case=case.id,
+            hint="add them or pass --allow-missing-modality",
+        )
     if not getattr(model, "supports_modality_mask", False):
         raise DataError(
             f"missing channel file(s) {names} and this model cannot mask modalities",
@@ -79,8 +81,15 @@ def predict_case(
     mask = modality_mask(vols, case, model, allow_missing)
     pre = preprocess_case(vols, case, None, bundle.crop_foreground)
     probs = sliding_predict(
-        model, pre.image, bundle.patch_size, overlap=overlap, mode=bundle.infer.get("mode", "gaussian"),
-        sw_batch_size=sw_batch_size, device=device, tta=tta, modality_mask=mask,
+        model,
+        pre.image,
+        bundle.patch_size,
+        overlap=overlap,
+        mode=bundle.infer.get("mode", "gaussian"),
+        sw_batch_size=sw_batch_size,
+        device=device,
+        tta=tta,
+        modality_mask=mask,
     ).numpy()
     full = restore_grid(probs, pre.meta, fill=0.0)  # probabilities back on the input grid, then threshold
     labels = regions_to_labels(full > threshold, bundle.scheme, case.label_map)

@@ -25,7 +25,9 @@ def load_bundle(model_ref: str, tracking_uri: str | None = None) -> ModelBundle:
         path = Path(model_ref)
         if not path.exists():
             raise ModelFileError(
-                "model not found", path=str(path), hint="pass a .pt from `medseg train` or runs:/<run_id>/model"
+                "model not found",
+                path=str(path),
+                hint="pass a .pt from `medseg train` or runs:/<run_id>/model",
             )
     try:
         return ModelBundle.from_dict(load_checkpoint(path)["bundle"])

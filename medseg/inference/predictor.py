@@ -72,7 +72,9 @@ def check_output_dir(out_dir: Path, fingerprint: str, overwrite: bool) -> None:
     if marker.exists():
         if json.loads(marker.read_text()).get("model") != fingerprint:
             raise MedsegError(
-                "output folder holds predictions of another model", path=str(out_dir), hint="pass --overwrite or another folder"
+                "output folder holds predictions of another model",
+                path=str(out_dir),
+                hint="pass --overwrite or another folder",
             )
         return
     if any(p.name.endswith((".nii.gz", ".nii")) for p in out_dir.iterdir()):
@@ -101,14 +103,23 @@ def _write(pred: CasePrediction, pre, case: Case, bundle: ModelBundle, out_dir: 
         # NIfTI-1 has no float16: store (R, X, Y, Z) float16 compressed, as nnU-Net does, with the grid.
         with atomic_path(out_dir / f"{case.id}_probabilities.npz") as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(
-                fh, probabilities=pred.probabilities.astype(np.float16), affine=pred.affine,
+                fh,
+                probabilities=pred.probabilities.astype(np.float16),
+                affine=pred.affine,
                 regions=np.array(bundle.scheme.region_names),
             )
     if opts.overlays:
         ras, _ = to_ras(labels_to_regions(pred.labels, bundle.scheme, case.label_map), pred.affine)
         shown = [c for c in ("flair", "t1ce") if c in bundle.channels] or bundle.channels[:1]
-        rgb = overlay_figure(np.asarray(pre.image), bundle.channels, shown, bundle.scheme.region_names,
-                             crop(ras, pre.meta.box_start, pre.meta.box_end), None, title=case.id)
+        rgb = overlay_figure(
+            np.asarray(pre.image),
+            bundle.channels,
+            shown,
+            bundle.scheme.region_names,
+            crop(ras, pre.meta.box_start, pre.meta.box_end),
+            None,
+            title=case.id,
+        )
         save_png(rgb, out_dir / "overlays" / f"{case.id}.png")
 
 
@@ -136,9 +147,10 @@ def predict_folder(
                 on_case(results[-1])
         else:
             todo.append(case)
-    with ThreadPoolExecutor(PREFETCH, thread_name_prefix="decode") as readers, ThreadPoolExecutor(
-        1, thread_name_prefix="write"
-    ) as writers:
+    with (
+        ThreadPoolExecutor(PREFETCH, thread_name_prefix="decode") as readers,
+        ThreadPoolExecutor(1, thread_name_prefix="write") as writers,
+    ):
         pending: list[Future] = [readers.submit(_read, c, opts.allow_missing) for c in todo[:PREFETCH]]
         writes: list[tuple[Future, CaseResult]] = []
         for i, case in enumerate(todo):
@@ -153,9 +165,17 @@ def predict_folder(
                     raise vols
                 result.missing_modalities = [bundle.channels[j] for j in vols.missing]
                 pred, pre = predict_case(
-                    vols, case, model, bundle, overlap=opts.overlap, sw_batch_size=opts.sw_batch_size,
-                    device=opts.device, tta=opts.tta, allow_missing=opts.allow_missing,
-                    keep_probabilities=opts.save_probabilities, threshold=bundle.infer.get("threshold", 0.5),
+                    vols,
+                    case,
+                    model,
+                    bundle,
+                    overlap=opts.overlap,
+                    sw_batch_size=opts.sw_batch_size,
+                    device=opts.device,
+                    tta=opts.tta,
+                    allow_missing=opts.allow_missing,
+                    keep_probabilities=opts.save_probabilities,
+                    threshold=bundle.infer.get("threshold", 0.5),
                 )
                 result.warnings, result.status = pred.warnings, "writing"
                 writes.append((writers.submit(_write, pred, pre, case, bundle, out_dir, opts), result))
@@ -189,4 +209,6 @@ def _finish_writes(writes, results, out_dir: Path, on_case, wait: bool) -> None:
 
 def write_report(out_dir: Path, results: Sequence[CaseResult]) -> None:
     summary = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
-    atomic_write_text(out_dir / REPORT, json.dumps({"summary": summary, "cases": [asdict(r) for r in results]}, indent=1))
+    atomic_write_text(
+        out_dir / REPORT, json.dumps({"summary": summary, "cases": [asdict(r) for r in results]}, indent=1)
+    )

@@ -55,7 +55,14 @@ def sliding_predict(
     for dims in flips:
         xi = torch.flip(x, dims) if dims else x
         logits = sliding_window_inference(
-            xi, list(roi), sw_batch_size, predictor, overlap=overlap, mode=mode, device=stitch_device, sw_device=device
+            xi,
+            list(roi),
+            sw_batch_size,
+            predictor,
+            overlap=overlap,
+            mode=mode,
+            device=stitch_device,
+            sw_device=device,
         )
         p = torch.sigmoid(logits.float())
         p = torch.flip(p, dims) if dims else p

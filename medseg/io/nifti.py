@@ -39,9 +39,7 @@ def _load(path: str, case_id: str) -> nib.Nifti1Image:
     try:
         return nib.load(str(p))
     except Exception as exc:
-        raise DataError(
-            f"not a readable NIfTI file ({exc.__class__.__name__})", path=str(p), case=case_id
-        ) from None
+        raise DataError(f"not a readable NIfTI file ({exc.__class__.__name__})", path=str(p), case=case_id) from None
 
 
 def _read_data(img: nib.Nifti1Image, path: str, case_id: str) -> np.ndarray:
@@ -159,9 +157,7 @@ def header_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
     return tuple(int(s) for s in img.shape), img.affine
 
 
-def save_nifti(
-    array: np.ndarray, affine: np.ndarray, path: str | Path, dtype: np.dtype = np.uint8
-) -> None:
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, dtype: np.dtype = np.uint8) -> None:
     """Write a volume atomically with qform = sform = `affine` (both codes 'scanner'), gzip by suffix."""
     img = nib.Nifti1Image(np.asarray(array, dtype=dtype), affine)
     img.set_qform(affine, code=1)

@@ -14,9 +14,7 @@ from medseg.nets.blocks.cross_modal import strip_unused_norms
 class MonaiBaseline(SegmentationModel):
     """Wraps a MONAI network so it follows the medseg model contract (shape checks, stride)."""
 
-    def __init__(
-        self, net: nn.Module, in_channels: int, out_channels: int, stride: int, fixed_size=None
-    ) -> None:
+    def __init__(self, net: nn.Module, in_channels: int, out_channels: int, stride: int, fixed_size=None) -> None:
         super().__init__()
         self.net = strip_unused_norms(net)
         self.in_channels, self.out_channels = in_channels, out_channels

@@ -22,4 +22,8 @@ def model_figures(name: str, size: int = 128, in_channels: int = 4, out_channels
     x = torch.empty(1, in_channels, size, size, size, device="meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
-    return {"name": name, "params_m": count_parameters(model) / 1e6, "gflops": counter.get_total_flops() / 1e9}
+    return {
+        "name": name,
+        "params_m": count_parameters(model) / 1e6,
+        "gflops": counter.get_total_flops() / 1e9,
+    }

@@ -97,9 +97,7 @@ class SwinUNet3D(SegmentationModel):
         )
         self.merges = nn.ModuleList(PatchMergingV2(d, spatial_dims=3) for d in dims[:-1])
         deepest = dims[-1]
-        self.bottleneck = GlobalCrossModalTransformer(
-            deepest, bottleneck_layers, num_heads[-1], 4 * deepest
-        )
+        self.bottleneck = GlobalCrossModalTransformer(deepest, bottleneck_layers, num_heads[-1], 4 * deepest)
         if cross_modal:
             self.modality_embed = ModalityEmbedding(in_channels, embed_dim)
             self.cross_attn = nn.ModuleList(CrossModalAttention(d, h) for d, h in zip(dims, num_heads, strict=True))

@@ -152,18 +152,45 @@ class TransUNet3D(SegmentationModel):
 @register_model
 def transunet3d_tiny(**kw) -> TransUNet3D:
     """Test/CPU-smoke size."""
-    return TransUNet3D(**{"features": (8, 16, 32), "hidden_size": 64, "num_layers": 2, "num_heads": 4,
-                          "mlp_dim": 128, "img_size": 64, **kw})
+    return TransUNet3D(
+        **{
+            "features": (8, 16, 32),
+            "hidden_size": 64,
+            "num_layers": 2,
+            "num_heads": 4,
+            "mlp_dim": 128,
+            "img_size": 64,
+            **kw,
+        }
+    )
 
 
 @register_model
 def transunet3d_small(**kw) -> TransUNet3D:
-    return TransUNet3D(**{"features": (16, 32, 64), "hidden_size": 256, "num_layers": 6, "num_heads": 8,
-                          "mlp_dim": 1024, "img_size": 128, **kw})
+    return TransUNet3D(
+        **{
+            "features": (16, 32, 64),
+            "hidden_size": 256,
+            "num_layers": 6,
+            "num_heads": 8,
+            "mlp_dim": 1024,
+            "img_size": 128,
+            **kw,
+        }
+    )
 
 
 @register_model
 def transunet3d_base(**kw) -> TransUNet3D:
     """Paper size: ViT-B/16 width and depth over a 3-stage residual CNN."""
-    return TransUNet3D(**{"features": (32, 64, 128), "hidden_size": 768, "num_layers": 12, "num_heads": 12,
-                          "mlp_dim": 3072, "img_size": 128, **kw})
+    return TransUNet3D(
+        **{
+            "features": (32, 64, 128),
+            "hidden_size": 768,
+            "num_layers": 12,
+            "num_heads": 12,
+            "mlp_dim": 3072,
+            "img_size": 128,
+            **kw,
+        }
+    )

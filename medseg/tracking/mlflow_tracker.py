@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +193,8 @@ def run_output_dir(run_id: str, tracking_uri: str) -> str:
         run = mlflow.MlflowClient().get_run(run_id)
     except Exception:
         raise TrackingError(
-            f"no run {run_id} in {redact_uri(tracking_uri)}", hint="pass a checkpoint path or a run id from `medseg runs list`"
+            f"no run {run_id} in {redact_uri(tracking_uri)}",
+            hint="pass a checkpoint path or a run id from `medseg runs list`",
         ) from None
     out = run.data.tags.get("medseg.out_dir")
     if not out:

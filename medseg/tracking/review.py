@@ -43,8 +43,14 @@ def history(c, run_id: str, key: str) -> list[tuple[int, float]]:
 def summarise_run(c, run) -> RunSummary:
     """A run with its epoch count and the val Dice of its best epoch (by val_dice_mean)."""
     s = RunSummary(
-        run.info.run_id, run.info.run_name or "", run.info.status, dict(run.data.params),
-        dict(run.data.tags), dict(run.data.metrics), run.info.start_time, run.info.end_time,
+        run.info.run_id,
+        run.info.run_name or "",
+        run.info.status,
+        dict(run.data.params),
+        dict(run.data.tags),
+        dict(run.data.metrics),
+        run.info.start_time,
+        run.info.end_time,
     )
     s.epochs = len(history(c, s.run_id, "train_loss"))
     mean = history(c, s.run_id, "val_dice_mean")

@@ -31,7 +31,6 @@ from medseg.training.data import train_loader
 from medseg.training.distributed import World, barrier, mean_across
 from medseg.training.optim import build_loss, build_optimizer, warmup_cosine
 from medseg.training.validate import validate
-from medseg.viz.curves import learning_curves
 from medseg.viz.overlays import save_png
 
 
@@ -93,7 +92,9 @@ def build_network(spec: TrainSpec) -> SegmentationModel:
         model = create_model(cfg.model.name, **kwargs)
         model.check_input_shape(torch.zeros(1, len(spec.channels), *cfg.train.patch_size, device="meta"))
     except (KeyError, ValueError, TypeError) as exc:
-        raise ConfigError(f"model '{cfg.model.name}': {exc}", hint="check model.name, model.kwargs and train.patch_size") from None
+        raise ConfigError(
+            f"model '{cfg.model.name}': {exc}", hint="check model.name, model.kwargs and train.patch_size"
+        ) from None
     return model
 
 
@@ -101,7 +102,11 @@ def _bundle(spec: TrainSpec, model: SegmentationModel) -> ModelBundle:
     cfg = spec.cfg
     return ModelBundle(
         model_name=cfg.model.name,
-        model_kwargs={"in_channels": len(spec.channels), "out_channels": len(spec.scheme.regions), **cfg.model.kwargs},
+        model_kwargs={
+            "in_channels": len(spec.channels),
+            "out_channels": len(spec.scheme.regions),
+            **cfg.model.kwargs,
+        },
         state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
         task=spec.task,
         channels=spec.channels,
@@ -187,10 +192,20 @@ def fit(spec: TrainSpec, tracker: Tracker, hooks: ProgressHooks | None = None) -
         start, best, history = spec.resume["epoch"] + 1, spec.resume["best"], list(spec.resume["history"])
         best_epoch = max((h["epoch"] for h in history if h.get("val_dice_mean") == best), default=-1)
         set_rng_state(spec.resume["rng"])
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world.size > 1 else model
+    net = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if world.size > 1
+        else model
+    )
     loader = train_loader(
-        spec.train_items, cfg.train.patch_size, cfg.train.batch_size, cfg.train.samples_per_volume,
-        cfg.train.pos_neg_ratio, cfg.data.num_workers, cfg.train.seed, (world.rank, world.size),
+        spec.train_items,
+        cfg.train.patch_size,
+        cfg.train.batch_size,
+        cfg.train.samples_per_volume,
+        cfg.train.pos_neg_ratio,
+        cfg.data.num_workers,
+        cfg.train.seed,
+        (world.rank, world.size),
     )
     loss_fn = build_loss(cfg.train.loss)
     region_names = spec.scheme.region_names
@@ -216,8 +231,14 @@ def fit(spec: TrainSpec, tracker: Tracker, hooks: ProgressHooks | None = None) -
         last_epoch = epoch == cfg.train.epochs - 1 or out_of_time
         if (epoch + 1) % cfg.train.val_every == 0 or last_epoch:
             rows, pictures = validate(
-                model, spec.val_items[world.rank :: world.size], region_names, spec.channels,
-                cfg.train.patch_size, cfg.infer, device, cfg.train.amp,
+                model,
+                spec.val_items[world.rank :: world.size],
+                region_names,
+                spec.channels,
+                cfg.train.patch_size,
+                cfg.infer,
+                device,
+                cfg.train.amp,
                 overlays=cfg.train.overlays if world.is_main else 0,
             )
             sums = {k: float(np.sum([r[k] for r in rows])) for k in rows[0] if k != "id"} if rows else {}
@@ -238,8 +259,16 @@ def fit(spec: TrainSpec, tracker: Tracker, hooks: ProgressHooks | None = None) -
         if world.is_main:
             tracker.log_metrics(metrics, step=epoch)
             bundle = _bundle(spec, model)
-            ckpt = dict(optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch, best=best,
-                        history=history, config=cfg.model_dump(mode="json"), run_id=tracker.run_id)
+            ckpt = dict(
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                epoch=epoch,
+                best=best,
+                history=history,
+                config=cfg.model_dump(mode="json"),
+                run_id=tracker.run_id,
+            )
             save_training_checkpoint(last_path, bundle, **ckpt)
             if best_epoch == epoch:
                 save_training_checkpoint(best_path, bundle, **ckpt)
@@ -247,6 +276,8 @@ def fit(spec: TrainSpec, tracker: Tracker, hooks: ProgressHooks | None = None) -
         barrier(world)
         patience = cfg.train.early_stop_patience
         if out_of_time or (patience is not None and stale >= patience):
-            hooks.message("time budget reached" if out_of_time else f"early stop: no improvement in {stale} validations")
+            hooks.message(
+                "time budget reached" if out_of_time else f"early stop: no improvement in {stale} validations"
+            )
             break
     return TrainResult(best, best_epoch, epoch + 1, history, best_path, last_path)

@@ -20,10 +20,10 @@ from medseg.data.task import Task
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_write_text
 from medseg.io.bundle import ModelBundle, load_checkpoint, save_checkpoint
+from medseg.nets.profile import count_parameters
 from medseg.tracking import NullTracker, Tracker
 from medseg.training.data import prepare_cache
 from medseg.training.distributed import World, barrier, init_world
-from medseg.nets.profile import count_parameters
 from medseg.training.loop import ProgressHooks, SilentHooks, TrainResult, TrainSpec, build_network, fit
 from medseg.viz.curves import learning_curves
 from medseg.viz.overlays import save_png
@@ -134,8 +134,20 @@ def train_task(
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", config_to_yaml(cfg))
         tracker.set_tags({"medseg.out_dir": str(out_dir.resolve())})
-        spec = TrainSpec(cfg, task.name, list(task.channels), task.scheme, manifest.label_map, train_items,
-                         val_items, stats, out_dir, device, world, resume)
+        spec = TrainSpec(
+            cfg,
+            task.name,
+            list(task.channels),
+            task.scheme,
+            manifest.label_map,
+            train_items,
+            val_items,
+            stats,
+            out_dir,
+            device,
+            world,
+            resume,
+        )
         if world.is_main and not resume:
             tracker.log_params(_params(cfg, manifest, fold, count_parameters(build_network(spec))))
             tracker.log_text(config_to_yaml(cfg), "config.yaml")

@@ -32,8 +32,14 @@ def validate(
     for n, item in enumerate(items):
         pre = read_entry(Path(item["entry"]))
         probs = sliding_predict(
-            model, pre.image, roi, overlap=infer.overlap, mode=infer.mode,
-            sw_batch_size=infer.sw_batch_size, device=device, amp=amp,
+            model,
+            pre.image,
+            roi,
+            overlap=infer.overlap,
+            mode=infer.mode,
+            sw_batch_size=infer.sw_batch_size,
+            device=device,
+            amp=amp,
         )
         pred = (probs > infer.threshold).numpy()
         gt = np.asarray(pre.regions)
@@ -45,7 +51,12 @@ def validate(
         if n < overlays:
             shown = [c for c in ("flair", "t1ce") if c in channel_names] or list(channel_names[:1])
             pictures[item["id"]] = overlay_figure(
-                np.asarray(pre.image), channel_names, shown, region_names, pred, gt,
+                np.asarray(pre.image),
+                channel_names,
+                shown,
+                region_names,
+                pred,
+                gt,
                 title=f"{item['id']}  Dice " + " ".join(f"{r}={row[f'dice_{r.lower()}']:.2f}" for r in region_names),
             )
     model.train()

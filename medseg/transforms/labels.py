@@ -9,9 +9,9 @@ from medseg.data.task import LabelScheme
 
 def labels_to_regions(label: np.ndarray, scheme: LabelScheme, label_map: dict[str, int]) -> np.ndarray:
     """(X, Y, Z) native label map -> (R, X, Y, Z) uint8 region masks in `scheme.regions` order."""
-    return np.stack(
-        [np.isin(label, [label_map[c] for c in classes]) for classes in scheme.regions.values()]
-    ).astype(np.uint8)
+    return np.stack([np.isin(label, [label_map[c] for c in classes]) for classes in scheme.regions.values()]).astype(
+        np.uint8
+    )
 
 
 def regions_to_labels(regions: np.ndarray, scheme: LabelScheme, label_map: dict[str, int]) -> np.ndarray:

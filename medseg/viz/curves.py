@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from medseg.viz.overlays import REGION_COLOURS, figure_to_rgb  # noqa: E402
+from medseg.viz.overlays import REGION_COLOURS, figure_to_rgb
 
 
 def learning_curves(history: Sequence[dict], title: str = "") -> np.ndarray:
@@ -23,8 +23,13 @@ def learning_curves(history: Sequence[dict], title: str = "") -> np.ndarray:
     for key in keys:
         pts = [(h["epoch"], h[key]) for h in history if key in h]
         region = key.removeprefix("val_dice_").upper()
-        ax_dice.plot(*zip(*pts, strict=True), marker="o", label=region, color=REGION_COLOURS.get(region),
-                     lw=2.5 if region == "MEAN" else 1.5)
+        ax_dice.plot(
+            *zip(*pts, strict=True),
+            marker="o",
+            label=region,
+            color=REGION_COLOURS.get(region),
+            lw=2.5 if region == "MEAN" else 1.5,
+        )
     ax_dice.set(xlabel="epoch", ylabel="Dice", title="validation Dice", ylim=(0, 1))
     if keys:
         ax_dice.legend(fontsize=8)

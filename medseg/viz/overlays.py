@@ -8,20 +8,24 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import ndimage
 
-from medseg.io.atomic import atomic_path  # noqa: E402
+from medseg.io.atomic import atomic_path
 
 REGION_COLOURS = {"ET": "#ff3b30", "TC": "#ffcc00", "WT": "#34c759"}
 _FALLBACK = ["#ff3b30", "#ffcc00", "#34c759", "#0a84ff", "#bf5af2", "#ff9f0a"]
 
 
 def _centre(masks: np.ndarray) -> tuple[int, ...]:
+    """Centre of the largest connected lesion (scattered false positives must not pull the slices away)."""
     union = masks.any(axis=0)
-    if union.any():
-        return tuple(int(round(c)) for c in np.argwhere(union).mean(axis=0))
-    return tuple(s // 2 for s in masks.shape[1:])
+    if not union.any():
+        return tuple(s // 2 for s in masks.shape[1:])
+    components, n = ndimage.label(union)
+    largest = 1 + int(np.argmax(ndimage.sum_labels(union, components, index=np.arange(1, n + 1))))
+    return tuple(round(c) for c in np.argwhere(components == largest).mean(axis=0))
 
 
 def _slice(vol: np.ndarray, axis: int, idx: int) -> np.ndarray:
@@ -58,8 +62,13 @@ def overlay_figure(
                             ax.contour(sl, levels=[0.5], colors=[colour], linestyles=style, linewidths=1)
             ax.set_title(f"{channel_names[ch]} {label}", fontsize=9)
             ax.axis("off")
-    handles = [plt.Line2D([], [], color=REGION_COLOURS.get(n, _FALLBACK[i]), label=n) for i, n in enumerate(region_names)]
-    handles += [plt.Line2D([], [], color="k", label="prediction"), plt.Line2D([], [], color="k", ls="--", label="truth")]
+    handles = [
+        plt.Line2D([], [], color=REGION_COLOURS.get(n, _FALLBACK[i]), label=n) for i, n in enumerate(region_names)
+    ]
+    handles += [
+        plt.Line2D([], [], color="k", label="prediction"),
+        plt.Line2D([], [], color="k", ls="--", label="truth"),
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))

@@ -59,7 +59,7 @@ def test_rejects_invalid_size(name):
     model = build(name)
     size = valid_size(model)
     bad = (size[0] + 8, size[1], size[2]) if model.stride > 8 or model.fixed_size else (size[0] + 4, *size[1:])
-    with pytest.raises(ValueError, match="multiples|needs spatial size"):
+    with pytest.raises(ValueError, match=r"multiples|needs spatial size"):
         model(torch.randn(1, 4, *bad))
     with pytest.raises(ValueError, match="expected input"):
         model(torch.randn(1, 3, *size))

@@ -14,7 +14,11 @@ from pipelines.brats import LABELS_2021, LABELS_2023, LABELS_MSD
 
 @pytest.mark.parametrize(
     ("fixture", "layout", "label_map"),
-    [("brats2021_dir", "brats2021", LABELS_2021), ("brats2023_dir", "brats2023", LABELS_2023), ("msd_dir", "msd", LABELS_MSD)],
+    [
+        ("brats2021_dir", "brats2021", LABELS_2021),
+        ("brats2023_dir", "brats2023", LABELS_2023),
+        ("msd_dir", "msd", LABELS_MSD),
+    ],
 )
 def test_detects_layout_and_label_map(request, fixture, layout, label_map):
     found, cases = detect_cases(request.getfixturevalue(fixture), get_task("brats").layouts)
@@ -65,7 +69,9 @@ def test_generic_task_from_dataset_json(tmp_path):
     vol[4:10, 4:10, 4:10] = 100
     nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "imagesTr" / "liver_001_0000.nii.gz")
     nib.save(nib.Nifti1Image((vol > 0).astype(np.uint8), np.eye(4)), tmp_path / "labelsTr" / "liver_001.nii.gz")
-    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1}}))
+    (tmp_path / "dataset.json").write_text(
+        json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1}})
+    )
     task = get_task("generic", tmp_path)
     layout, cases = detect_cases(tmp_path, task.layouts)
     assert task.channels == ("ct",) and task.scheme.region_names == ["liver"]

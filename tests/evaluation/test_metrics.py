@@ -44,7 +44,9 @@ def test_agrees_with_monai_where_conventions_coincide():
     ours = region_metrics(pred, gt, ["A", "B"], spacing=(1.0, 1.5, 2.0))
     p, g = torch.from_numpy(pred)[None].float(), torch.from_numpy(gt)[None].float()
     monai_dice = DiceMetric(include_background=True, reduction="none")(p, g)[0]
-    monai_hd = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")(p, g, spacing=[1.0, 1.5, 2.0])[0]
+    monai_hd = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")(
+        p, g, spacing=[1.0, 1.5, 2.0]
+    )[0]
     assert ours["dice_a"] == pytest.approx(float(monai_dice[0]), abs=1e-6)
     assert ours["dice_b"] == pytest.approx(float(monai_dice[1]), abs=1e-6)
     assert ours["hd95_a"] == pytest.approx(float(monai_hd[0]), abs=1e-4)

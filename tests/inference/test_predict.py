@@ -85,7 +85,7 @@ def test_output_geometry_matches_input_in_nibabel_and_simpleitk(tmp_path, name):
 @pytest.mark.parametrize("fixture", ["brats2021_dir", "brats2023_dir", "msd_dir"])
 def test_all_layouts_predict_in_their_native_label_convention(request, tmp_path, fixture):
     root = request.getfixturevalue(fixture)
-    layout, cases = detect_cases(root, prediction_layouts("brats", [], {}))
+    _, cases = detect_cases(root, prediction_layouts("brats", [], {}))
     results = predict_folder(cases, make_bundle(bias=0.5), tmp_path, PredictOptions())
     assert all(r.status == "ok" for r in results)
     labels = np.asarray(nib.load(tmp_path / f"{cases[0].id}.nii.gz").dataobj)

@@ -23,7 +23,13 @@ from pipelines import get_task
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "brats_smoke.yaml"
-FAST = ["train.epochs=2", "train.val_every=1", "train.samples_per_volume=1", "train.overlays=1", "data.num_workers=0"]
+FAST = [
+    "train.epochs=2",
+    "train.val_every=1",
+    "train.samples_per_volume=1",
+    "train.overlays=1",
+    "data.num_workers=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +43,17 @@ def manifest_path(brats2021_dir, tmp_path_factory) -> Path:
 def _train(manifest_path: Path, tmp: Path, uri: str | None, overrides=(), resume=None, run_name="t"):
     cfg = load_config(SMOKE, [*FAST, f"data.cache_dir={tmp / 'cache'}", "tracking.system_metrics=false", *overrides])
     target = TrackingTarget(uri, "test", run_name, system_metrics=False)
-    return train_task(get_task("brats"), load_manifest(manifest_path), manifest_path, cfg, fold=0,
-                      device_name="cpu", target=target, out_root=tmp / "runs", resume=resume)
+    return train_task(
+        get_task("brats"),
+        load_manifest(manifest_path),
+        manifest_path,
+        cfg,
+        fold=0,
+        device_name="cpu",
+        target=target,
+        out_root=tmp / "runs",
+        resume=resume,
+    )
 
 
 def test_training_is_tracked_and_resume_continues_the_run(manifest_path, tmp_path):
@@ -49,7 +64,15 @@ def test_training_is_tracked_and_resume_continues_the_run(manifest_path, tmp_pat
     client = mlflow.MlflowClient(uri)
     run = client.get_run(tracker.run_id)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1]
-    for key in ("val_dice_et", "val_dice_tc", "val_dice_wt", "val_dice_mean", "lr", "epoch_time_s", "train_samples_per_s"):
+    for key in (
+        "val_dice_et",
+        "val_dice_tc",
+        "val_dice_wt",
+        "val_dice_mean",
+        "lr",
+        "epoch_time_s",
+        "train_samples_per_s",
+    ):
         assert key in run.data.metrics, key
     assert run.data.params["model_name"] == "transunet3d_tiny" and int(run.data.params["param_count"]) > 0
     assert run.data.tags["task"] == "brats" and run.data.tags["cross_modal"] == "True"
@@ -72,7 +95,12 @@ def test_training_is_tracked_and_resume_continues_the_run(manifest_path, tmp_pat
 
 def test_resume_is_bit_for_bit(manifest_path, tmp_path):
     straight, _ = _train(manifest_path, tmp_path / "a", None, ["train.epochs=3", "train.val_every=5"])
-    first, _ = _train(manifest_path, tmp_path / "b", None, ["train.epochs=3", "train.max_minutes=0.0001", "train.val_every=5"])
+    first, _ = _train(
+        manifest_path,
+        tmp_path / "b",
+        None,
+        ["train.epochs=3", "train.max_minutes=0.0001", "train.val_every=5"],
+    )
     assert first.epochs_run == 1  # stopped by the time budget after one epoch
     payload = load_checkpoint(first.last_path)
     payload["config"]["train"]["max_minutes"] = None
@@ -129,9 +157,23 @@ def test_training_against_a_real_mlflow_server(manifest_path, tmp_path):
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'srv.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -155,10 +197,32 @@ def test_training_against_a_real_mlflow_server(manifest_path, tmp_path):
 
 def test_ddp_two_processes_on_cpu(manifest_path, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "medseg", "train", "brats", "--manifest", str(manifest_path), "--config", str(SMOKE),
-           "--no-tracking", "--no-progress", "--device", "cpu", "--fold", "0", "--out", str(tmp_path / "runs"),
-           *sum((["--set", o] for o in [*FAST, f"data.cache_dir={tmp_path / 'cache'}"]), [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "medseg",
+        "train",
+        "brats",
+        "--manifest",
+        str(manifest_path),
+        "--config",
+        str(SMOKE),
+        "--no-tracking",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--fold",
+        "0",
+        "--out",
+        str(tmp_path / "runs"),
+        *[arg for o in [*FAST, f"data.cache_dir={tmp_path / 'cache'}"] for arg in ("--set", o)],
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpts = list((tmp_path / "runs").rglob("last.pt"))

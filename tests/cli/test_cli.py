@@ -1,0 +1,60 @@
+"""The CLI as a user meets it: one-line errors with exit 1, usage errors exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def medseg(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "medseg", *args], capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout
+    )
+
+
+def test_version_and_help():
+    out = medseg("--version")
+    assert out.returncode == 0 and out.stdout.startswith("medseg ")
+    assert "train" in medseg("--help").stdout
+
+
+def test_config_show_resolves_overrides():
+    out = medseg("config", "show", "--config", "configs/brats_smoke.yaml", "--set", "train.epochs=7")
+    assert out.returncode == 0 and "epochs: 7" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("config", "show", "--set", "train.epocs=3"), "invalid config key 'train.epocs'"),
+        (("data", "scan", "does/not/exist"), "data folder not found"),
+        (("predict", "--model", "nope.pt", ".", "/tmp/out"), "model not found"),
+    ],
+)
+def test_user_errors_are_one_line_exit_1(args, message, tmp_path):
+    out = medseg(*args, cwd=tmp_path if args[0] != "config" else ROOT)
+    assert out.returncode == 1
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_usage_error_exits_2():
+    out = medseg("data", "synth")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_scan_reports_bad_case_and_exits_1_unless_skip_bad(tmp_path):
+    from pipelines.brats import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "d", 2, "brats2023", (24, 24, 16), seed=1)
+    (tmp_path / "d" / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t2f.nii.gz").unlink()
+    out = medseg("data", "scan", str(tmp_path / "d"), "--out", str(tmp_path / "m.json"), cwd=tmp_path)
+    assert out.returncode == 1
+    assert "missing file BraTS-GLI-00001-000-t2f" in out.stdout + out.stderr
+    ok = medseg("data", "scan", str(tmp_path / "d"), "--out", str(tmp_path / "m.json"), "--skip-bad", cwd=tmp_path)
+    assert ok.returncode == 0 and (tmp_path / "m.json").exists()

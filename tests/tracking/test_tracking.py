@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import pytest
+
+from medseg.tracking import redact_uri, resolve_tracking_uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("postgresql://alice:s3cret@db:5432/mlflow", "postgresql://alice:***@db:5432/mlflow"),
+        ("http://host:5000/?token=abc&x=1", "http://host:5000/?token=***&x=1"),
+        ("sqlite:///mlflow.db", "sqlite:///mlflow.db"),
+    ],
+)
+def test_credentials_are_redacted(uri, expected):
+    assert redact_uri(uri) == expected
+    assert "s3cret" not in redact_uri(uri) and "abc&" not in redact_uri(uri)
+
+
+def test_uri_resolution_order(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None, None) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert resolve_tracking_uri(None, "sqlite:///cfg.db") == "sqlite:///cfg.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
+    assert resolve_tracking_uri(None, "sqlite:///cfg.db") == "http://env:5000"
+    assert resolve_tracking_uri("http://cli:5000", "sqlite:///cfg.db") == "http://cli:5000"
