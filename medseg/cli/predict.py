@@ -65,6 +65,7 @@ def predict(
         False, "--allow-missing-modality", help="Mask missing channels (cross-modal models)."
     ),
     overlays: bool = typer.Option(False, "--overlays", help="Write overlay PNGs to OUTPUT_DIR/overlays."),
+    fp32: bool = typer.Option(False, "--fp32", help="Disable bf16 autocast on CUDA."),
     part: str | None = typer.Option(None, "--part", help="Predict shard i of n: --part 0/4."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     tracking_uri: str | None = TrackingUriOpt,
@@ -88,6 +89,7 @@ def predict(
         overwrite=overwrite,
         allow_missing=allow_missing_modality,
         overlays=overlays,
+        amp=not fp32,
         device=dev,
     )
     console.print(

@@ -76,6 +76,7 @@ def predict_case(
     allow_missing: bool = False,
     keep_probabilities: bool = False,
     threshold: float = 0.5,
+    amp: bool = True,
 ) -> tuple[CasePrediction, Preprocessed]:
     """Preprocess, sliding-window, invert on probabilities, then threshold and paint native labels."""
     mask = modality_mask(vols, case, model, allow_missing)
@@ -88,6 +89,7 @@ def predict_case(
         mode=bundle.infer.get("mode", "gaussian"),
         sw_batch_size=sw_batch_size,
         device=device,
+        amp=amp,
         tta=tta,
         modality_mask=mask,
     ).numpy()

@@ -42,6 +42,7 @@ class PredictOptions:
     overwrite: bool = False
     allow_missing: bool = False
     overlays: bool = False
+    amp: bool = True
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
@@ -175,6 +176,7 @@ def predict_folder(
                     tta=opts.tta,
                     allow_missing=opts.allow_missing,
                     keep_probabilities=opts.save_probabilities,
+                    amp=opts.amp,
                     threshold=bundle.infer.get("threshold", 0.5),
                 )
                 result.warnings, result.status = pred.warnings, "writing"

@@ -26,6 +26,16 @@ def _mlflow():
     return mlflow
 
 
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a SQLite store live beside the database file, not in `./mlruns` of whatever folder
+    the command happened to run in (MLflow's default for database stores)."""
+    if not uri.startswith("sqlite:///"):
+        return None  # servers and other stores choose their own artifact root
+    db = Path(uri.removeprefix("sqlite:///"))
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in experiment)
+    return (db.parent / "mlartifacts" / safe).resolve().as_uri()
+
+
 def prepare_experiment(uri: str, experiment: str) -> str:
     """Create the store and the experiment up front (before any worker), returning the experiment id.
 
@@ -36,7 +46,7 @@ def prepare_experiment(uri: str, experiment: str) -> str:
     try:
         client = mlflow.MlflowClient()
         exp = client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+        exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location(uri, experiment))
         client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
         return exp_id
     except Exception as exc:
