@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -47,17 +48,26 @@ def _register() -> None:
     app.command("demo")(demo.demo)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (temporary files removed, MLflow run marked KILLED), exit 143."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated
+
+
 def main() -> None:
     """Entry point: run the app, turning MedsegError into one line (exit 1) and Ctrl-C into exit 130."""
     _register()
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app(standalone_mode=False)
     except MedsegError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         err_console.print("[yellow]interrupted[/]: outputs written so far are complete; re-run to resume")
-        sys.exit(130)
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import tempfile
@@ -26,6 +28,23 @@ def _mlflow():
     return mlflow
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """Serialise creation of a SQLite store across processes: MLflow's schema migrations race when several
+    processes open a fresh database at once ("database is locked", duplicate tables)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def artifact_location(uri: str, experiment: str) -> str | None:
     """Artifacts of a SQLite store live beside the database file, not in `./mlruns` of whatever folder
     the command happened to run in (MLflow's default for database stores)."""
@@ -43,6 +62,11 @@ def prepare_experiment(uri: str, experiment: str) -> str:
     """
     mlflow = _mlflow()
     mlflow.set_tracking_uri(uri)
+    with _store_lock(uri):
+        return _get_or_create(mlflow, uri, experiment)
+
+
+def _get_or_create(mlflow, uri: str, experiment: str) -> str:
     try:
         client = mlflow.MlflowClient()
         exp = client.get_experiment_by_name(experiment)
