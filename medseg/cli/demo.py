@@ -17,11 +17,7 @@ from medseg.cli.progress import RichTrainingHooks
 from medseg.config import load_config
 from medseg.data.layouts import detect_cases
 from medseg.data.manifest import load_manifest
-from medseg.evaluation.evaluate import evaluate_folder, summarise
-from medseg.inference.model_source import load_bundle
-from medseg.inference.predictor import PredictOptions, predict_folder
 from medseg.tracking import redact_uri, resolve_tracking_uri
-from medseg.training.run import TrackingTarget, resolve_device, train_task
 from pipelines import get_task, prediction_layouts
 from pipelines.brats import write_synthetic_dataset
 
@@ -75,6 +71,11 @@ def demo(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Default: sqlite:///<out>/mlflow.db."),
 ) -> None:
     """Synthesise data, train a cross-modal TransUNet-3D, predict held-out cases, evaluate, show where to look."""
+    from medseg.evaluation.evaluate import evaluate_folder, summarise
+    from medseg.inference.model_source import load_bundle
+    from medseg.inference.predictor import PredictOptions, predict_folder
+    from medseg.training.run import TrackingTarget, resolve_device, train_task
+
     t0 = time.monotonic()
     dev = resolve_device(device)
     setting = "fast" if fast else ("gpu" if dev.type == "cuda" else "cpu")

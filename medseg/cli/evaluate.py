@@ -13,8 +13,6 @@ from rich.table import Table
 from medseg.cli.options import TrackingUriOpt
 from medseg.data.layouts import detect_cases
 from medseg.errors import DataError
-from medseg.evaluation.evaluate import evaluate_folder, summarise
-from medseg.evaluation.metrics import CONVENTION
 from medseg.io.atomic import atomic_path, atomic_write_text
 from medseg.tracking import resolve_tracking_uri
 from pipelines import get_task
@@ -38,6 +36,9 @@ def evaluate(
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:
     """Evaluate predictions against labels by case id (BraTS conventions for empty regions)."""
+    from medseg.evaluation.evaluate import evaluate_folder, summarise
+    from medseg.evaluation.metrics import CONVENTION
+
     if not pred_dir.is_dir():
         raise DataError("prediction folder not found", path=str(pred_dir))
     task_obj = get_task(task, gt_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -18,17 +19,9 @@ from rich.progress import (
 from rich.table import Table
 
 from medseg.cli.options import TrackingUriOpt
-from medseg.data.layouts import detect_cases
-from medseg.inference.model_source import load_bundle
-from medseg.inference.predictor import (
-    CaseResult,
-    PredictOptions,
-    check_output_dir,
-    model_fingerprint,
-    predict_folder,
-)
-from medseg.training.run import resolve_device
-from pipelines import prediction_layouts
+
+if TYPE_CHECKING:
+    from medseg.inference.predictor import CaseResult
 
 console = Console()
 
@@ -71,6 +64,17 @@ def predict(
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:
     """Predict every case of a folder; bad cases are reported and skipped; exit 1 if any failed."""
+    from medseg.data.layouts import detect_cases
+    from medseg.inference.model_source import load_bundle
+    from medseg.inference.predictor import (
+        PredictOptions,
+        check_output_dir,
+        model_fingerprint,
+        predict_folder,
+    )
+    from medseg.training.run import resolve_device
+    from pipelines import prediction_layouts
+
     bundle = load_bundle(model, tracking_uri)
     _, cases = detect_cases(input_dir, prediction_layouts(bundle.task, bundle.channels, bundle.label_map))
     i, n = _shard(part)

@@ -14,9 +14,7 @@ from medseg.cli.progress import RichTrainingHooks
 from medseg.config import ExperimentConfig, load_config
 from medseg.data.manifest import load_manifest
 from medseg.errors import MedsegError
-from medseg.io.bundle import load_checkpoint
 from medseg.tracking import redact_uri, resolve_tracking_uri
-from medseg.training.run import TrackingTarget, train_task
 from pipelines import task_for_manifest
 
 console = Console()
@@ -24,6 +22,8 @@ console = Console()
 
 def _resume_payload(resume: str, uri: str) -> dict:
     """A checkpoint path, or an MLflow run id whose output folder holds `last.pt`."""
+    from medseg.io.bundle import load_checkpoint
+
     if Path(resume).is_file():
         return load_checkpoint(resume)
     from medseg.tracking.mlflow_tracker import run_output_dir
@@ -50,6 +50,8 @@ def train(
     out: Path = typer.Option(Path("outputs"), "--out", help="Where checkpoints and pictures go."),
 ) -> None:
     """Train a segmentation model; validates each N epochs with sliding windows and logs to MLflow."""
+    from medseg.training.run import TrackingTarget, train_task
+
     if device not in {"auto", "cpu", "cuda"}:
         raise typer.BadParameter("must be cpu, cuda or auto", param_hint="--device")
     if (data is None) == (manifest is None) and resume is None:
