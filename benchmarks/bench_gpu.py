@@ -134,13 +134,24 @@ def main() -> None:
     p.add_argument("--cases", type=int, default=3)
     p.add_argument("--sw-batch", type=int, default=4)
     p.add_argument("--out", type=Path, default=Path("bench_gpu.json"))
+    p.add_argument("--infer-only", action="store_true", help="skip the bf16 and training measurements")
+    p.add_argument("--profile", action="store_true", help="print a cProfile of the timed inference")
     args = p.parse_args()
     torch.backends.cudnn.benchmark = True
     data = Path(tempfile.mkdtemp()) / "brats"
     write_synthetic_dataset(data, args.cases, "brats2021", (240, 240, 155), seed=0)
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "models": {}}
     for name in args.models:
-        row = {**bf16_agreement(name), **training(name, args.batch, args.iters), **inference(name, data, args.sw_batch)}
+        row = {} if args.infer_only else {**bf16_agreement(name), **training(name, args.batch, args.iters)}
+        if args.profile:
+            import cProfile
+            import pstats
+
+            with cProfile.Profile() as prof:
+                row.update(inference(name, data, args.sw_batch))
+            pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+        else:
+            row.update(inference(name, data, args.sw_batch))
         report["models"][name] = row
         print(name, json.dumps(row, indent=1), flush=True)
         torch.cuda.empty_cache()

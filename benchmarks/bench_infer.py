@@ -60,7 +60,7 @@ def train_quick_model(work: Path) -> Path:
     """The smoke model trained on synthetic data as in `medseg demo` (CPU, ~3 minutes on 2 cores)."""
     # Same volume size as the quick test cases: synthetic anatomy scales with the volume, so a model trained
     # on smaller volumes sees differently sized structures.
-    write_synthetic_dataset(work / "train", 12, "brats2021", (128, 128, 96), seed=11)
+    write_synthetic_dataset(work / "train", 16, "brats2021", (96, 96, 72), seed=11)
     manifest, _ = scan_dataset(work / "train", get_task("brats"), folds=4)
     save_manifest(manifest, work / "train.json")
     cfg = load_config(
@@ -146,10 +146,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="alternating timed rounds per pipeline")
     p.add_argument("--sw-batch", type=int, default=4)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--quick", action="store_true", help="3 cases of 128x128x96, one round")
+    p.add_argument("--quick", action="store_true", help="3 cases of 96x96x72, one round")
     a = p.parse_args()
     if a.quick:
-        a.cases, a.shape, a.rounds = 3, [128, 128, 96], 1
+        a.cases, a.shape, a.rounds = 3, [96, 96, 72], 1
     work = Path(tempfile.mkdtemp(prefix="bench_infer-"))
     model_path = Path(a.model) if a.model else train_quick_model(work)
     bundle = load_bundle(str(model_path))

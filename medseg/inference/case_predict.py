@@ -93,9 +93,12 @@ def predict_case(
         tta=tta,
         modality_mask=mask,
     ).numpy()
-    full = restore_grid(probs, pre.meta, fill=0.0)  # probabilities back on the input grid, then threshold
-    labels = regions_to_labels(full > threshold, bundle.scheme, case.label_map)
+    # Back onto the input grid: uncrop + axis permutation/flip, no interpolation. Thresholding commutes with
+    # these exact index operations, so only saved probabilities are inverted as floats (4x less to move).
+    full = restore_grid(probs, pre.meta, fill=0.0) if keep_probabilities else None
+    mask = full > threshold if full is not None else restore_grid(probs > threshold, pre.meta, fill=False)
+    labels = regions_to_labels(mask, bundle.scheme, case.label_map)
     warnings = intensity_warnings(pre.stats, bundle, vols.missing)
     if not labels.any():
         warnings.append("empty prediction (no region above threshold)")
-    return CasePrediction(labels, full if keep_probabilities else None, vols.affine, warnings), pre
+    return CasePrediction(labels, full, vols.affine, warnings), pre

@@ -138,6 +138,8 @@ def predict_folder(
     fingerprint = model_fingerprint(bundle)
     atomic_write_text(out_dir / MARKER, json.dumps({"model": fingerprint, "model_name": bundle.model_name}))
     model = bundle.build_model().to(opts.device)
+    if opts.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every window has the same shape: autotune once per folder
     results: list[CaseResult] = []
     todo = []
     for case in cases:

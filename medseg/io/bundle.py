@@ -76,10 +76,22 @@ class ModelBundle:
         )
 
     def build_model(self) -> torch.nn.Module:
+        """The network with the bundle's weights.
+
+        Built on the meta device and filled by assignment: random initialisation of a 90 M-parameter model
+        costs ~1 s of CPU per load (measured on the H100 host) for weights that are overwritten anyway.
+        """
         from medseg.nets import create_model
 
-        model = create_model(self.model_name, **self.model_kwargs)
-        model.load_state_dict(self.state_dict)
+        try:
+            with torch.device("meta"):
+                model = create_model(self.model_name, **self.model_kwargs)
+            model.load_state_dict(self.state_dict, assign=True)
+            if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+                raise RuntimeError("state of the model not all in the state_dict")
+        except RuntimeError:  # constructors that compute on tensors (MONAI SwinUNETR) or non-persistent buffers
+            model = create_model(self.model_name, **self.model_kwargs)
+            model.load_state_dict(self.state_dict)
         return model.eval()
 
 

@@ -39,3 +39,16 @@ def test_normalisation_is_zscore_on_nonzero_voxels():
     pre = preprocess_case(CaseVolumes(image, None, np.eye(4)), case, None)
     assert abs(pre.image.mean()) < 1e-5 and abs(pre.image.std() - 1) < 1e-3
     assert pre.stats[0, 0] == pytest.approx(150, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", list(AFFINES))
+def test_thresholding_commutes_with_restoring_the_grid(name):
+    """Prediction thresholds before inverting when probabilities are not saved: exact, as no interpolation."""
+    rng = np.random.default_rng(1)
+    image = np.zeros((1, 20, 18, 16), np.float32)
+    image[:, 2:17, 3:15, 1:14] = 1
+    case = type("C", (), {"label_map": {}})()
+    meta = preprocess_case(CaseVolumes(image, None, AFFINES[name]), case, None).meta
+    shape = tuple(e - s for s, e in zip(meta.box_start, meta.box_end, strict=True))
+    probs = rng.random((3, *shape)).astype(np.float32)
+    np.testing.assert_array_equal(restore_grid(probs, meta) > 0.5, restore_grid(probs > 0.5, meta, fill=False))
