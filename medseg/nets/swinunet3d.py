@@ -20,8 +20,7 @@ from medseg.nets.blocks.cross_modal import (
     GlobalCrossModalTransformer,
     MaskedModalityPool,
     ModalityEmbedding,
-    drop_modalities,
-    resolve_mask,
+    fold_modalities,
 )
 
 
@@ -115,17 +114,9 @@ class SwinUNet3D(SegmentationModel):
 
     def forward(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input_shape(x)
-        b = x.shape[0]
-        if self.cross_modal:
-            m = self.in_channels
-            mask = resolve_mask(modality_mask, b, m, x.device)
-            if self.training and self.modality_dropout > 0:
-                mask = drop_modalities(mask, self.modality_dropout)
-            h = rearrange(x, "b m d h w -> (b m) 1 d h w")
-        else:
-            if modality_mask is not None:
-                raise ValueError("modality_mask needs cross_modal=True (early fusion cannot mask inputs)")
-            m, mask, h = 1, torch.ones(b, 1, dtype=torch.bool, device=x.device), x
+        h, m, mask = fold_modalities(
+            x, modality_mask, self.cross_modal, self.modality_dropout if self.training else 0.0
+        )
         h = self.patch_embed(h)
         h = rearrange(self.embed_norm(rearrange(h, "b c d h w -> b d h w c")), "b d h w c -> b c d h w")
         if self.cross_modal:

@@ -22,8 +22,7 @@ from medseg.nets.blocks.cross_modal import (
     GlobalCrossModalTransformer,
     MaskedModalityPool,
     ModalityEmbedding,
-    drop_modalities,
-    resolve_mask,
+    fold_modalities,
 )
 
 _NORM = ("instance", {"affine": True})  # per-sample norm: folded modalities never mix through statistics
@@ -113,17 +112,9 @@ class TransUNet3D(SegmentationModel):
 
     def forward(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input_shape(x)
-        b = x.shape[0]
-        if self.cross_modal:
-            m = self.in_channels
-            mask = resolve_mask(modality_mask, b, m, x.device)
-            if self.training and self.modality_dropout > 0:
-                mask = drop_modalities(mask, self.modality_dropout)
-            h = rearrange(x, "b m d h w -> (b m) 1 d h w")
-        else:
-            if modality_mask is not None:
-                raise ValueError("modality_mask needs cross_modal=True (early fusion cannot mask inputs)")
-            m, mask, h = 1, torch.ones(b, 1, dtype=torch.bool, device=x.device), x
+        h, m, mask = fold_modalities(
+            x, modality_mask, self.cross_modal, self.modality_dropout if self.training else 0.0
+        )
         skips = []
         for i, stage in enumerate(self.encoder):
             h = stage(h)

@@ -41,6 +41,25 @@ def strip_unused_norms(module: nn.Module) -> nn.Module:
     return module
 
 
+def fold_modalities(
+    x: torch.Tensor, modality_mask: torch.Tensor | None, cross_modal: bool, dropout: float
+) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """Shared entry of the cross-modal networks: (B, M, D, H, W) -> (features, m, (B, m) mask).
+
+    Cross-modal: modalities folded into the batch `((B M), 1, D, H, W)`, m = M, mask validated and, when
+    `dropout > 0` (training), randomly thinned. Early fusion: x unchanged with M input channels, m = 1.
+    """
+    b, num = x.shape[:2]
+    if not cross_modal:
+        if modality_mask is not None:
+            raise ValueError("modality_mask needs cross_modal=True (early fusion cannot mask inputs)")
+        return x, 1, torch.ones(b, 1, dtype=torch.bool, device=x.device)
+    mask = resolve_mask(modality_mask, b, num, x.device)
+    if dropout > 0:
+        mask = drop_modalities(mask, dropout)
+    return rearrange(x, "b m d h w -> (b m) 1 d h w"), num, mask
+
+
 class ModalityEmbedding(nn.Module):
     """A learned vector per modality, added to that modality's features `(b m) c ...`."""
 
