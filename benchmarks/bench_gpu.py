@@ -93,7 +93,7 @@ def training(name: str, batch: int, iters: int) -> dict:
     }
 
 
-def inference(name: str, data: Path, sw_batch: int) -> dict:
+def inference(name: str, data: Path, sw_batch: int, single_pass: bool = False) -> dict:
     torch.manual_seed(0)
     model = create_model(name)
     bundle = ModelBundle(
@@ -111,7 +111,9 @@ def inference(name: str, data: Path, sw_batch: int) -> dict:
     )
     _, cases = detect_cases(data, LAYOUTS)
     out = Path(tempfile.mkdtemp())
-    opts = PredictOptions(overlap=0.5, sw_batch_size=sw_batch, overwrite=True, device=torch.device("cuda"))
+    opts = PredictOptions(
+        overlap=0.5, sw_batch_size=sw_batch, overwrite=True, device=torch.device("cuda"), single_pass=single_pass
+    )
     predict_folder(cases[:1], bundle, out / "warm", opts)  # warm-up: cuDNN autotune, allocator
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -123,6 +125,7 @@ def inference(name: str, data: Path, sw_batch: int) -> dict:
         "infer_s_per_case_model_path": float(np.mean([r.seconds for r in results])),
         "infer_peak_mem_gb": torch.cuda.max_memory_allocated() / 1e9,
         "infer_sw_batch": sw_batch,
+        "infer_single_pass": single_pass,
     }
 
 
@@ -136,6 +139,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("bench_gpu.json"))
     p.add_argument("--infer-only", action="store_true", help="skip the bf16 and training measurements")
     p.add_argument("--profile", action="store_true", help="print a cProfile of the timed inference")
+    p.add_argument("--single-pass", action="store_true", help="one forward over the foreground box per case")
     args = p.parse_args()
     torch.backends.cudnn.benchmark = True
     data = Path(tempfile.mkdtemp()) / "brats"
@@ -148,10 +152,10 @@ def main() -> None:
             import pstats
 
             with cProfile.Profile() as prof:
-                row.update(inference(name, data, args.sw_batch))
+                row.update(inference(name, data, args.sw_batch, args.single_pass))
             pstats.Stats(prof).sort_stats("tottime").print_stats(20)
         else:
-            row.update(inference(name, data, args.sw_batch))
+            row.update(inference(name, data, args.sw_batch, args.single_pass))
         report["models"][name] = row
         print(name, json.dumps(row, indent=1), flush=True)
         torch.cuda.empty_cache()

@@ -3,7 +3,8 @@ network and weights, same machine, alternating, on labelled synthetic cases.
 
 Reference: LoadImaged -> EnsureChannelFirstd -> Orientationd(RAS) -> Spacingd(1 mm) -> NormalizeIntensityd
 -> sliding_window_inference(roi, overlap 0.5, gaussian) -> sigmoid -> Invertd -> threshold -> labels ->
-SaveImage. Reports cases/s, the ratio, mean region Dice of each against the ground truth, Dice agreement
+SaveImage. Also times `medseg predict --single-pass` (one forward over the foreground box). Reports cases/s,
+the ratio, mean region Dice of each against the ground truth, Dice agreement
 between the two outputs, peak RSS (and GPU memory on CUDA).
 
     python benchmarks/bench_infer.py --quick            # trains the smoke model on the fly (a few minutes)
@@ -157,16 +158,18 @@ def main() -> None:
     _, cases = detect_cases(work / "test", LAYOUTS)
     device = torch.device(a.device)
     opts = PredictOptions(overlap=0.5, sw_batch_size=a.sw_batch, overwrite=True, device=device)
-    times = {"medseg": [], "monai": []}
+    single = PredictOptions(overlap=0.5, sw_batch_size=a.sw_batch, overwrite=True, device=device, single_pass=True)
+    names = ["monai", "medseg", "medseg_single"]
+    times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(a.rounds):
-        for name in ("monai", "medseg") if r % 2 == 0 else ("medseg", "monai"):
+        for name in names if r % 2 == 0 else list(reversed(names)):
             out = work / f"out_{name}"
             shutil.rmtree(out, ignore_errors=True)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            if name == "medseg":
-                predict_folder(cases, bundle, out, opts)
+            if name.startswith("medseg"):
+                predict_folder(cases, bundle, out, single if name == "medseg_single" else opts)
             else:
                 out.mkdir(parents=True)
                 monai_reference(cases, bundle, out, device, a.sw_batch)
@@ -176,6 +179,7 @@ def main() -> None:
     rate = {k: a.cases / min(v) for k, v in times.items()}
     d_medseg = mean_dice(work / "out_medseg", cases, bundle.scheme)
     d_monai = mean_dice(work / "out_monai", cases, bundle.scheme)
+    d_single = mean_dice(work / "out_medseg_single", cases, bundle.scheme)
     agree = agreement(work / "out_medseg", work / "out_monai", cases, bundle.scheme)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     shape = "x".join(map(str, a.shape))
@@ -185,6 +189,10 @@ def main() -> None:
     )
     print(f"medseg: {rate['medseg']:.3f} cases/s, mean Dice {d_medseg:.4f}")
     print(f"MONAI reference: {rate['monai']:.3f} cases/s, mean Dice {d_monai:.4f}")
+    print(
+        f"medseg --single-pass: {rate['medseg_single']:.3f} cases/s, mean Dice {d_single:.4f} "
+        f"(speedup {rate['medseg_single'] / rate['monai']:.2f}, dice_delta {d_single - d_monai:+.4f})"
+    )
     print(f"Dice agreement medseg vs reference: {agree:.4f}; peak RSS (both, one process): {rss:.2f} GB")
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 1e9:.2f} GB")

@@ -59,6 +59,12 @@ def predict(
     ),
     overlays: bool = typer.Option(False, "--overlays", help="Write overlay PNGs to OUTPUT_DIR/overlays."),
     fp32: bool = typer.Option(False, "--fp32", help="Disable bf16 autocast on CUDA."),
+    single_pass: bool = typer.Option(
+        False,
+        "--single-pass",
+        help="One forward pass over the whole foreground box instead of sliding windows (faster on CPU, but "
+        "lower Dice for models trained on small patches: see benchmarks/RESULTS.md).",
+    ),
     part: str | None = typer.Option(None, "--part", help="Predict shard i of n: --part 0/4."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     tracking_uri: str | None = TrackingUriOpt,
@@ -94,6 +100,7 @@ def predict(
         allow_missing=allow_missing_modality,
         overlays=overlays,
         amp=not fp32,
+        single_pass=single_pass,
         device=dev,
     )
     console.print(

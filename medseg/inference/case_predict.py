@@ -77,6 +77,7 @@ def predict_case(
     keep_probabilities: bool = False,
     threshold: float = 0.5,
     amp: bool = True,
+    single_pass: bool = False,
 ) -> tuple[CasePrediction, Preprocessed]:
     """Preprocess, sliding-window, invert on probabilities, then threshold and paint native labels."""
     mask = modality_mask(vols, case, model, allow_missing)
@@ -91,6 +92,7 @@ def predict_case(
         device=device,
         amp=amp,
         tta=tta,
+        single_pass=single_pass,
         modality_mask=mask,
     ).numpy()
     # Back onto the input grid: uncrop + axis permutation/flip, no interpolation. Thresholding commutes with

@@ -43,6 +43,7 @@ class PredictOptions:
     allow_missing: bool = False
     overlays: bool = False
     amp: bool = True
+    single_pass: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
@@ -179,6 +180,7 @@ def predict_folder(
                     allow_missing=opts.allow_missing,
                     keep_probabilities=opts.save_probabilities,
                     amp=opts.amp,
+                    single_pass=opts.single_pass,
                     threshold=bundle.infer.get("threshold", 0.5),
                 )
                 result.warnings, result.status = pred.warnings, "writing"

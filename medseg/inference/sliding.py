@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
 # Above this many output voxels x channels, stitch on the CPU so GPU memory stays bounded (sw runs on GPU).
@@ -16,6 +17,14 @@ GPU_STITCH_LIMIT = 3 * 256**3
 def autocast(device: torch.device, enabled: bool = True):
     """bf16 autocast on CUDA (fp32 elsewhere): no GradScaler needed, same exponent range as fp32."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def _whole_volume(x: torch.Tensor, predictor, stride: int) -> torch.Tensor:
+    """One forward pass over (1, M, x, y, z), zero-padded at the end of each axis to a multiple of `stride`."""
+    spatial = x.shape[2:]
+    pad = [(-s) % stride for s in spatial]
+    padded = F.pad(x, [v for p in reversed(pad) for v in (0, p)])
+    return predictor(padded)[..., : spatial[0], : spatial[1], : spatial[2]]
 
 
 @torch.no_grad()
@@ -31,11 +40,14 @@ def sliding_predict(
     amp: bool = True,
     tta: bool = False,
     modality_mask: torch.Tensor | None = None,
+    single_pass: bool = False,
 ) -> torch.Tensor:
     """Sigmoid probabilities (R, x, y, z) float32 on the CPU for a (M, x, y, z) image.
 
     Overlap and blending are passed explicitly (MONAI's defaults, 0.25 and constant, differ from the
-    BraTS references). `tta` averages over all 8 axis-flip combinations.
+    BraTS references). `tta` averages over all 8 axis-flip combinations. `single_pass` runs the network once
+    over the whole volume (zero-padded to its stride) instead of overlapping windows: fewer FLOPs, but the
+    network sees a context it was not trained on, so check Dice before relying on it (benchmarks/).
     """
     device = torch.device(device)
     # np.array copies memory-mapped cache arrays (read-only) into a writable buffer torch can own.
@@ -54,16 +66,19 @@ def sliding_predict(
     probs = None
     for dims in flips:
         xi = torch.flip(x, dims) if dims else x
-        logits = sliding_window_inference(
-            xi,
-            list(roi),
-            sw_batch_size,
-            predictor,
-            overlap=overlap,
-            mode=mode,
-            device=stitch_device,
-            sw_device=device,
-        )
+        if single_pass and getattr(model, "fixed_size", None) is None:
+            logits = _whole_volume(xi, predictor, getattr(model, "stride", 1))
+        else:
+            logits = sliding_window_inference(
+                xi,
+                list(roi),
+                sw_batch_size,
+                predictor,
+                overlap=overlap,
+                mode=mode,
+                device=stitch_device,
+                sw_device=device,
+            )
         p = torch.sigmoid(logits.float())
         p = torch.flip(p, dims) if dims else p
         probs = p if probs is None else probs + p

@@ -169,3 +169,20 @@ def test_probabilities_and_overlays(tmp_path):
     labels = np.asarray(nib.load(tmp_path / "out" / "c.nii.gz").dataobj)
     assert np.array_equal(labels > 0, probs["probabilities"][2] > 0.5)  # WT = any label
     assert (tmp_path / "out" / "overlays" / "c.png").stat().st_size > 1000
+
+
+def test_single_pass_is_one_forward_over_the_padded_volume():
+    import torch
+
+    from medseg.inference.sliding import sliding_predict
+    from medseg.nets import create_model
+
+    torch.manual_seed(0)
+    model = create_model("transunet3d_tiny", img_size=32).eval()
+    image = np.random.default_rng(0).standard_normal((4, 32, 32, 32)).astype(np.float32)
+    # A volume of exactly one window: both paths are the same single forward pass.
+    slid = sliding_predict(model, image, (32, 32, 32))
+    torch.testing.assert_close(sliding_predict(model, image, (32, 32, 32), single_pass=True), slid)
+    # Sizes that are not multiples of the stride are padded for the pass and cropped back.
+    odd = sliding_predict(model, image[:, :27, :30, :19], (32, 32, 32), single_pass=True)
+    assert odd.shape == (3, 27, 30, 19)
