@@ -69,7 +69,7 @@ def assign_folds(case_ids: list[str], folds: int, seed: int) -> dict[str, int]:
     return {ids[j]: int(i % folds) for i, j in enumerate(order)}
 
 
-def _safe_case_id(cid: str, source: str) -> str:
+def check_case_id(cid: str, source: str) -> str:
     p = PurePosixPath(cid)
     if not cid or p.is_absolute() or "/" in cid or "\\" in cid or cid in {".", ".."} or ".." in p.parts:
         raise DataError(
@@ -93,7 +93,7 @@ def load_manifest(path: str | Path) -> Manifest:
         raw = json.loads(p.read_text())
         cases = []
         for c in raw["cases"]:
-            _safe_case_id(c["id"], str(p))
+            check_case_id(c["id"], str(p))
             c = dict(c)
             c["images"] = [str((p.parent / f).resolve()) for f in c["images"]]
             if c.get("label"):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from medseg.data.layouts import detect_cases
-from medseg.data.manifest import Manifest, ManifestCase, _safe_case_id, assign_folds
+from medseg.data.manifest import Manifest, ManifestCase, assign_folds, check_case_id
 from medseg.data.task import Case, Task
 from medseg.errors import DataError
 from medseg.io.nifti import read_case
@@ -27,7 +27,7 @@ def scan_dataset(
     bad: list[tuple[Case, DataError]] = []
     for case in cases:
         try:
-            _safe_case_id(case.id, str(data_dir))
+            check_case_id(case.id, str(data_dir))
             vols = read_case(case, with_label=True)
             good.append((case, vols.image.shape[1:], vols.spacing))
             err = None

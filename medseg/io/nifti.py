@@ -151,12 +151,6 @@ def read_label(case: Case, ref_shape, ref_affine) -> np.ndarray:
     return data.astype(np.int16)
 
 
-def header_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
-    """Shape and affine from the header only (cheap)."""
-    img = nib.load(str(path))
-    return tuple(int(s) for s in img.shape), img.affine
-
-
 def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, dtype: np.dtype = np.uint8) -> None:
     """Write a volume atomically with qform = sform = `affine` (both codes 'scanner'), gzip by suffix."""
     img = nib.Nifti1Image(np.asarray(array, dtype=dtype), affine)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg.io.bundle import ModelBundle, load_checkpoint, save_checkpoint
+from medseg.io.bundle import ModelBundle, save_checkpoint
 
 
 def rng_state() -> dict[str, Any]:
@@ -63,7 +63,3 @@ def save_training_checkpoint(
         },
         path,
     )
-
-
-def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
-    return load_checkpoint(path)
