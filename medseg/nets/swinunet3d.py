@@ -21,6 +21,7 @@ from medseg.nets.blocks.cross_modal import (
     MaskedModalityPool,
     ModalityEmbedding,
     fold_modalities,
+    supervised_outputs,
 )
 
 
@@ -43,8 +44,10 @@ class PatchExpanding(nn.Module):
         return rearrange(self.norm(x), "b d h w c -> b c d h w")
 
 
-def _swin_stage(dim: int, depth: int, heads: int, window: int) -> BasicLayer:
-    return BasicLayer(dim, depth, heads, (window,) * 3, drop_path=[0.0] * depth, qkv_bias=True, downsample=None)
+def _swin_stage(dim: int, depth: int, heads: int, window: int, checkpointing: bool) -> BasicLayer:
+    return BasicLayer(
+        dim, depth, heads, (window,) * 3, [0.0] * depth, qkv_bias=True, downsample=None, use_checkpoint=checkpointing
+    )
 
 
 class SwinUNet3D(SegmentationModel):
@@ -60,6 +63,8 @@ class SwinUNet3D(SegmentationModel):
         bottleneck_layers: global cross-modal transformer layers at the deepest stage.
         cross_modal: shared per-modality encoder with cross-modal attention, or early fusion.
         modality_dropout: probability of masking each modality per sample during training.
+        checkpointing: recompute Swin block and bottleneck activations in backward (less memory, slower).
+        deep_supervision: in training mode also return logits from every decoder stage (finest first).
     Shapes: x `(B, M, D, H, W)` with sizes multiples of 4 * 2**(len(depths)-1) -> `(B, out, D, H, W)`.
     """
 
@@ -74,6 +79,8 @@ class SwinUNet3D(SegmentationModel):
         bottleneck_layers: int = 1,
         cross_modal: bool = True,
         modality_dropout: float = 0.0,
+        checkpointing: bool = False,
+        deep_supervision: bool = False,
     ) -> None:
         super().__init__()
         if len(depths) != len(num_heads):
@@ -92,11 +99,13 @@ class SwinUNet3D(SegmentationModel):
         self.patch_embed = nn.Conv3d(1 if cross_modal else in_channels, embed_dim, kernel_size=4, stride=4)
         self.embed_norm = nn.LayerNorm(embed_dim)
         self.encoder = nn.ModuleList(
-            _swin_stage(d, n, h, window_size) for d, n, h in zip(dims, depths, num_heads, strict=True)
+            _swin_stage(d, n, h, window_size, checkpointing) for d, n, h in zip(dims, depths, num_heads, strict=True)
         )
         self.merges = nn.ModuleList(PatchMergingV2(d, spatial_dims=3) for d in dims[:-1])
         deepest = dims[-1]
-        self.bottleneck = GlobalCrossModalTransformer(deepest, bottleneck_layers, num_heads[-1], 4 * deepest)
+        self.bottleneck = GlobalCrossModalTransformer(
+            deepest, bottleneck_layers, num_heads[-1], 4 * deepest, checkpointing=checkpointing
+        )
         if cross_modal:
             self.modality_embed = ModalityEmbedding(in_channels, embed_dim)
             self.cross_attn = nn.ModuleList(CrossModalAttention(d, h) for d, h in zip(dims, num_heads, strict=True))
@@ -104,9 +113,13 @@ class SwinUNet3D(SegmentationModel):
         self.expands = nn.ModuleList(PatchExpanding(dims[i + 1], dims[i]) for i in range(len(dims) - 1))
         self.concat_proj = nn.ModuleList(nn.Conv3d(2 * d, d, kernel_size=1) for d in dims[:-1])
         self.decoder = nn.ModuleList(
-            _swin_stage(d, n, h, window_size) for d, n, h in zip(dims[:-1], depths[:-1], num_heads[:-1], strict=True)
+            _swin_stage(d, n, h, window_size, checkpointing)
+            for d, n, h in zip(dims[:-1], depths[:-1], num_heads[:-1], strict=True)
         )
         self.final_expand = PatchExpanding(embed_dim, embed_dim, scale=4)
+        self.deep_supervision = deep_supervision
+        if deep_supervision:
+            self.aux_heads = nn.ModuleList(nn.Conv3d(d, out_channels, kernel_size=1) for d in dims[:-1])
         self.head = nn.Conv3d(embed_dim, out_channels, kernel_size=1)
 
     def _fuse(self, h: torch.Tensor, i: int, m: int, mask: torch.Tensor) -> torch.Tensor:
@@ -133,11 +146,16 @@ class SwinUNet3D(SegmentationModel):
         tokens = self.bottleneck(rearrange(h, "(b m) c d h w -> b (m d h w) c", m=m), mask, d * hh * w)
         h = rearrange(tokens, "b (m d h w) c -> (b m) c d h w", m=m, d=d, h=hh, w=w)
         h = self._fuse(h, len(self.encoder) - 1, m, mask)
+        decoded = []
         for i in reversed(range(len(self.decoder))):
             h = self.expands[i](h)
             h = self.concat_proj[i](torch.cat([h, skips[i]], dim=1))
             h = self.decoder[i](h)
-        return self.head(self.final_expand(h))
+            decoded.append(h)
+        logits = self.head(self.final_expand(h))
+        if self.deep_supervision and self.training:
+            return supervised_outputs(logits, decoded[::-1], self.aux_heads)
+        return logits
 
 
 @register_model

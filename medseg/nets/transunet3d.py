@@ -23,6 +23,7 @@ from medseg.nets.blocks.cross_modal import (
     MaskedModalityPool,
     ModalityEmbedding,
     fold_modalities,
+    supervised_outputs,
 )
 
 _NORM = ("instance", {"affine": True})  # per-sample norm: folded modalities never mix through statistics
@@ -44,6 +45,8 @@ class TransUNet3D(SegmentationModel):
         cross_modal: shared per-modality encoder with cross-modal attention, or early fusion.
         modality_dropout: probability of masking each modality per sample during training.
         dropout: ViT dropout.
+        checkpointing: recompute ViT activations in backward (less memory, ~30% slower steps).
+        deep_supervision: in training mode return [logits, logits at 1/2, 1/4, 1/8] for a deep-supervision loss.
     Shapes: x `(B, M, D, H, W)` with D, H, W multiples of 16 -> logits `(B, out_channels, D, H, W)`.
     """
 
@@ -62,6 +65,8 @@ class TransUNet3D(SegmentationModel):
         cross_modal: bool = True,
         modality_dropout: float = 0.0,
         dropout: float = 0.0,
+        checkpointing: bool = False,
+        deep_supervision: bool = False,
     ) -> None:
         super().__init__()
         if hidden_size % num_heads:
@@ -87,7 +92,10 @@ class TransUNet3D(SegmentationModel):
         grid = img_size // self.stride
         self.pos_embed = nn.Parameter(torch.zeros(1, hidden_size, grid, grid, grid))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self.vit = GlobalCrossModalTransformer(hidden_size, num_layers, num_heads, mlp_dim, dropout)
+        self.vit = GlobalCrossModalTransformer(hidden_size, num_layers, num_heads, mlp_dim, dropout, checkpointing)
+        self.deep_supervision = deep_supervision
+        if deep_supervision:
+            self.aux_heads = nn.ModuleList(UnetOutBlock(3, f, out_channels) for f in (f1, f2, f3))
         if cross_modal:
             self.modality_embed = ModalityEmbedding(in_channels, f1)
             self.token_modality_embed = ModalityEmbedding(in_channels, hidden_size)
@@ -135,9 +143,14 @@ class TransUNet3D(SegmentationModel):
         d, hh, w = grid
         h = rearrange(tokens, "b (m d h w) c -> (b m) c d h w", m=m, d=d, h=hh, w=w)
         h = self.pools[-1](h, m, mask) if self.cross_modal else h
+        decoded = []
         for block, skip in zip(self.decoder, reversed(skips), strict=True):
             h = block(h, skip)
-        return self.head(self.final_block(self.final_up(h)))
+            decoded.append(h)
+        logits = self.head(self.final_block(self.final_up(h)))
+        if self.deep_supervision and self.training:
+            return supervised_outputs(logits, decoded[::-1], self.aux_heads)
+        return logits
 
 
 @register_model

@@ -207,7 +207,7 @@ def fit(spec: TrainSpec, tracker: Tracker, hooks: ProgressHooks | None = None) -
         cfg.train.seed,
         (world.rank, world.size),
     )
-    loss_fn = build_loss(cfg.train.loss)
+    loss_fn = build_loss(cfg.train.loss, getattr(model, "deep_supervision", False))
     region_names = spec.scheme.region_names
     last_path, best_path = spec.out_dir / "last.pt", spec.out_dir / "best.pt"
     t_start, stale = time.monotonic(), 0

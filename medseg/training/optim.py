@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from monai.losses import DiceFocalLoss, DiceLoss
+from monai.losses import DeepSupervisionLoss, DiceFocalLoss, DiceLoss
 from torch import nn
 
 
@@ -26,10 +26,11 @@ class DiceBCELoss(nn.Module):
         return self.dice(logits, target) + self.bce(logits, target)
 
 
-def build_loss(name: str) -> nn.Module:
-    if name == "dice_focal":
-        return DiceFocalLoss(sigmoid=True)
-    return DiceBCELoss()
+def build_loss(name: str, deep_supervision: bool = False) -> nn.Module:
+    """The region loss; with deep supervision, MONAI's `DeepSupervisionLoss` over [full, 1/2, 1/4 ...] outputs
+    (target resized to each, weights halving per level)."""
+    loss = DiceFocalLoss(sigmoid=True) if name == "dice_focal" else DiceBCELoss()
+    return DeepSupervisionLoss(loss, weight_mode="exp") if deep_supervision else loss
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -161,3 +161,31 @@ def test_torch_compile_smoke(name):
     x = torch.randn(1, 4, 32, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x))
+
+
+@pytest.mark.parametrize("name", CROSS_MODAL)
+def test_gradient_checkpointing_gives_the_same_gradients(name):
+    x = torch.randn(1, 4, 32, 32, 32)
+    grads = []
+    for ckpt in (False, True):
+        model = build(name, checkpointing=ckpt)
+        model(x).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", CROSS_MODAL)
+def test_deep_supervision_outputs_and_loss(name):
+    from medseg.training.optim import build_loss
+
+    model = build(name, deep_supervision=True)
+    x = torch.randn(1, 4, 32, 32, 32)
+    outputs = model(x)
+    assert isinstance(outputs, list) and outputs[0].shape == (1, 3, 32, 32, 32)
+    sizes = [o.shape[-1] for o in outputs]
+    assert sizes == sorted(sizes, reverse=True) and len(sizes) > 2
+    target = (torch.rand(1, 3, 32, 32, 32) > 0.5).float()
+    build_loss("dice_ce", deep_supervision=True)(outputs, target).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with torch.no_grad():
+        assert model.eval()(x).shape == (1, 3, 32, 32, 32)  # inference returns the full-resolution logits only

@@ -10,6 +10,7 @@ import torch
 from einops import rearrange, repeat
 from monai.networks.blocks import TransformerBlock
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def resolve_mask(mask: torch.Tensor | None, b: int, m: int, device: torch.device) -> torch.Tensor:
@@ -58,6 +59,12 @@ def fold_modalities(
     if dropout > 0:
         mask = drop_modalities(mask, dropout)
     return rearrange(x, "b m d h w -> (b m) 1 d h w"), num, mask
+
+
+def supervised_outputs(main: torch.Tensor, aux: list[torch.Tensor], heads: nn.ModuleList) -> list[torch.Tensor]:
+    """Training output with deep supervision: [full-resolution logits, coarser logits ...] (finest first),
+    the form MONAI's `DeepSupervisionLoss` takes (it resizes the target to each)."""
+    return [main, *(head(h) for head, h in zip(heads, aux, strict=True))]
 
 
 class ModalityEmbedding(nn.Module):
@@ -136,8 +143,11 @@ class GlobalCrossModalTransformer(nn.Module):
     Shapes: tokens `(B, M*N, C)`, key mask `(B, M)` -> `(B, M*N, C)`.
     """
 
-    def __init__(self, dim: int, depth: int, num_heads: int, mlp_dim: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, depth: int, num_heads: int, mlp_dim: int, dropout: float = 0.0, checkpointing: bool = False
+    ) -> None:
         super().__init__()
+        self.checkpointing = checkpointing
         self.blocks = strip_unused_norms(
             nn.ModuleList(
                 TransformerBlock(dim, mlp_dim, num_heads, dropout, qkv_bias=True, use_flash_attention=True)
@@ -150,5 +160,9 @@ class GlobalCrossModalTransformer(nn.Module):
         # SDPA boolean mask broadcast over heads and queries: True = this key takes part.
         key_mask = rearrange(mask[:, :, None].expand(-1, -1, n), "b m n -> b 1 1 (m n)")
         for block in self.blocks:
-            tokens = block(tokens, attn_mask=key_mask)
+            if self.checkpointing and self.training:
+                # Recompute activations in backward: memory of one block instead of all (training only).
+                tokens = checkpoint(block, tokens, None, key_mask, use_reentrant=False)
+            else:
+                tokens = block(tokens, attn_mask=key_mask)
         return self.norm(tokens)
