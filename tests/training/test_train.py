@@ -229,3 +229,13 @@ def test_ddp_two_processes_on_cpu(manifest_path, tmp_path):
     assert len(ckpts) == 1  # rank 0 alone checkpoints
     assert load_checkpoint(ckpts[0])["epoch"] == 1
     assert np.isfinite(load_checkpoint(ckpts[0])["history"][-1]["val_dice_mean"])
+
+
+def test_training_with_deep_supervision_and_checkpointing(manifest_path, tmp_path):
+    result, _ = _train(
+        manifest_path,
+        tmp_path,
+        None,
+        ["train.epochs=1", "model.kwargs.deep_supervision=true", "model.kwargs.checkpointing=true"],
+    )
+    assert np.isfinite(result.history[0]["train_loss"]) and "val_dice_mean" in result.history[0]
