@@ -174,6 +174,33 @@ def _scaler(spec: TrainSpec) -> torch.amp.GradScaler | None:
     return None
 
 
+def _validate_epoch(model, spec: TrainSpec, tracker: Tracker, epoch: int) -> dict[str, float]:
+    """Whole-volume validation, each rank on its share of cases; returns `val_dice_*` averaged over all cases.
+    Rank 0 logs the per-case CSV and overlay pictures."""
+    cfg, world = spec.cfg, spec.world
+    rows, pictures = validate(
+        model,
+        spec.val_items[world.rank :: world.size],
+        spec.scheme.region_names,
+        spec.channels,
+        cfg.train.patch_size,
+        cfg.infer,
+        spec.device,
+        cfg.train.amp,
+        overlays=cfg.train.overlays if world.is_main else 0,
+    )
+    # The same keys on every rank (even one without cases), or the all-reduce would mismatch.
+    keys = [f"dice_{r.lower()}" for r in spec.scheme.region_names] + ["dice_mean"]
+    sums = {k: float(sum(r[k] for r in rows)) for k in keys} | {"n": float(len(rows))}
+    total = mean_across(sums, world)
+    if world.is_main:
+        tracker.log_text(_write_csv(rows), f"validation/epoch_{epoch:04d}.csv")
+        for cid, rgb in pictures.items():
+            tracker.log_image(rgb, key=f"overlay_{cid}", step=epoch)
+            save_png(rgb, spec.out_dir / "overlays" / f"{cid}_epoch{epoch:04d}.png")
+    return {f"val_{k}": total[k] / total["n"] for k in keys} if total["n"] else {}
+
+
 def fit(spec: TrainSpec, tracker: Tracker, hooks: ProgressHooks | None = None) -> TrainResult:
     """Run (or resume) training; rank 0 validates the gathered metrics, checkpoints and tracks."""
     hooks = hooks or SilentHooks()
@@ -208,7 +235,6 @@ def fit(spec: TrainSpec, tracker: Tracker, hooks: ProgressHooks | None = None) -
         (world.rank, world.size),
     )
     loss_fn = build_loss(cfg.train.loss, getattr(model, "deep_supervision", False))
-    region_names = spec.scheme.region_names
     last_path, best_path = spec.out_dir / "last.pt", spec.out_dir / "best.pt"
     t_start, stale = time.monotonic(), 0
     epoch = start - 1
@@ -230,27 +256,8 @@ def fit(spec: TrainSpec, tracker: Tracker, hooks: ProgressHooks | None = None) -
         out_of_time = cfg.train.max_minutes is not None and (time.monotonic() - t_start) / 60 >= cfg.train.max_minutes
         last_epoch = epoch == cfg.train.epochs - 1 or out_of_time
         if (epoch + 1) % cfg.train.val_every == 0 or last_epoch:
-            rows, pictures = validate(
-                model,
-                spec.val_items[world.rank :: world.size],
-                region_names,
-                spec.channels,
-                cfg.train.patch_size,
-                cfg.infer,
-                device,
-                cfg.train.amp,
-                overlays=cfg.train.overlays if world.is_main else 0,
-            )
-            sums = {k: float(np.sum([r[k] for r in rows])) for k in rows[0] if k != "id"} if rows else {}
-            sums["n"] = float(len(rows))
-            total = mean_across(sums, world)
-            val = {f"val_{k}": v / total["n"] for k, v in total.items() if k != "n"} if total.get("n") else {}
+            val = _validate_epoch(model, spec, tracker, epoch)
             metrics.update(val)
-            if world.is_main:
-                tracker.log_text(_write_csv(rows), f"validation/epoch_{epoch:04d}.csv")
-                for cid, rgb in pictures.items():
-                    tracker.log_image(rgb, key=f"overlay_{cid}", step=epoch)
-                    save_png(rgb, spec.out_dir / "overlays" / f"{cid}_epoch{epoch:04d}.png")
             if val and val["val_dice_mean"] > best:
                 best, best_epoch, stale = val["val_dice_mean"], epoch, 0
             else:
@@ -258,8 +265,7 @@ def fit(spec: TrainSpec, tracker: Tracker, hooks: ProgressHooks | None = None) -
         history.append({"epoch": epoch, **metrics})
         if world.is_main:
             tracker.log_metrics(metrics, step=epoch)
-            bundle = _bundle(spec, model)
-            ckpt = dict(
+            state = dict(
                 optimizer=optimizer,
                 scheduler=scheduler,
                 scaler=scaler,
@@ -269,9 +275,9 @@ def fit(spec: TrainSpec, tracker: Tracker, hooks: ProgressHooks | None = None) -
                 config=cfg.model_dump(mode="json"),
                 run_id=tracker.run_id,
             )
-            save_training_checkpoint(last_path, bundle, **ckpt)
+            save_training_checkpoint(last_path, _bundle(spec, model), **state)
             if best_epoch == epoch:
-                save_training_checkpoint(best_path, bundle, **ckpt)
+                save_training_checkpoint(best_path, _bundle(spec, model), **state)
         hooks.epoch_end(epoch, metrics)
         barrier(world)
         patience = cfg.train.early_stop_patience
