@@ -66,7 +66,7 @@ def register(
     alias: list[str] = typer.Option([], "--alias", help="Alias(es) to point at the new version, e.g. champion."),
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:
-    """Register a run's logged model as a new version of NAME (alias `latest` always set)."""
+    """Register a run's logged model as a new version of NAME (`models:/NAME/latest` is always the newest)."""
     from medseg.tracking.review import get_run, logged_models
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -74,13 +74,9 @@ def register(
     models = logged_models(c, run)
     if not models:
         raise TrackingError(f"run {run_id} logged no model", hint="only finished `medseg train` runs have one")
-    from medseg.tracking.mlflow_tracker import _mlflow
+    from medseg.tracking.mlflow_tracker import register_version
 
-    version = _mlflow().register_model(models[0], name).version
-    best = run.data.metrics.get("val_dice_mean")
-    if best is not None:
-        c.set_model_version_tag(name, version, "val_dice_mean", f"{best:.6f}")
-    for a in ["latest", *alias]:
-        c.set_registered_model_alias(name, a, version)
-    console.print(f"registered {models[0]} as {name} v{version} (aliases: {', '.join(['latest', *alias])})")
-    console.print(f"predict with: medseg predict --model models:/{name}@{alias[0] if alias else 'latest'} IN OUT")
+    version, *aliases = register_version(models[0], name, run.data.metrics.get("val_dice_mean"), alias)
+    console.print(f"registered {models[0]} as {name} {version} (aliases: {', '.join(aliases) or '-'})")
+    ref = f"models:/{name}@{aliases[0]}" if aliases else f"models:/{name}/latest"
+    console.print(f"predict with: medseg predict --model {ref} IN OUT")

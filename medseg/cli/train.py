@@ -109,7 +109,7 @@ def train(
         from medseg.tracking.mlflow_tracker import runs_url
 
         console.print(
-            f"model: {result.model_uri}" + (f" (aliases: {', '.join(result.aliases)})" if result.aliases else "")
+            f"model: {result.model_uri}" + (f" (registered: {' '.join(result.aliases)})" if result.aliases else "")
         )
         url = runs_url(target.uri, tracker.experiment_id)
         console.print(f"review: medseg runs show {tracker.run_id}   |   medseg ui  ->  {url}", highlight=False)

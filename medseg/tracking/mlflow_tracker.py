@@ -181,24 +181,41 @@ class MlflowTracker:
         )
 
     def register(self, model_uri: str, name: str, metric: float) -> list[str]:
-        """Register the model; alias `latest`, and `champion` if it beats the champion's val_dice_mean."""
-        client = self._mlflow.MlflowClient()
-        version = self._mlflow.register_model(model_uri, name).version
-        client.set_model_version_tag(name, version, "val_dice_mean", f"{metric:.6f}")
-        aliases = ["latest"]
-        try:
-            champ = client.get_model_version_by_alias(name, "champion")
-            champ_metric = float(champ.tags.get("val_dice_mean", "-inf"))
-        except Exception:
-            champ_metric = float("-inf")
-        if metric > champ_metric:
-            aliases.append("champion")
-        for alias in aliases:
-            client.set_registered_model_alias(name, alias, version)
-        return aliases
+        """Register the model as a new version; alias `champion` if it beats the champion's val_dice_mean.
+
+        MLflow reserves the alias `latest`: `models:/NAME/latest` always resolves to the newest version.
+        """
+        return register_version(model_uri, name, metric, [])
 
     def end(self, status: str = "FINISHED") -> None:
         self._mlflow.end_run(status=status)
+
+
+def register_version(model_uri: str, name: str, metric: float | None, aliases: list[str]) -> list[str]:
+    """Register `model_uri` under `name`, tag its val_dice_mean, set `aliases` (+ `champion` when `metric` beats
+    the current champion). Returns the aliases set; MLflow refusals become one-line TrackingErrors."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    aliases = list(aliases)
+    try:
+        version = mlflow.register_model(model_uri, name).version
+        if metric is not None:
+            client.set_model_version_tag(name, version, "val_dice_mean", f"{metric:.6f}")
+            try:
+                champ = client.get_model_version_by_alias(name, "champion")
+                champ_metric = float(champ.tags.get("val_dice_mean", "-inf"))
+            except Exception:
+                champ_metric = float("-inf")
+            if metric > champ_metric and "champion" not in aliases:
+                aliases.append("champion")
+        for alias in aliases:
+            client.set_registered_model_alias(name, alias, version)
+    except Exception as exc:
+        raise TrackingError(
+            f"cannot register {model_uri} as '{name}' ({str(exc).splitlines()[0][:160]})",
+            hint="aliases must not be 'latest' (reserved by MLflow) or a version number",
+        ) from None
+    return [f"v{version}", *aliases]
 
 
 def download_bundle(model_uri: str, tracking_uri: str) -> Path:

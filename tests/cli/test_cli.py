@@ -58,3 +58,20 @@ def test_scan_reports_bad_case_and_exits_1_unless_skip_bad(tmp_path):
     assert "missing file BraTS-GLI-00001-000-t2f" in out.stdout + out.stderr
     ok = medseg("data", "scan", str(tmp_path / "d"), "--out", str(tmp_path / "m.json"), "--skip-bad", cwd=tmp_path)
     assert ok.returncode == 0 and (tmp_path / "m.json").exists()
+
+
+def test_prediction_sharding_from_part_or_torchrun(monkeypatch):
+    import typer
+
+    from medseg.cli.predict import _shard
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert _shard(None) == (0, 1)
+    assert _shard("2/4") == (2, 4)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert _shard(None) == (1, 2)
+    for bad in ("4/4", "x/2", "1"):
+        with pytest.raises(typer.BadParameter):
+            _shard(bad)

@@ -1,0 +1,138 @@
+"""`medseg runs`, `medseg models` and `medseg ui` against a real SQLite store with two trained runs."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from medseg.config import load_config
+from medseg.data.manifest import save_manifest
+from medseg.data.validate import scan_dataset
+from medseg.training.run import TrackingTarget, train_task
+from pipelines import get_task
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def store(brats2021_dir, tmp_path_factory) -> tuple[str, list[str], Path]:
+    tmp = tmp_path_factory.mktemp("review")
+    manifest, _ = scan_dataset(brats2021_dir, get_task("brats"), folds=2)
+    save_manifest(manifest, tmp / "m.json")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    run_ids = []
+    for name, cross in (("cross", "true"), ("early", "false")):
+        cfg = load_config(
+            ROOT / "configs" / "brats_smoke.yaml",
+            [
+                "train.epochs=2",
+                "train.val_every=1",
+                "train.samples_per_volume=1",
+                "train.overlays=1",
+                "data.num_workers=0",
+                f"data.cache_dir={tmp / 'cache'}",
+                f"model.kwargs.cross_modal={cross}",
+            ],
+        )
+        _, tracker = train_task(
+            get_task("brats"),
+            manifest,
+            tmp / "m.json",
+            cfg,
+            fold=0,
+            device_name="cpu",
+            target=TrackingTarget(uri, "review", name, "brats-auto" if cross == "true" else None, False),
+            out_root=tmp / "runs",
+        )
+        run_ids.append(tracker.run_id)
+    return uri, run_ids, tmp
+
+
+def medseg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "medseg", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        env={"COLUMNS": "200", **__import__("os").environ},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_runs_list_show_compare(store):
+    uri, (a, b), tmp = store
+    listed = medseg("runs", "list", "--experiment", "review", "--tracking-uri", uri, cwd=tmp).stdout
+    assert a[:12] in listed and b[:12] in listed and "transunet3d_tiny" in listed
+    shown = medseg("runs", "show", a, "--tracking-uri", uri, cwd=tmp).stdout
+    assert "val_dice_mean" in shown and "models:/" in shown and "config.yaml" in shown
+    plot = tmp / "curves.png"
+    compared = medseg("runs", "compare", a, b, "--plot", str(plot), "--tracking-uri", uri, cwd=tmp).stdout
+    assert "model.kwargs.cross_modal" in compared and "best val_dice_mean" in compared
+    assert plot.stat().st_size > 1000
+
+
+def test_models_register_and_registry_list(store):
+    uri, (a, _), tmp = store
+    out = medseg("models", "register", a, "--name", "brats-test", "--alias", "champion", "--tracking-uri", uri, cwd=tmp)
+    assert "v1" in out.stdout
+    registry = medseg("models", "list", "--registry", "--tracking-uri", uri, cwd=tmp).stdout
+    assert "brats-test" in registry and "champion" in registry
+    assert "brats-auto" in registry  # `train --register` registered the first run and made it champion
+    reserved = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medseg",
+            "models",
+            "register",
+            a,
+            "--name",
+            "x",
+            "--alias",
+            "latest",
+            "--tracking-uri",
+            uri,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+    )
+    assert reserved.returncode == 1 and "reserved" in reserved.stderr and "Traceback" not in reserved.stderr
+    assert "brats-test@champion" in medseg("runs", "show", a, "--tracking-uri", uri, cwd=tmp).stdout
+
+
+def test_ui_serves_the_run_over_http(store):
+    uri, (a, _), tmp = store
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "medseg", "ui", "--port", str(port), "--tracking-uri", uri],
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={a}"
+                body = urllib.request.urlopen(url, timeout=3).read().decode()
+                break
+            except OSError:
+                if time.monotonic() > deadline or ui.poll() is not None:
+                    pytest.fail("medseg ui did not serve")
+                time.sleep(0.5)
+        assert a in body and "val_dice_mean" in body
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
