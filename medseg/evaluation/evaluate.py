@@ -57,9 +57,8 @@ def evaluate_folder(
     on_case: Callable[[str], None] | None = None,
 ) -> EvalResult:
     """Match `<pred_dir>/<case>.nii.gz` to ground-truth cases by id and evaluate each pair."""
-    preds = {
-        p.name[: -len(".nii.gz")]: p for p in pred_dir.glob("*.nii.gz") if not p.name.endswith("_probabilities.nii.gz")
-    }
+    # Hidden files are temporary writes of an interrupted run, never predictions.
+    preds = {p.name[: -len(".nii.gz")]: p for p in pred_dir.glob("[!.]*.nii.gz")}
     labelled = {c.id: c for c in gt_cases if c.label}
     rows, failed = [], []
     for cid in sorted(set(preds) & set(labelled)):

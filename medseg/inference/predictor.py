@@ -79,7 +79,7 @@ def check_output_dir(out_dir: Path, fingerprint: str, overwrite: bool) -> None:
                 hint="pass --overwrite or another folder",
             )
         return
-    if any(p.name.endswith((".nii.gz", ".nii")) for p in out_dir.iterdir()):
+    if any(p.name.endswith((".nii.gz", ".nii")) and not p.name.startswith(".") for p in out_dir.iterdir()):
         raise MedsegError("output folder is not empty", path=str(out_dir), hint="pass --overwrite or another folder")
 
 

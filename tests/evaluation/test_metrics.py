@@ -70,3 +70,19 @@ def test_lesion_wise_ignores_small_gt_lesions():
     gt = cube((20, 20, 20), (2, 2, 2), (5, 5, 5))  # 27 voxels <= 50
     lw = lesion_wise(np.zeros_like(gt), gt, (1, 1, 1))
     assert lw == (1.0, 0.0)
+
+
+def test_evaluate_folder_ignores_temporary_files(tmp_path, brats2021_dir):
+    import shutil
+
+    from medseg.data.layouts import detect_cases
+    from medseg.evaluation.evaluate import evaluate_folder
+    from pipelines import get_task
+
+    task = get_task("brats")
+    _, cases = detect_cases(brats2021_dir, task.layouts)
+    shutil.copy(cases[0].label, tmp_path / f"{cases[0].id}.nii.gz")  # a perfect prediction
+    (tmp_path / f".{cases[0].id}.x1.part.nii.gz").write_bytes(b"")  # left by a killed writer
+    result = evaluate_folder(tmp_path, cases, task.scheme)
+    assert [r["id"] for r in result.rows] == [cases[0].id] and not result.unmatched_pred and not result.failed
+    assert result.rows[0]["dice_wt"] == 1.0

@@ -35,7 +35,8 @@ def _predict(root: Path, model: Path, out: str, **kw) -> subprocess.Popen:
 
 
 def _outputs(out: Path) -> dict[str, np.ndarray]:
-    return {p.name: np.asarray(nib.load(p).dataobj) for p in sorted(out.glob("*.nii.gz"))}
+    """Finished outputs: SIGKILL can leave a hidden `.<case>.*.part.nii.gz` temp file, never a partial output."""
+    return {p.name: np.asarray(nib.load(p).dataobj) for p in sorted(out.glob("[!.]*.nii.gz"))}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGINT], ids=["term", "kill", "int"])
