@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -13,18 +12,12 @@ from rich.table import Table
 from medseg.cli.options import TrackingUriOpt
 from medseg.data.layouts import detect_cases
 from medseg.errors import DataError
-from medseg.io.atomic import atomic_path, atomic_write_text
+from medseg.io.atomic import atomic_write_text
+from medseg.io.tables import rows_to_csv
 from medseg.tracking import resolve_tracking_uri
 from pipelines import get_task
 
 console = Console()
-
-
-def _write_csv(rows: list[dict], path: Path) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def evaluate(
@@ -59,7 +52,7 @@ def evaluate(
             hint="prediction files must be named <case_id>.nii.gz",
         )
     summary = summarise(result.rows)
-    _write_csv(result.rows, out)
+    atomic_write_text(out, rows_to_csv(result.rows))
     summary_path = out.with_suffix(".summary.json")
     atomic_write_text(
         summary_path,

@@ -19,6 +19,7 @@ from medseg.errors import ModelFileError
 from medseg.io.atomic import atomic_path
 
 FORMAT = "medseg-bundle/1"
+BUNDLE_FILE = "medseg_bundle.pt"  # name of the weights-only bundle beside checkpoints and inside MLflow models
 
 
 @dataclass

@@ -16,7 +16,6 @@ import numpy as np
 from medseg.errors import TrackingError
 from medseg.tracking.tracker import redact_uri
 
-BUNDLE_FILE = "medseg_bundle.pt"
 ML_VIEW = "?workflowType=machine_learning"
 
 
@@ -220,6 +219,8 @@ def register_version(model_uri: str, name: str, metric: float | None, aliases: l
 
 def download_bundle(model_uri: str, tracking_uri: str) -> Path:
     """Fetch the medseg bundle stored inside an MLflow model (`runs:/..`, `models:/..`) to a temp folder."""
+    from medseg.io.bundle import BUNDLE_FILE  # here, not at the top: it imports torch (CLI start-up)
+
     mlflow = _mlflow()
     mlflow.set_tracking_uri(tracking_uri)
     dst = Path(tempfile.mkdtemp(prefix="medseg-model-"))

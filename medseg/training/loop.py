@@ -5,11 +5,8 @@ UI-free: progress is reported through `ProgressHooks`, tracking through a `Track
 
 from __future__ import annotations
 
-import csv
-import io
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +21,7 @@ from medseg.data.task import LabelScheme
 from medseg.errors import ConfigError
 from medseg.inference.sliding import autocast
 from medseg.io.bundle import ModelBundle
+from medseg.io.tables import rows_to_csv
 from medseg.nets import SegmentationModel, create_model
 from medseg.tracking import Tracker
 from medseg.training.checkpoint import save_training_checkpoint, set_rng_state
@@ -157,15 +155,6 @@ def _seed_epoch(loader, seed: int, epoch: int, rank: int) -> None:
         loader.sampler.set_epoch(epoch)
 
 
-def _write_csv(rows: Sequence[dict]) -> str:
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return buf.getvalue()
-
-
 def _scaler(spec: TrainSpec) -> torch.amp.GradScaler | None:
     # bf16 needs no scaler; fp16 (GPUs without bf16) does.
     cuda = spec.device.type == "cuda"
@@ -194,7 +183,7 @@ def _validate_epoch(model, spec: TrainSpec, tracker: Tracker, epoch: int) -> dic
     sums = {k: float(sum(r[k] for r in rows)) for k in keys} | {"n": float(len(rows))}
     total = mean_across(sums, world)
     if world.is_main:
-        tracker.log_text(_write_csv(rows), f"validation/epoch_{epoch:04d}.csv")
+        tracker.log_text(rows_to_csv(rows), f"validation/epoch_{epoch:04d}.csv")
         for cid, rgb in pictures.items():
             tracker.log_image(rgb, key=f"overlay_{cid}", step=epoch)
             save_png(rgb, spec.out_dir / "overlays" / f"{cid}_epoch{epoch:04d}.png")
@@ -275,9 +264,10 @@ def fit(spec: TrainSpec, tracker: Tracker, hooks: ProgressHooks | None = None) -
                 config=cfg.model_dump(mode="json"),
                 run_id=tracker.run_id,
             )
-            save_training_checkpoint(last_path, _bundle(spec, model), **state)
+            bundle = _bundle(spec, model)
+            save_training_checkpoint(last_path, bundle, **state)
             if best_epoch == epoch:
-                save_training_checkpoint(best_path, _bundle(spec, model), **state)
+                save_training_checkpoint(best_path, bundle, **state)
         hooks.epoch_end(epoch, metrics)
         barrier(world)
         patience = cfg.train.early_stop_patience

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from medseg.data.manifest import Manifest
 from medseg.data.task import Task
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_write_text
-from medseg.io.bundle import ModelBundle, load_checkpoint, save_checkpoint
+from medseg.io.bundle import BUNDLE_FILE, ModelBundle, load_checkpoint, save_checkpoint
 from medseg.nets.profile import count_parameters
 from medseg.tracking import NullTracker, Tracker
 from medseg.training.data import prepare_cache
@@ -172,16 +171,13 @@ def _finish(result: TrainResult, tracker: Tracker, target: TrackingTarget, out_d
     tracker.log_artifact(out_dir / "learning_curves.png", "plots")
     tracker.log_text(config_to_yaml(spec.cfg), "config_resolved.yaml")
     bundle = ModelBundle.from_dict(load_checkpoint(result.best_path)["bundle"])
-    bundle_path = out_dir / "model_bundle.pt"
+    bundle_path = out_dir / BUNDLE_FILE  # also the file medseg reads back from the MLflow model
     save_checkpoint({"bundle": bundle.to_dict()}, bundle_path)
     if tracker.run_id is None:
         return
-    named = out_dir / "mlflow" / "medseg_bundle.pt"
-    named.parent.mkdir(exist_ok=True)
-    shutil.copyfile(bundle_path, named)
     model = bundle.build_model()
     s = max(model.stride, 16) if model.fixed_size is None else model.fixed_size[0]
     example = np.zeros((1, len(spec.channels), s, s, s), np.float32)
-    result.model_uri = tracker.log_bundle_model(model, named, example)
+    result.model_uri = tracker.log_bundle_model(model, bundle_path, example)
     if target.register_name and result.model_uri:
         result.aliases = tracker.register(result.model_uri, target.register_name, result.best_dice)
