@@ -14,6 +14,13 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 TINY_SHAPE = (48, 48, 32)
 
 
+@pytest.fixture(autouse=True)
+def _isolated_tracking_uri(monkeypatch):
+    """`mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI; undo it after each test so one test's
+    (possibly stopped) server is not inherited by the next test's subprocesses."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture(scope="session")
 def brats2021_dir(tmp_path_factory) -> Path:
     from pipelines.brats import write_synthetic_dataset
