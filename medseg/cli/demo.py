@@ -17,7 +17,7 @@ from medseg.cli.progress import RichTrainingHooks
 from medseg.config import load_config
 from medseg.data.layouts import detect_cases
 from medseg.data.manifest import load_manifest
-from medseg.tracking import redact_uri, resolve_tracking_uri
+from medseg.tracking import redact_uri
 from pipelines import get_task, prediction_layouts
 from pipelines.brats import write_synthetic_dataset
 
@@ -81,7 +81,7 @@ def demo(
     setting = "fast" if fast else ("gpu" if dev.type == "cuda" else "cpu")
     train_n, test_n, shape, overrides = SETTINGS[setting]
     out.mkdir(parents=True, exist_ok=True)
-    uri = tracking_uri or resolve_tracking_uri(None, f"sqlite:///{(out / 'mlflow.db').resolve()}")
+    uri = tracking_uri or f"sqlite:///{(out / 'mlflow.db').resolve()}"  # self-contained, as --help says
     console.print(
         Panel.fit(
             f"medseg demo ({setting} setting, {dev}): synthetic BraTS-like data -> cross-modal "
