@@ -52,27 +52,38 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C (temporary files removed, MLflow run marked KILLED), exit 143."""
 
 
-def _on_sigterm(signum, frame) -> None:
-    raise Terminated
+def _interrupted(terminated: bool) -> None:
+    err_console.print("[yellow]interrupted[/]: outputs written so far are complete; re-run to resume")
+    sys.exit(143 if terminated else 130)
 
 
 def main() -> None:
-    """Entry point: run the app, turning MedsegError into one line (exit 1) and Ctrl-C into exit 130."""
+    """Entry point: run the app, turning MedsegError into one line (exit 1) and Ctrl-C into exit 130.
+
+    With `standalone_mode=False`, typer *returns* the exit code of `typer.Exit` and turns a KeyboardInterrupt
+    inside a command into a returned 130, so both must be read from the return value, not only caught.
+    """
     _register()
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    sigterm: list[int] = []
+
+    def on_sigterm(signum: int, frame) -> None:
+        sigterm.append(signum)
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except MedsegError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except KeyboardInterrupt as exc:
-        err_console.print("[yellow]interrupted[/]: outputs written so far are complete; re-run to resume")
-        sys.exit(143 if isinstance(exc, Terminated) else 130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # raised before typer invoked the command (e.g. while parsing)
+        _interrupted(bool(sigterm))
     except typer.Abort:
         err_console.print("[yellow]aborted[/]")
         sys.exit(130)
     except typer.TyperException as exc:  # usage errors (bad or missing options): message + exit 2
         exc.show()
         sys.exit(getattr(exc, "exit_code", 2))
+    if code == 130:
+        _interrupted(bool(sigterm))
+    sys.exit(code if isinstance(code, int) else 0)

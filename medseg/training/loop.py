@@ -253,7 +253,6 @@ def fit(spec: TrainSpec, tracker: Tracker, hooks: ProgressHooks | None = None) -
                 stale += 1
         history.append({"epoch": epoch, **metrics})
         if world.is_main:
-            tracker.log_metrics(metrics, step=epoch)
             state = dict(
                 optimizer=optimizer,
                 scheduler=scheduler,
@@ -268,6 +267,8 @@ def fit(spec: TrainSpec, tracker: Tracker, hooks: ProgressHooks | None = None) -
             save_training_checkpoint(last_path, bundle, **state)
             if best_epoch == epoch:
                 save_training_checkpoint(best_path, bundle, **state)
+            # Logged only once checkpointed: an epoch that a kill makes `--resume` redo is not logged twice.
+            tracker.log_metrics(metrics, step=epoch)
         hooks.epoch_end(epoch, metrics)
         barrier(world)
         patience = cfg.train.early_stop_patience

@@ -60,6 +60,24 @@ def test_scan_reports_bad_case_and_exits_1_unless_skip_bad(tmp_path):
     assert ok.returncode == 0 and (tmp_path / "m.json").exists()
 
 
+def test_predict_batch_with_a_broken_case_finishes_the_others_and_exits_1(tmp_path):
+    from medseg.io.bundle import save_checkpoint
+    from pipelines.brats import write_synthetic_dataset
+    from tests.conftest import make_bundle
+
+    write_synthetic_dataset(tmp_path / "in", 3, "brats2021", (24, 24, 16), seed=1)
+    broken = tmp_path / "in" / "BraTS2021_00001" / "BraTS2021_00001_t1ce.nii.gz"
+    broken.write_bytes(broken.read_bytes()[:100])
+    save_checkpoint({"bundle": make_bundle().to_dict()}, tmp_path / "model.pt")
+    out = medseg("predict", "--model", "model.pt", "in", "out", cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    assert "BraTS2021_00001_t1ce.nii.gz" in out.stdout + out.stderr and "Traceback" not in out.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == [
+        "BraTS2021_00000.nii.gz",
+        "BraTS2021_00002.nii.gz",
+    ]
+
+
 def test_prediction_sharding_from_part_or_torchrun(monkeypatch):
     import typer
 

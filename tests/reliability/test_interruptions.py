@@ -53,7 +53,9 @@ def test_killed_prediction_leaves_only_complete_files_and_resumes(folder, sig):
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     expected_rc = {signal.SIGTERM: 143, signal.SIGKILL: -9, signal.SIGINT: 130}[sig]
-    if proc.returncode != 0:  # the run may have finished before the signal landed
+    if proc.returncode == 0:  # the run finished before the signal landed: then every case must be there
+        assert _outputs(out).keys() == _outputs(ref_dir).keys(), "a signal was swallowed: exit 0, outputs missing"
+    else:
         assert proc.returncode == expected_rc, stderr
         if sig != signal.SIGKILL:
             assert "interrupted" in stderr and "Traceback" not in stderr
