@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ from medseg.data.validate import scan_dataset
 from medseg.io.bundle import load_checkpoint
 from medseg.training.run import TrackingTarget, train_task
 from pipelines import get_task
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "brats_smoke.yaml"
@@ -146,53 +144,13 @@ def test_malicious_checkpoint_is_refused(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_training_against_a_real_mlflow_server(manifest_path, tmp_path):
+def test_training_against_a_real_mlflow_server(manifest_path, tmp_path, mlflow_server):
     import mlflow
 
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'srv.db'}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail("mlflow server did not start")
-                time.sleep(0.5)
-        result, tracker = _train(manifest_path, tmp_path, uri, ["train.epochs=1"])
-        run = mlflow.MlflowClient(uri).get_run(tracker.run_id)
-        assert run.info.status == "FINISHED" and "val_dice_mean" in run.data.metrics
-        assert result.model_uri
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    result, tracker = _train(manifest_path, tmp_path, mlflow_server, ["train.epochs=1"])
+    run = mlflow.MlflowClient(mlflow_server).get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and "val_dice_mean" in run.data.metrics
+    assert result.model_uri
 
 
 def test_ddp_two_processes_on_cpu(manifest_path, tmp_path):
@@ -204,7 +162,7 @@ def test_ddp_two_processes_on_cpu(manifest_path, tmp_path):
         "--nproc_per_node",
         "2",
         "--master_port",
-        str(_free_port()),
+        str(free_port()),
         "-m",
         "medseg",
         "train",
