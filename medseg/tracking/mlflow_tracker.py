@@ -27,6 +27,38 @@ def _mlflow():
     return mlflow
 
 
+def connect(uri: str):
+    """MLflow pointed at `uri`. An unreachable server is one clear error at once, not a traceback after
+    MLflow's HTTP retries (about two minutes)."""
+    mlflow = _mlflow()
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    return mlflow
+
+
+def _check_server(uri: str) -> None:
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(uri)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    health = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    try:
+        urllib.request.urlopen(health, timeout=10).close()
+    except urllib.error.HTTPError:
+        return  # it answered (e.g. 401 behind authentication): reachable
+    except (OSError, ValueError) as exc:
+        reason = redact_uri(str(getattr(exc, "reason", exc)))
+        raise TrackingError(
+            f"cannot reach the MLflow server {redact_uri(uri)} ({reason})",
+            hint="start it, fix --tracking-uri / MLFLOW_TRACKING_URI, or train with --no-tracking",
+        ) from None
+
+
 @contextlib.contextmanager
 def _store_lock(uri: str):
     """Serialise creation of a SQLite store across processes: MLflow's schema migrations race when several
@@ -59,8 +91,7 @@ def prepare_experiment(uri: str, experiment: str) -> str:
 
     Sets the experiment-kind tag the MLflow UI's own selector writes, so it opens the training view.
     """
-    mlflow = _mlflow()
-    mlflow.set_tracking_uri(uri)
+    mlflow = connect(uri)
     with _store_lock(uri):
         return _get_or_create(mlflow, uri, experiment)
 
@@ -221,8 +252,7 @@ def download_bundle(model_uri: str, tracking_uri: str) -> Path:
     """Fetch the medseg bundle stored inside an MLflow model (`runs:/..`, `models:/..`) to a temp folder."""
     from medseg.io.bundle import BUNDLE_FILE  # here, not at the top: it imports torch (CLI start-up)
 
-    mlflow = _mlflow()
-    mlflow.set_tracking_uri(tracking_uri)
+    mlflow = connect(tracking_uri)
     dst = Path(tempfile.mkdtemp(prefix="medseg-model-"))
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
@@ -239,8 +269,7 @@ def download_bundle(model_uri: str, tracking_uri: str) -> Path:
 
 def run_output_dir(run_id: str, tracking_uri: str) -> str:
     """The local folder (checkpoints) a medseg run wrote, from its `medseg.out_dir` tag."""
-    mlflow = _mlflow()
-    mlflow.set_tracking_uri(tracking_uri)
+    mlflow = connect(tracking_uri)
     try:
         run = mlflow.MlflowClient().get_run(run_id)
     except Exception:
@@ -256,8 +285,7 @@ def run_output_dir(run_id: str, tracking_uri: str) -> str:
 
 def log_to_existing_run(run_id: str, tracking_uri: str, metrics: dict[str, float], files: list[Path]) -> None:
     """Attach evaluation metrics and files to a finished run (e.g. test-set Dice after training)."""
-    mlflow = _mlflow()
-    mlflow.set_tracking_uri(tracking_uri)
+    mlflow = connect(tracking_uri)
     client = mlflow.MlflowClient()
     try:
         client.get_run(run_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medseg.errors import TrackingError
-from medseg.tracking.mlflow_tracker import _mlflow
+from medseg.tracking.mlflow_tracker import connect
 from medseg.tracking.tracker import redact_uri
 
 REGIONS_METRICS = ("val_dice_et", "val_dice_tc", "val_dice_wt", "val_dice_mean")
@@ -31,9 +31,7 @@ class RunSummary:
 
 
 def client(uri: str):
-    mlflow = _mlflow()
-    mlflow.set_tracking_uri(uri)
-    return mlflow.MlflowClient()
+    return connect(uri).MlflowClient()
 
 
 def history(c, run_id: str, key: str) -> list[tuple[int, float]]:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from medseg.tracking import redact_uri, resolve_tracking_uri
@@ -26,3 +29,22 @@ def test_uri_resolution_order(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
     assert resolve_tracking_uri(None, "sqlite:///cfg.db") == "http://env:5000"
     assert resolve_tracking_uri("http://cli:5000", "sqlite:///cfg.db") == "http://cli:5000"
+
+
+@pytest.mark.parametrize(
+    "args", [("runs", "list"), ("predict", "--model", "runs:/0123/model", ".", "out")], ids=["runs", "predict"]
+)
+def test_unreachable_server_is_one_line_without_the_password(args, tmp_path):
+    from tests.conftest import free_port
+
+    uri = f"http://bob:s3cret@127.0.0.1:{free_port()}"
+    out = subprocess.run(
+        [sys.executable, "-m", "medseg", *args, "--tracking-uri", uri],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert out.returncode == 1
+    assert "cannot reach the MLflow server http://bob:***@127.0.0.1" in out.stderr
+    assert "s3cret" not in out.stdout + out.stderr and "Traceback" not in out.stderr
