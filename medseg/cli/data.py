@@ -8,7 +8,9 @@ import typer
 from rich.console import Console
 from rich.progress import track
 
+from medseg.data.layouts import unused_files
 from medseg.data.manifest import save_manifest
+from medseg.data.task import Case
 from medseg.data.validate import relativise, scan_dataset
 from medseg.errors import DataError
 from pipelines import get_task
@@ -18,12 +20,33 @@ app = typer.Typer(help="Scan, validate and synthesise datasets.", no_args_is_hel
 console = Console()
 
 
+def report_unused(root: Path, cases: list[Case], verbose: bool, out: Console = console) -> None:
+    """Name the files no case reads (`--verbose`), or count them, so a misnamed modality is not silently skipped."""
+    unused = unused_files(root, cases)
+    if not unused:
+        return
+    if verbose:
+        for p in unused:
+            out.print(f"[dim]ignored[/] {p.relative_to(root)}", highlight=False)
+    else:
+        out.print(f"[dim]{len(unused)} file(s) not part of any case ignored (--verbose lists them)[/]", highlight=False)
+
+
 def scan_to_manifest(
-    data_dir: Path, task_name: str, out: Path, folds: int, seed: int, skip_bad: bool, quiet: bool = False
+    data_dir: Path,
+    task_name: str,
+    out: Path,
+    folds: int,
+    seed: int,
+    skip_bad: bool,
+    quiet: bool = False,
+    verbose: bool = False,
 ) -> Path:
     """Scan `data_dir`, print bad cases one line each, write the manifest; raise if any is bad unless skipped."""
     task = get_task(task_name, data_dir)
     manifest, bad = scan_dataset(data_dir, task, folds=folds, seed=seed)
+    if not quiet:
+        report_unused(data_dir, [*(c.case for c in manifest.cases), *(c for c, _ in bad)], verbose)
     for _case, err in bad:
         console.print(f"[red]bad case[/] {err}", highlight=False)
     if not manifest.cases:
@@ -47,10 +70,11 @@ def scan(
     folds: int = typer.Option(5, "--folds", min=1),
     seed: int = typer.Option(0, "--seed"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Exit 0 even if some cases were bad."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="List the files that are not part of any case."),
 ) -> None:
     """Detect the layout, read and validate every case, write a manifest with deterministic folds."""
     out = out or Path("data_manifests") / f"{data_dir.resolve().name}.json"
-    scan_to_manifest(data_dir, task, out, folds, seed, skip_bad)
+    scan_to_manifest(data_dir, task, out, folds, seed, skip_bad, verbose=verbose)
 
 
 @app.command("synth")

@@ -68,10 +68,12 @@ def predict(
     part: str | None = typer.Option(None, "--part", help="Predict shard i of n: --part 0/4."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     tracking_uri: str | None = TrackingUriOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="List the files that are not part of any case."),
 ) -> None:
     """Predict every case of a folder; bad cases are reported and skipped; exit 1 if any failed."""
+    from medseg.cli.data import report_unused
     from medseg.data.layouts import detect_cases
-    from medseg.inference.model_source import load_bundle
+    from medseg.inference.model_source import MLFLOW_SCHEMES, load_bundle
     from medseg.inference.predictor import (
         PredictOptions,
         check_output_dir,
@@ -84,6 +86,8 @@ def predict(
     bundle = load_bundle(model, tracking_uri)
     _, cases = detect_cases(input_dir, prediction_layouts(bundle.task, bundle.channels, bundle.label_map))
     i, n = _shard(part)
+    if i == 0:
+        report_unused(input_dir, cases, verbose, console)
     cases = cases[i::n]
     dev = resolve_device(device)
     if dev.type == "cuda":
@@ -103,8 +107,13 @@ def predict(
         single_pass=single_pass,
         device=dev,
     )
+    fmt = (
+        "the weights-only bundle inside the MLflow model (its pickled module is never loaded)"
+        if model.startswith(MLFLOW_SCHEMES)
+        else "a weights-only checkpoint"
+    )
     console.print(
-        f"{len(cases)} case(s), model {bundle.model_name} ({', '.join(bundle.channels)}) on {dev}",
+        f"{len(cases)} case(s), model {bundle.model_name} ({', '.join(bundle.channels)}) from {fmt}, on {dev}",
         highlight=False,
     )
     progress = Progress(

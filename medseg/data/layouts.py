@@ -102,3 +102,17 @@ def detect_cases(root: str | Path, layouts: Sequence[Layout]) -> tuple[Layout, l
         path=str(root),
         hint="see README 'Data layouts' for the file names medseg recognises",
     )
+
+
+def unused_files(root: str | Path, cases: Sequence[Case]) -> list[Path]:
+    """Files under `root` that no case reads (notes, spreadsheets, other data): ignored, listed on request."""
+    root = Path(root)
+    used = {Path(p).resolve() for c in cases for p in (*c.images, *([c.label] if c.label else []))}
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.name != "dataset.json"
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and p.resolve() not in used
+    )

@@ -78,6 +78,21 @@ def test_predict_batch_with_a_broken_case_finishes_the_others_and_exits_1(tmp_pa
     ]
 
 
+def test_unrelated_files_are_ignored_and_listed_with_verbose(tmp_path, bundle_file):
+    from pipelines.brats import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "d", 2, "brats2021", (24, 24, 16), seed=1)
+    (tmp_path / "d" / "notes.txt").write_text("unrelated")
+    extra = tmp_path / "d" / "BraTS2021_00000" / "BraTS2021_00000_t1_old.nii.gz"
+    extra.write_bytes((extra.parent / "BraTS2021_00000_t1.nii.gz").read_bytes())
+    quiet = medseg("data", "scan", "d", "--out", "m.json", cwd=tmp_path)
+    assert quiet.returncode == 0 and "2 file(s) not part of any case ignored" in quiet.stdout
+    for args in (("data", "scan", "d", "--out", "m.json"), ("predict", "--model", str(bundle_file), "d", "out")):
+        out = medseg(*args, "--verbose", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert "ignored notes.txt" in out.stdout and "ignored BraTS2021_00000/BraTS2021_00000_t1_old" in out.stdout
+
+
 def test_prediction_sharding_from_part_or_torchrun(monkeypatch):
     import typer
 

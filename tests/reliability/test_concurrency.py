@@ -67,10 +67,13 @@ def test_two_trainings_a_prediction_and_a_review_at_once(store, brats2021_dir, t
         _medseg("predict", "--model", "models:/shared@champion", str(brats2021_dir), "pred", *common, cwd=tmp_path)
     )
     procs.append(_medseg("runs", "list", *common, cwd=tmp_path))
+    outs = []
     for p in procs:
-        _, err = p.communicate(timeout=600)
+        out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-2000:]
         assert "locked" not in err
+        outs.append(out)
+    assert "from the weights-only bundle inside the MLflow model" in outs[2]
 
     assert len(list((tmp_path / "pred").glob("BraTS2021_*.nii.gz"))) == len(manifest.cases)
     client = mlflow.MlflowClient(uri)
