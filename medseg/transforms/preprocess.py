@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from monai.transforms import NormalizeIntensity
 
 from medseg.data.task import Case, LabelScheme
 from medseg.io.nifti import CaseVolumes
@@ -37,6 +35,22 @@ def channel_stats(image: np.ndarray) -> np.ndarray:
     return out
 
 
+def zscore_nonzero(image: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """MONAI `NormalizeIntensity(nonzero=True, channel_wise=True)` from the stats already computed.
+
+    Same result (to float32 rounding, tested against MONAI) without MONAI's boolean gather and scatter per
+    channel: 0.82 s -> 0.1 s for a 240x240x155 BraTS case on the 2-core CPU, the largest CPU step of a GPU
+    prediction (benchmarks/RESULTS.md).
+    """
+    out = np.empty(image.shape, np.float32)
+    for i, ch in enumerate(image):
+        mean, std = stats[i]
+        np.subtract(ch, np.float32(mean), out=out[i])
+        out[i] *= np.float32(1.0 / std if std > 0 else 1.0)  # MONAI divides by 1 where std is 0
+        np.copyto(out[i], 0.0, where=ch == 0)
+    return out
+
+
 def preprocess_case(
     vols: CaseVolumes, case: Case, scheme: LabelScheme | None, crop_foreground: bool = True
 ) -> Preprocessed:
@@ -52,9 +66,9 @@ def preprocess_case(
     )
     image = crop(image, start, end)
     stats = channel_stats(image)
-    image = NormalizeIntensity(nonzero=True, channel_wise=True)(torch.from_numpy(image)).numpy()
+    image = zscore_nonzero(image, stats)
     regions = None
     if vols.label is not None and scheme is not None:
         label, _ = to_ras(vols.label[None], vols.affine)
         regions = labels_to_regions(crop(label, start, end)[0], scheme, case.label_map)
-    return Preprocessed(np.ascontiguousarray(image, np.float32), regions, meta, stats)
+    return Preprocessed(image, regions, meta, stats)

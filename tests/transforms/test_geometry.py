@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from medseg.io.nifti import CaseVolumes
 from medseg.transforms.geometry import GridMeta, restore_grid
@@ -39,6 +40,20 @@ def test_normalisation_is_zscore_on_nonzero_voxels():
     pre = preprocess_case(CaseVolumes(image, None, np.eye(4)), case, None)
     assert abs(pre.image.mean()) < 1e-5 and abs(pre.image.std() - 1) < 1e-3
     assert pre.stats[0, 0] == pytest.approx(150, rel=1e-4)
+
+
+def test_zscore_matches_monai_normalize_intensity():
+    from monai.transforms import NormalizeIntensity
+
+    from medseg.transforms.preprocess import channel_stats, zscore_nonzero
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(300, 80, (4, 30, 20, 10)).astype(np.float32)
+    image[:, :5] = 0  # background
+    image[2, 5:] = 7.0  # constant nonzero channel: std 0
+    image[3] = 0  # a missing (all-zero) channel
+    expected = NormalizeIntensity(nonzero=True, channel_wise=True)(torch.from_numpy(image.copy())).numpy()
+    np.testing.assert_allclose(zscore_nonzero(image, channel_stats(image)), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(AFFINES))
