@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -117,12 +118,26 @@ def _bundle(spec: TrainSpec, model: SegmentationModel) -> ModelBundle:
     )
 
 
+def optimizer_steps(batch: dict, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Split a loader batch into optimizer steps of `batch_size` patches.
+
+    The loader yields `batch_size` volumes x `samples_per_volume` patches (MONAI flattens the crops), so
+    without this a step would hold batch_size x samples_per_volume patches: 8 instead of 2 at 128^3 with
+    4 samples, which does not fit the GPU memory `batch_size` promises. Patches are shuffled first so a step
+    mixes volumes.
+    """
+    order = torch.randperm(batch["image"].shape[0])
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        yield batch["image"][idx], batch["label"][idx]
+
+
 def _train_epoch(model, loader, loss_fn, optimizer, scaler, spec: TrainSpec, hooks: ProgressHooks) -> tuple[float, int]:
     device, cfg = spec.device, spec.cfg.train
     losses, samples = [], 0
-    for batch in loader:
-        x = batch["image"].to(device, non_blocking=True)
-        y = batch["label"].to(device, non_blocking=True)
+    for x, y in (step for batch in loader for step in optimizer_steps(batch, cfg.batch_size)):
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, cfg.amp) if scaler is None else torch.autocast("cuda", dtype=torch.float16):
             loss = loss_fn(model(x), y)

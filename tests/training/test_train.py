@@ -197,3 +197,15 @@ def test_training_with_deep_supervision_and_checkpointing(manifest_path, tmp_pat
         ["train.epochs=1", "model.kwargs.deep_supervision=true", "model.kwargs.checkpointing=true"],
     )
     assert np.isfinite(result.history[0]["train_loss"]) and "val_dice_mean" in result.history[0]
+
+
+def test_a_step_holds_batch_size_patches_whatever_the_samples_per_volume():
+    from medseg.training.loop import optimizer_steps
+
+    torch.manual_seed(0)
+    batch = {"image": torch.arange(8.0).view(8, 1, 1, 1, 1), "label": torch.arange(8.0).view(8, 1, 1, 1, 1)}
+    steps = list(optimizer_steps(batch, 2))  # 2 volumes x 4 samples per volume from the loader
+    assert [x.shape[0] for x, _ in steps] == [2, 2, 2, 2]
+    assert sorted(v for x, _ in steps for v in x.flatten().tolist()) == list(range(8))
+    assert all(torch.equal(x, y) for x, y in steps)  # images stay paired with their labels
+    assert [x.shape[0] for x, _ in optimizer_steps({k: v[:5] for k, v in batch.items()}, 2)] == [2, 2, 1]
