@@ -152,4 +152,9 @@ def _summary(results: list[CaseResult], output_dir: Path) -> None:
             secs = sum(r.seconds for r in rows) / len(rows)
             table.add_row(status, str(len(rows)), f"{secs:.2f}" if status == "ok" else "-")
     console.print(table)
+    from medseg.inference.predictor import peak_memory_gb
+
+    mem = peak_memory_gb()
+    gpu = f", GPU {mem['gpu']:.1f} GiB" if "gpu" in mem else ""
+    console.print(f"peak memory: {mem['rss']:.1f} GiB resident{gpu}", highlight=False)
     console.print(f"outputs and predict_report.json in {output_dir}", highlight=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -213,8 +214,16 @@ def _finish_writes(writes, results, out_dir: Path, on_case, wait: bool) -> None:
     write_report(out_dir, results)
 
 
+def peak_memory_gb() -> dict[str, float]:
+    """Peak resident memory of this process so far (and peak GPU memory on CUDA), in GiB: what a case of this
+    size needs, for sizing machines (docs/RELIABILITY.md)."""
+    out = {"rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}  # ru_maxrss is KiB
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["gpu"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return out
+
+
 def write_report(out_dir: Path, results: Sequence[CaseResult]) -> None:
     summary = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
-    atomic_write_text(
-        out_dir / REPORT, json.dumps({"summary": summary, "cases": [asdict(r) for r in results]}, indent=1)
-    )
+    report = {"summary": summary, "peak_memory_gb": peak_memory_gb(), "cases": [asdict(r) for r in results]}
+    atomic_write_text(out_dir / REPORT, json.dumps(report, indent=1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -67,3 +68,26 @@ def test_killed_prediction_leaves_only_complete_files_and_resumes(folder, sig):
     assert _outputs(out).keys() == _outputs(ref_dir).keys()
     for name, data in _outputs(out).items():
         np.testing.assert_array_equal(data, _outputs(ref_dir)[name])
+
+
+def test_predict_reports_peak_memory_within_the_documented_budget(tmp_path):
+    """docs/RELIABILITY.md promises about 61 bytes per input voxel; the report's peak RSS must keep to < 100."""
+    from pipelines.brats import write_synthetic_dataset
+
+    model = tmp_path / "model.pt"
+    save_checkpoint({"bundle": make_bundle(bias=0.3).to_dict()}, model)
+    peaks = {}
+    for name, shape in {"small": (24, 24, 16), "large": (192, 192, 128)}.items():
+        write_synthetic_dataset(tmp_path / name, 1, "brats2021", shape, seed=5)
+        out = tmp_path / f"out_{name}"
+        run = subprocess.run(
+            [sys.executable, "-m", "medseg", "predict", "--model", str(model), str(tmp_path / name), str(out)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stderr
+        assert "peak memory:" in run.stdout
+        peaks[name] = json.loads((out / "predict_report.json").read_text())["peak_memory_gb"]["rss"] * 2**30
+    voxels = 192 * 192 * 128
+    assert (peaks["large"] - peaks["small"]) / voxels < 100
