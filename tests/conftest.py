@@ -37,6 +37,19 @@ def brats2021_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def brats2021_manifest(brats2021_dir, tmp_path_factory) -> Path:
+    """Manifest of `brats2021_dir` with 2 folds, as `medseg data scan` writes it (training tests share it)."""
+    from medseg.data.manifest import save_manifest
+    from medseg.data.validate import scan_dataset
+    from pipelines import get_task
+
+    manifest, _ = scan_dataset(brats2021_dir, get_task("brats"), folds=2)
+    path = tmp_path_factory.mktemp("manifest") / "m.json"
+    save_manifest(manifest, path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def brats2023_dir(tmp_path_factory) -> Path:
     from pipelines.brats import write_synthetic_dataset
 

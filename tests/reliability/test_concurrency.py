@@ -11,11 +11,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from medseg.data.manifest import save_manifest
-from medseg.data.validate import scan_dataset
+from medseg.data.manifest import load_manifest
 from medseg.io.bundle import save_checkpoint
 from medseg.tracking.mlflow_tracker import MlflowTracker
-from pipelines import get_task
 from tests.conftest import make_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +36,6 @@ def _seed_registered_model(uri: str, tmp: Path) -> None:
     model_uri = tracker.log_bundle_model(bundle.build_model(), tmp / "medseg_bundle.pt", example)
     tracker.register(model_uri, "shared", 0.0)
     tracker.end()
-    mlflow.end_run()
 
 
 def _medseg(*args: str, cwd: Path) -> subprocess.Popen:
@@ -47,15 +44,13 @@ def _medseg(*args: str, cwd: Path) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("store", ["sqlite", "server"])
-def test_two_trainings_a_prediction_and_a_review_at_once(store, brats2021_dir, tmp_path, request):
+def test_two_trainings_a_prediction_and_a_review_at_once(store, brats2021_dir, brats2021_manifest, tmp_path, request):
     uri = f"sqlite:///{tmp_path / 'shared.db'}" if store == "sqlite" else request.getfixturevalue("mlflow_server")
     _seed_registered_model(uri, tmp_path)
-    manifest, _ = scan_dataset(brats2021_dir, get_task("brats"), folds=2)
-    save_manifest(manifest, tmp_path / "m.json")
     common = ["--tracking-uri", uri]
     procs = [
         _medseg(
-            *("train", "brats", "--manifest", str(tmp_path / "m.json"), "--fold", "0", "--device", "cpu"),
+            *("train", "brats", "--manifest", str(brats2021_manifest), "--fold", "0", "--device", "cpu"),
             *("--config", str(ROOT / "configs/brats_smoke.yaml"), "--run-name", f"run{i}", "--register", "shared"),
             *("--out", str(tmp_path / f"runs{i}"), "--no-progress", *common),
             *[x for s in [*SETS, f"data.cache_dir={tmp_path / f'cache{i}'}"] for x in ("--set", s)],
@@ -75,7 +70,7 @@ def test_two_trainings_a_prediction_and_a_review_at_once(store, brats2021_dir, t
         outs.append(out)
     assert "from the weights-only bundle inside the MLflow model" in " ".join(outs[2].split())
 
-    assert len(list((tmp_path / "pred").glob("BraTS2021_*.nii.gz"))) == len(manifest.cases)
+    assert len(list((tmp_path / "pred").glob("BraTS2021_*.nii.gz"))) == len(load_manifest(brats2021_manifest).cases)
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("medseg").experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["run0", "run1"]

@@ -11,10 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from medseg.data.manifest import save_manifest
-from medseg.data.validate import scan_dataset
 from medseg.io.bundle import load_checkpoint
-from pipelines import get_task
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,14 +34,6 @@ main()
 """
 
 
-@pytest.fixture(scope="module")
-def manifest(brats2021_dir, tmp_path_factory) -> Path:
-    m, _ = scan_dataset(brats2021_dir, get_task("brats"), folds=2)
-    path = tmp_path_factory.mktemp("train_kill") / "m.json"
-    save_manifest(m, path)
-    return path
-
-
 def _train_args(manifest: Path, tmp: Path, uri: str) -> list[str]:
     sets = [
         "train.epochs=2",
@@ -62,11 +51,11 @@ def _train_args(manifest: Path, tmp: Path, uri: str) -> list[str]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["kill", "term", "ctrl-c"])
-def test_signal_during_checkpoint_save_keeps_previous_checkpoint_and_resume_finishes(manifest, tmp_path, sig):
+def test_signal_during_checkpoint_save_keeps_previous_checkpoint_and_resume_finishes(brats2021_manifest, tmp_path, sig):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     marker = tmp_path / "saving"
     proc = subprocess.Popen(
-        [sys.executable, "-c", HANGING_SAVE, str(marker), *_train_args(manifest, tmp_path, uri)],
+        [sys.executable, "-c", HANGING_SAVE, str(marker), *_train_args(brats2021_manifest, tmp_path, uri)],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -87,8 +76,9 @@ def test_signal_during_checkpoint_save_keeps_previous_checkpoint_and_resume_fini
         assert not list(run_dir.glob(".*")), "a handled signal removes the temporary checkpoint"
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 0  # the previous checkpoint, intact
 
+    args = [*_train_args(brats2021_manifest, tmp_path, uri), "--resume", str(run_dir / "last.pt")]
     resumed = subprocess.run(
-        [sys.executable, "-m", "medseg", *_train_args(manifest, tmp_path, uri), "--resume", str(run_dir / "last.pt")],
+        [sys.executable, "-m", "medseg", *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,

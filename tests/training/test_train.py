@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from medseg.config import load_config
-from medseg.data.manifest import load_manifest, save_manifest
-from medseg.data.validate import scan_dataset
+from medseg.data.manifest import load_manifest
 from medseg.io.bundle import load_checkpoint
 from medseg.training.run import TrackingTarget, train_task
 from pipelines import get_task
@@ -30,21 +29,13 @@ FAST = [
 ]
 
 
-@pytest.fixture(scope="module")
-def manifest_path(brats2021_dir, tmp_path_factory) -> Path:
-    manifest, _ = scan_dataset(brats2021_dir, get_task("brats"), folds=2)
-    path = tmp_path_factory.mktemp("manifest") / "m.json"
-    save_manifest(manifest, path)
-    return path
-
-
-def _train(manifest_path: Path, tmp: Path, uri: str | None, overrides=(), resume=None, run_name="t"):
+def _train(brats2021_manifest: Path, tmp: Path, uri: str | None, overrides=(), resume=None, run_name="t"):
     cfg = load_config(SMOKE, [*FAST, f"data.cache_dir={tmp / 'cache'}", "tracking.system_metrics=false", *overrides])
     target = TrackingTarget(uri, "test", run_name, system_metrics=False)
     return train_task(
         get_task("brats"),
-        load_manifest(manifest_path),
-        manifest_path,
+        load_manifest(brats2021_manifest),
+        brats2021_manifest,
         cfg,
         fold=0,
         device_name="cpu",
@@ -54,11 +45,11 @@ def _train(manifest_path: Path, tmp: Path, uri: str | None, overrides=(), resume
     )
 
 
-def test_training_is_tracked_and_resume_continues_the_run(manifest_path, tmp_path):
+def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tmp_path):
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result, tracker = _train(manifest_path, tmp_path, uri)
+    result, tracker = _train(brats2021_manifest, tmp_path, uri)
     client = mlflow.MlflowClient(uri)
     run = client.get_run(tracker.run_id)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1]
@@ -85,16 +76,16 @@ def test_training_is_tracked_and_resume_continues_the_run(manifest_path, tmp_pat
         assert bundle.build_model()(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
     # Resume from the run id: same run, epochs continue, params untouched.
     payload = load_checkpoint(result.last_path)
-    resumed, tracker2 = _train(manifest_path, tmp_path, uri, ["train.epochs=3"], resume=payload)
+    resumed, tracker2 = _train(brats2021_manifest, tmp_path, uri, ["train.epochs=3"], resume=payload)
     assert tracker2.run_id == tracker.run_id
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1, 2]
     assert resumed.epochs_run == 3
 
 
-def test_resume_is_bit_for_bit(manifest_path, tmp_path):
-    straight, _ = _train(manifest_path, tmp_path / "a", None, ["train.epochs=3", "train.val_every=5"])
+def test_resume_is_bit_for_bit(brats2021_manifest, tmp_path):
+    straight, _ = _train(brats2021_manifest, tmp_path / "a", None, ["train.epochs=3", "train.val_every=5"])
     first, _ = _train(
-        manifest_path,
+        brats2021_manifest,
         tmp_path / "b",
         None,
         ["train.epochs=3", "train.max_minutes=0.0001", "train.val_every=5"],
@@ -102,7 +93,9 @@ def test_resume_is_bit_for_bit(manifest_path, tmp_path):
     assert first.epochs_run == 1  # stopped by the time budget after one epoch
     payload = load_checkpoint(first.last_path)
     payload["config"]["train"]["max_minutes"] = None
-    resumed, _ = _train(manifest_path, tmp_path / "b", None, ["train.epochs=3", "train.val_every=5"], resume=payload)
+    resumed, _ = _train(
+        brats2021_manifest, tmp_path / "b", None, ["train.epochs=3", "train.val_every=5"], resume=payload
+    )
     a = load_checkpoint(straight.last_path)
     b = load_checkpoint(resumed.last_path)
     assert a["epoch"] == b["epoch"] == 2
@@ -144,16 +137,16 @@ def test_malicious_checkpoint_is_refused(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-def test_training_against_a_real_mlflow_server(manifest_path, tmp_path, mlflow_server):
+def test_training_against_a_real_mlflow_server(brats2021_manifest, tmp_path, mlflow_server):
     import mlflow
 
-    result, tracker = _train(manifest_path, tmp_path, mlflow_server, ["train.epochs=1"])
+    result, tracker = _train(brats2021_manifest, tmp_path, mlflow_server, ["train.epochs=1"])
     run = mlflow.MlflowClient(mlflow_server).get_run(tracker.run_id)
     assert run.info.status == "FINISHED" and "val_dice_mean" in run.data.metrics
     assert result.model_uri
 
 
-def test_ddp_two_processes_on_cpu(manifest_path, tmp_path):
+def test_ddp_two_processes_on_cpu(brats2021_manifest, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -168,7 +161,7 @@ def test_ddp_two_processes_on_cpu(manifest_path, tmp_path):
         "train",
         "brats",
         "--manifest",
-        str(manifest_path),
+        str(brats2021_manifest),
         "--config",
         str(SMOKE),
         "--no-tracking",
@@ -189,9 +182,9 @@ def test_ddp_two_processes_on_cpu(manifest_path, tmp_path):
     assert np.isfinite(load_checkpoint(ckpts[0])["history"][-1]["val_dice_mean"])
 
 
-def test_training_with_deep_supervision_and_checkpointing(manifest_path, tmp_path):
+def test_training_with_deep_supervision_and_checkpointing(brats2021_manifest, tmp_path):
     result, _ = _train(
-        manifest_path,
+        brats2021_manifest,
         tmp_path,
         None,
         ["train.epochs=1", "model.kwargs.deep_supervision=true", "model.kwargs.checkpointing=true"],
