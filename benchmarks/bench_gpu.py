@@ -21,14 +21,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from untrained import untrained_bundle
 
 from medseg.data.layouts import detect_cases
 from medseg.inference.predictor import PredictOptions, predict_folder
-from medseg.io.bundle import ModelBundle
 from medseg.nets import create_model
 from medseg.nets.profile import model_figures
 from medseg.training.optim import DiceBCELoss
-from pipelines.brats import CHANNELS, LABELS_2021, LAYOUTS, SCHEME, write_synthetic_dataset
+from pipelines.brats import LAYOUTS, write_synthetic_dataset
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16 tensor-core peak (SXM datasheet)
 
@@ -94,21 +96,7 @@ def training(name: str, batch: int, iters: int) -> dict:
 
 
 def inference(name: str, data: Path, sw_batch: int, single_pass: bool = False) -> dict:
-    torch.manual_seed(0)
-    model = create_model(name)
-    bundle = ModelBundle(
-        name,
-        {},
-        model.state_dict(),
-        "brats",
-        list(CHANNELS),
-        SCHEME,
-        LABELS_2021,
-        [128, 128, 128],
-        [[500.0, 200.0]] * 4,
-        True,
-        {"overlap": 0.5, "mode": "gaussian"},
-    )
+    bundle = untrained_bundle(name, 128)
     _, cases = detect_cases(data, LAYOUTS)
     out = Path(tempfile.mkdtemp())
     opts = PredictOptions(

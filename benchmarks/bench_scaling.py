@@ -21,27 +21,19 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from untrained import untrained_bundle
 
 from medseg.data.layouts import detect_cases
 from medseg.inference.predictor import PredictOptions, predict_folder
 from medseg.io.bundle import ModelBundle
 from medseg.io.nifti import read_case
-from medseg.nets import create_model
 from medseg.transforms.geometry import foreground_box, to_ras
-from pipelines.brats import CHANNELS, LABELS_2021, LAYOUTS, SCHEME, write_synthetic_dataset
+from pipelines.brats import LAYOUTS, write_synthetic_dataset
 
 SIZES = [(96, 96, 96), (160, 160, 160), (240, 240, 155)]
 COUNTS = [1, 2, 4, 8]
-
-
-def bundle_for(name: str, patch: int) -> ModelBundle:
-    torch.manual_seed(0)
-    kwargs = {"img_size": patch} if name.startswith("transunet3d") else {}
-    model = create_model(name, **kwargs)
-    return ModelBundle(
-        name, kwargs, model.state_dict(), "brats", list(CHANNELS), SCHEME, LABELS_2021, [patch] * 3,
-        [[500.0, 200.0]] * 4, True, {},
-    )  # fmt: skip
 
 
 def timed_folder(data: Path, bundle: ModelBundle, opts: PredictOptions, work: Path) -> tuple[float, int, int]:
@@ -66,7 +58,7 @@ def main() -> None:
     a = p.parse_args()
     torch.backends.cudnn.benchmark = True
     work = Path(tempfile.mkdtemp(prefix="bench_scaling-"))
-    bundle = bundle_for(a.model, a.patch)
+    bundle = untrained_bundle(a.model, a.patch)
     opts = PredictOptions(overlap=0.5, sw_batch_size=a.sw_batch, overwrite=True, device=torch.device(a.device))
     print(f"{a.model}, roi {a.patch}^3, overlap 0.5, gaussian, sw_batch {a.sw_batch}, device {a.device}")
     print("| volume | input Mvox | box Mvox | s/case | s per input Mvox | s per box Mvox |")

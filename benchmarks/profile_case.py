@@ -20,16 +20,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from untrained import untrained_bundle
 
 from medseg.data.layouts import detect_cases
 from medseg.inference.sliding import sliding_predict
 from medseg.io.bundle import ModelBundle, load_checkpoint
 from medseg.io.nifti import read_case, save_nifti
-from medseg.nets import create_model
 from medseg.transforms.geometry import restore_grid
 from medseg.transforms.labels import regions_to_labels
 from medseg.transforms.preprocess import preprocess_case
-from pipelines.brats import CHANNELS, LABELS_2021, LAYOUTS, SCHEME, write_synthetic_dataset
+from pipelines.brats import LAYOUTS, write_synthetic_dataset
 
 STAGES = ("read", "preprocess", "sliding_window", "restore_labels", "write")
 
@@ -38,11 +40,8 @@ def load_model(ref: str, patch: int) -> tuple[torch.nn.Module, ModelBundle]:
     if Path(ref).is_file():
         bundle = ModelBundle.from_dict(load_checkpoint(ref)["bundle"])
         return bundle.build_model(), bundle
-    model = create_model(ref)
-    bundle = ModelBundle(
-        ref, {}, {}, "brats", list(CHANNELS), SCHEME, LABELS_2021, [patch] * 3, [[500.0, 200.0]] * 4, True, {}
-    )
-    return model, bundle
+    bundle = untrained_bundle(ref, patch)
+    return bundle.build_model(), bundle
 
 
 def profile(cases, model, bundle, a, device: torch.device) -> dict[str, list[float]]:
