@@ -61,14 +61,39 @@ class TrainConfig(_Strict):
         return v
 
 
+class RegionRule(_Strict):
+    """Post-processing of one region's connected components: `none`, `min_volume` (drop components under
+    `min_volume_mm3`) or `largest` (keep the largest only)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["none", "min_volume", "largest"] = "none"
+    min_volume_mm3: float = Field(0.0, ge=0)
+
+    def describe(self) -> str:
+        if self.kind == "min_volume":
+            return f"drop components < {self.min_volume_mm3:g} mm3"
+        return "keep largest component" if self.kind == "largest" else "none"
+
+
 class InferConfig(_Strict):
-    """Sliding-window settings; the BraTS references use overlap 0.5 and gaussian blending."""
+    """How a model predicts: the one owner of these defaults, stored in every model bundle and overridden per
+    run by `medseg predict` flags. The BraTS references use overlap 0.5 and gaussian blending.
+
+    `postprocess`: a rule per region name; None (the default) lets training choose them on its validation cases.
+    """
 
     overlap: float = Field(0.5, ge=0, lt=1)
     sw_batch_size: int = Field(2, ge=1)
     mode: Literal["gaussian", "constant"] = "gaussian"
     tta: bool = False
     threshold: float = Field(0.5, gt=0, lt=1)
+    postprocess: dict[str, RegionRule] | None = None
+
+    def override(self, **changes: Any) -> InferConfig:
+        """A validated copy with every non-None keyword replacing the stored setting (per-run flags)."""
+        updates = {k: v for k, v in changes.items() if v is not None}
+        return InferConfig.model_validate({**self.model_dump(), **updates})
 
 
 class TrackingConfig(_Strict):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from medseg.core import Layout, Task
 from medseg.data.manifest import Manifest
-from medseg.data.task import Layout, Task
 from medseg.errors import MedsegError
 
 _TASKS: dict[str, Callable[[Path | None], Task]] = {}

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from medseg.core import LabelScheme, Layout, Task
 from medseg.data.layouts import find_4d_cases, find_nnunet_cases, find_suffix_cases
-from medseg.data.task import LabelScheme, Layout, Task
 from medseg.errors import DataError
 from pipelines import register_task
 

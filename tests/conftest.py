@@ -69,6 +69,7 @@ def msd_dir(tmp_path_factory) -> Path:
 
 def make_bundle(bias: float | None = None, cross_modal: bool = True, crop_foreground: bool = True):
     """An untrained tiny BraTS model bundle (geometry and plumbing tests need no trained weights)."""
+    from medseg.config import InferConfig
     from medseg.io.bundle import ModelBundle
     from medseg.nets import create_model
     from pipelines.brats import CHANNELS, LABELS_2021, SCHEME
@@ -90,7 +91,7 @@ def make_bundle(bias: float | None = None, cross_modal: bool = True, crop_foregr
         patch_size=[32, 32, 32],
         norm_stats=[[500.0, 200.0]] * 4,
         crop_foreground=crop_foreground,
-        infer={"overlap": 0.25, "sw_batch_size": 2, "mode": "gaussian", "threshold": 0.5},
+        infer=InferConfig(overlap=0.25, sw_batch_size=2, mode="gaussian", threshold=0.5),
     )
 
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import track
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from medseg.core import Case
 from medseg.data.layouts import unused_files
 from medseg.data.manifest import save_manifest
-from medseg.data.task import Case
 from medseg.data.validate import relativise, scan_dataset
 from medseg.errors import DataError
+from medseg.synth import KINDS
 from pipelines import get_task
-from pipelines.brats import write_synthetic_dataset
+from pipelines.brats import SYNTH_LAYOUTS, write_synthetic_dataset
 
 app = typer.Typer(help="Scan, validate and synthesise datasets.", no_args_is_help=True)
 console = Console()
@@ -82,14 +84,31 @@ def synth(
     out_dir: Path = typer.Argument(..., help="Folder to write the dataset into."),
     cases: int = typer.Option(8, "--cases", min=1),
     layout: str = typer.Option("brats2021", "--layout", help="brats2021, brats2023 or msd."),
-    shape: tuple[int, int, int] = typer.Option((240, 240, 155), "--shape", help="Volume size X Y Z."),
+    kind: str = typer.Option(
+        "anatomy", "--kind", help="anatomy (real MNI brain anatomy, BraTS-like) or simple (tiny test cases)."
+    ),
+    shape: tuple[int, int, int] = typer.Option(
+        (240, 240, 155), "--shape", help="Volume size X Y Z (anatomy: smaller grids get a coarser spacing)."
+    ),
     seed: int = typer.Option(0, "--seed"),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes (default: one per core, at most 4)."),
 ) -> None:
     """Write a synthetic BraTS-like dataset in a real release's exact on-disk layout."""
-    if layout not in {"brats2021", "brats2023", "msd"}:
-        raise typer.BadParameter("layout must be brats2021, brats2023 or msd", param_hint="--layout")
+    if layout not in SYNTH_LAYOUTS:
+        raise typer.BadParameter(f"layout must be one of {', '.join(SYNTH_LAYOUTS)}", param_hint="--layout")
+    if kind not in KINDS:
+        raise typer.BadParameter(f"kind must be one of {', '.join(KINDS)}", param_hint="--kind")
     if min(shape) < 16:
         raise typer.BadParameter("each side must be >= 16 voxels", param_hint="--shape")
-    for i in track(range(cases), description="synthesising", console=console, transient=True):
-        write_synthetic_dataset(out_dir, 1, layout, shape, seed, start=i)
-    console.print(f"[green]{cases} synthetic {layout} cases[/] ({shape[0]}x{shape[1]}x{shape[2]}) -> {out_dir}")
+    workers = workers or min(4, os.cpu_count() or 1)
+    with Progress(
+        TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        bar = progress.add_task("synth", total=cases)
+        write_synthetic_dataset(
+            out_dir, cases, layout, shape, seed, kind=kind, workers=workers, on_case=lambda _: progress.advance(bar)
+        )
+    console.print(
+        f"[green]{cases} synthetic {layout} cases[/] ({kind}, {shape[0]}x{shape[1]}x{shape[2]}) -> {out_dir}",
+        highlight=False,
+    )

@@ -59,6 +59,9 @@ def predict(
     ),
     overlays: bool = typer.Option(False, "--overlays", help="Write overlay PNGs to OUTPUT_DIR/overlays."),
     fp32: bool = typer.Option(False, "--fp32", help="Disable bf16 autocast on CUDA."),
+    no_postprocess: bool = typer.Option(
+        False, "--no-postprocess", help="Keep every connected component (skip the model's chosen clean-up)."
+    ),
     single_pass: bool = typer.Option(
         False,
         "--single-pass",
@@ -81,6 +84,7 @@ def predict(
         predict_folder,
     )
     from medseg.training.run import resolve_device
+    from medseg.transforms.postprocess import describe_plan
     from pipelines import prediction_layouts
 
     bundle = load_bundle(model, tracking_uri)
@@ -95,10 +99,11 @@ def predict(
 
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     check_output_dir(output_dir, model_fingerprint(bundle), overwrite)
+    infer = bundle.infer.override(
+        overlap=overlap, sw_batch_size=sw_batch_size, tta=tta or None, postprocess={} if no_postprocess else None
+    )
     opts = PredictOptions(
-        overlap=overlap if overlap is not None else bundle.infer.get("overlap", 0.5),
-        sw_batch_size=sw_batch_size or bundle.infer.get("sw_batch_size", 2),
-        tta=tta,
+        infer=infer,
         save_probabilities=save_probabilities,
         overwrite=overwrite,
         allow_missing=allow_missing_modality,
@@ -116,6 +121,7 @@ def predict(
         f"{len(cases)} case(s), model {bundle.model_name} ({', '.join(bundle.channels)}) from {fmt}, on {dev}",
         highlight=False,
     )
+    console.print(f"post-processing: {describe_plan(infer.postprocess or {})}", highlight=False)
     progress = Progress(
         TextColumn("predicting"),
         BarColumn(),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.task import Case, LabelScheme
+from medseg.core import Case, LabelScheme
 from medseg.io.nifti import read_case
 from medseg.transforms.geometry import GridMeta
 from medseg.transforms.preprocess import PREPROCESS_VERSION, Preprocessed, preprocess_case

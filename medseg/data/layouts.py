@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from medseg.data.task import Case, Layout
+from medseg.core import Case, Layout
 from medseg.errors import DataError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")

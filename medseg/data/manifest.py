@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.task import Case
+from medseg.core import Case
 from medseg.errors import DataError
 from medseg.io.atomic import atomic_write_text
 

@@ -6,9 +6,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from medseg.core import Case, Task
 from medseg.data.layouts import detect_cases
 from medseg.data.manifest import Manifest, ManifestCase, assign_folds, check_case_id
-from medseg.data.task import Case, Task
 from medseg.errors import DataError
 from medseg.io.nifti import read_case
 

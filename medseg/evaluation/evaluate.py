@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medseg.data.task import Case, LabelScheme
+from medseg.core import Case, LabelScheme
 from medseg.errors import DataError
 from medseg.evaluation.lesionwise import lesion_wise
 from medseg.evaluation.metrics import region_metrics

@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from medseg.data.task import Case
+from medseg.config import InferConfig
+from medseg.core import Case
 from medseg.errors import DataError
 from medseg.inference.sliding import sliding_predict
 from medseg.io.bundle import ModelBundle
 from medseg.io.nifti import CaseVolumes
 from medseg.transforms.geometry import restore_grid
 from medseg.transforms.labels import regions_to_labels
+from medseg.transforms.postprocess import postprocess
 from medseg.transforms.preprocess import Preprocessed, preprocess_case
 
 
@@ -68,38 +70,41 @@ def predict_case(
     case: Case,
     model: torch.nn.Module,
     bundle: ModelBundle,
+    infer: InferConfig,
     *,
-    overlap: float,
-    sw_batch_size: int,
     device: torch.device,
-    tta: bool = False,
     allow_missing: bool = False,
     keep_probabilities: bool = False,
-    threshold: float = 0.5,
     amp: bool = True,
     single_pass: bool = False,
 ) -> tuple[CasePrediction, Preprocessed]:
-    """Preprocess, sliding-window, invert on probabilities, then threshold and paint native labels."""
+    """Preprocess, sliding-window, threshold, clean components, invert onto the input grid, paint native labels.
+
+    `infer` holds the sliding-window settings, threshold and post-processing rules (the bundle's, with any
+    per-run overrides). Saved probabilities are the network's, before post-processing.
+    """
     mask = modality_mask(vols, case, model, allow_missing)
     pre = preprocess_case(vols, case, None, bundle.crop_foreground)
     probs = sliding_predict(
         model,
         pre.image,
         bundle.patch_size,
-        overlap=overlap,
-        mode=bundle.infer.get("mode", "gaussian"),
-        sw_batch_size=sw_batch_size,
+        overlap=infer.overlap,
+        mode=infer.mode,
+        sw_batch_size=infer.sw_batch_size,
         device=device,
         amp=amp,
-        tta=tta,
+        tta=infer.tta,
         single_pass=single_pass,
         modality_mask=mask,
     ).numpy()
+    regions = probs > infer.threshold
+    if infer.postprocess:
+        regions = postprocess(regions, bundle.scheme, infer.postprocess, pre.meta.spacing)
     # Back onto the input grid: uncrop + axis permutation/flip, no interpolation. Thresholding commutes with
     # these exact index operations, so only saved probabilities are inverted as floats (4x less to move).
     full = restore_grid(probs, pre.meta, fill=0.0) if keep_probabilities else None
-    mask = full > threshold if full is not None else restore_grid(probs > threshold, pre.meta, fill=False)
-    labels = regions_to_labels(mask, bundle.scheme, case.label_map)
+    labels = regions_to_labels(restore_grid(regions, pre.meta, fill=False), bundle.scheme, case.label_map)
     warnings = intensity_warnings(pre.stats, bundle, vols.missing)
     if not labels.any():
         warnings.append("empty prediction (no region above threshold)")

@@ -31,5 +31,5 @@ def load_bundle(model_ref: str, tracking_uri: str | None = None) -> ModelBundle:
             )
     try:
         return ModelBundle.from_dict(load_checkpoint(path)["bundle"])
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:  # ValueError: pydantic's, for malformed settings
         raise ModelFileError(f"incomplete model bundle (missing {exc})", path=str(path)) from None

@@ -19,7 +19,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from medseg.data.task import Case
+from medseg.config import InferConfig
+from medseg.core import Case
 from medseg.errors import DataError, MedsegError
 from medseg.inference.case_predict import CasePrediction, predict_case
 from medseg.io.atomic import atomic_path, atomic_write_text
@@ -36,9 +37,10 @@ PREFETCH = 2
 
 @dataclass
 class PredictOptions:
-    overlap: float = 0.5
-    sw_batch_size: int = 2
-    tta: bool = False
+    """Per-run choices that are not properties of the model; how the model predicts is `infer` (by default the
+    bundle's own settings, see `config.InferConfig.override`)."""
+
+    infer: InferConfig | None = None
     save_probabilities: bool = False
     overwrite: bool = False
     allow_missing: bool = False
@@ -140,6 +142,7 @@ def predict_folder(
     fingerprint = model_fingerprint(bundle)
     atomic_write_text(out_dir / MARKER, json.dumps({"model": fingerprint, "model_name": bundle.model_name}))
     model = bundle.build_model().to(opts.device)
+    infer = opts.infer or bundle.infer
     if opts.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every window has the same shape: autotune once per folder
     results: list[CaseResult] = []
@@ -174,15 +177,12 @@ def predict_folder(
                     case,
                     model,
                     bundle,
-                    overlap=opts.overlap,
-                    sw_batch_size=opts.sw_batch_size,
+                    infer,
                     device=opts.device,
-                    tta=opts.tta,
                     allow_missing=opts.allow_missing,
                     keep_probabilities=opts.save_probabilities,
                     amp=opts.amp,
                     single_pass=opts.single_pass,
-                    threshold=bundle.infer.get("threshold", 0.5),
                 )
                 result.warnings, result.status = pred.warnings, "writing"
                 writes.append((writers.submit(_write, pred, pre, case, bundle, out_dir, opts), result))

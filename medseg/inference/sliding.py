@@ -33,9 +33,9 @@ def sliding_predict(
     image: np.ndarray | torch.Tensor,
     roi: Sequence[int],
     *,
-    overlap: float = 0.5,
-    mode: str = "gaussian",
-    sw_batch_size: int = 2,
+    overlap: float,
+    mode: str,
+    sw_batch_size: int,
     device: torch.device | str = "cpu",
     amp: bool = True,
     tta: bool = False,
@@ -44,10 +44,11 @@ def sliding_predict(
 ) -> torch.Tensor:
     """Sigmoid probabilities (R, x, y, z) float32 on the CPU for a (M, x, y, z) image.
 
-    Overlap and blending are passed explicitly (MONAI's defaults, 0.25 and constant, differ from the
-    BraTS references). `tta` averages over all 8 axis-flip combinations. `single_pass` runs the network once
-    over the whole volume (zero-padded to its stride) instead of overlapping windows: fewer FLOPs, but the
-    network sees a context it was not trained on, so check Dice before relying on it (benchmarks/).
+    Overlap, blending and window batch are required (their defaults live in `config.InferConfig` alone; MONAI's
+    own, 0.25 and constant, differ from the BraTS references). `tta` averages over all 8 axis-flip combinations.
+    `single_pass` runs the network once over the whole volume (zero-padded to its stride) instead of overlapping
+    windows: fewer FLOPs, but the network sees a context it was not trained on, so check Dice before relying on
+    it (benchmarks/).
     """
     device = torch.device(device)
     # np.array copies memory-mapped cache arrays (read-only) into a writable buffer torch can own.

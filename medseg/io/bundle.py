@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from medseg import __version__
-from medseg.data.task import LabelScheme, scheme_from_json, scheme_to_json
+from medseg.config import InferConfig
+from medseg.core import LabelScheme, scheme_from_json, scheme_to_json
 from medseg.errors import ModelFileError
 from medseg.io.atomic import atomic_path
 
@@ -27,6 +28,7 @@ class ModelBundle:
     """Weights + how to rebuild the network + the task metadata inference needs.
 
     `norm_stats`: per channel [mean, std] of raw nonzero intensities in the training data (for warnings).
+    `infer`: how the model predicts (sliding window, threshold, post-processing chosen after training).
     """
 
     model_name: str
@@ -39,7 +41,7 @@ class ModelBundle:
     patch_size: list[int]
     norm_stats: list[list[float]]
     crop_foreground: bool = True
-    infer: dict[str, Any] = field(default_factory=dict)
+    infer: InferConfig = field(default_factory=InferConfig)
     medseg_version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,7 +57,7 @@ class ModelBundle:
             "patch_size": list(self.patch_size),
             "norm_stats": self.norm_stats,
             "crop_foreground": self.crop_foreground,
-            "infer": self.infer,
+            "infer": self.infer.model_dump(mode="json"),
             "medseg_version": self.medseg_version,
         }
 
@@ -72,7 +74,7 @@ class ModelBundle:
             patch_size=list(d["patch_size"]),
             norm_stats=[list(x) for x in d["norm_stats"]],
             crop_foreground=bool(d.get("crop_foreground", True)),
-            infer=dict(d.get("infer", {})),
+            infer=InferConfig.model_validate(d.get("infer", {})),
             medseg_version=d.get("medseg_version", "?"),
         )
 

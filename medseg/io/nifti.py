@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medseg.data.task import Case
+from medseg.core import Case
 from medseg.errors import DataError
 from medseg.io.atomic import atomic_path
 

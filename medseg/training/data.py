@@ -19,8 +19,8 @@ from monai.transforms import (
 )
 from torch.utils.data import DistributedSampler
 
+from medseg.core import Case, LabelScheme
 from medseg.data.cache import ensure_cached, read_entry
-from medseg.data.task import Case, LabelScheme
 from medseg.errors import DataError
 
 

@@ -17,8 +17,8 @@ import torch
 from monai.data.utils import set_rnd
 from torch.nn.parallel import DistributedDataParallel
 
-from medseg.config import ExperimentConfig
-from medseg.data.task import LabelScheme
+from medseg.config import ExperimentConfig, RegionRule
+from medseg.core import LabelScheme
 from medseg.errors import ConfigError
 from medseg.inference.sliding import autocast
 from medseg.io.bundle import ModelBundle
@@ -82,6 +82,7 @@ class TrainResult:
     last_path: Path
     model_uri: str | None = None
     aliases: list[str] = field(default_factory=list)
+    postprocess: dict[str, RegionRule] = field(default_factory=dict)
 
 
 def build_network(spec: TrainSpec) -> SegmentationModel:
@@ -114,7 +115,7 @@ def _bundle(spec: TrainSpec, model: SegmentationModel) -> ModelBundle:
         patch_size=list(cfg.train.patch_size),
         norm_stats=spec.norm_stats,
         crop_foreground=cfg.data.crop_foreground,
-        infer=cfg.infer.model_dump(),
+        infer=cfg.infer,
     )
 
 
@@ -185,7 +186,7 @@ def _validate_epoch(model, spec: TrainSpec, tracker: Tracker, epoch: int) -> dic
     rows, pictures = validate(
         model,
         spec.val_items[world.rank :: world.size],
-        spec.scheme.region_names,
+        spec.scheme,
         spec.channels,
         cfg.train.patch_size,
         cfg.infer,

@@ -13,17 +13,19 @@ import torch
 
 from medseg import __version__
 from medseg.config import ExperimentConfig, config_to_yaml, flatten
+from medseg.core import Task
 from medseg.data.cache import read_entry
 from medseg.data.manifest import Manifest
-from medseg.data.task import Task
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_write_text
 from medseg.io.bundle import BUNDLE_FILE, ModelBundle, load_checkpoint, save_checkpoint
+from medseg.io.tables import rows_to_csv
 from medseg.nets.profile import count_parameters
 from medseg.tracking import NullTracker, Tracker
 from medseg.training.data import prepare_cache
 from medseg.training.distributed import World, barrier, init_world
 from medseg.training.loop import ProgressHooks, SilentHooks, TrainResult, TrainSpec, build_network, fit
+from medseg.training.postprocess_choice import choose_postprocess
 from medseg.viz.curves import learning_curves
 from medseg.viz.overlays import save_png
 
@@ -165,17 +167,31 @@ def train_task(
 
 
 def _finish(result: TrainResult, tracker: Tracker, target: TrackingTarget, out_dir: Path, spec: TrainSpec) -> None:
-    """Learning curves, the best model as a self-describing bundle, the MLflow model and registry aliases."""
+    """Learning curves, the post-processing choice, the best model as a self-describing bundle, the MLflow model
+    and registry aliases."""
     rgb = learning_curves(result.history, title=f"{spec.cfg.model.name}  best val Dice {result.best_dice:.3f}")
     save_png(rgb, out_dir / "learning_curves.png")
     tracker.log_artifact(out_dir / "learning_curves.png", "plots")
     tracker.log_text(config_to_yaml(spec.cfg), "config_resolved.yaml")
-    bundle = ModelBundle.from_dict(load_checkpoint(result.best_path)["bundle"])
+    payload = load_checkpoint(result.best_path)
+    bundle = ModelBundle.from_dict(payload["bundle"])
+    model = bundle.build_model().to(spec.device)
+    choice = choose_postprocess(
+        model, spec.val_items, spec.scheme, spec.cfg.train.patch_size, bundle.infer, spec.device, spec.cfg.train.amp
+    )
+    result.postprocess = choice.rules
+    bundle.infer = bundle.infer.override(postprocess=choice.rules)
+    save_checkpoint({**payload, "bundle": bundle.to_dict()}, result.best_path)  # `predict --model best.pt` too
     bundle_path = out_dir / BUNDLE_FILE  # also the file medseg reads back from the MLflow model
     save_checkpoint({"bundle": bundle.to_dict()}, bundle_path)
+    tracker.log_params({f"postprocess.{region}": rule.describe() for region, rule in choice.rules.items()})
+    if choice.metrics:
+        tracker.log_metrics(choice.metrics, step=result.epochs_run - 1)
+    if choice.table:
+        tracker.log_text(rows_to_csv(choice.table), "postprocess/search.csv")
     if tracker.run_id is None:
         return
-    model = bundle.build_model()
+    model = model.cpu()
     s = max(model.stride, 16) if model.fixed_size is None else model.fixed_size[0]
     example = np.zeros((1, len(spec.channels), s, s, s), np.float32)
     result.model_uri = tracker.log_bundle_model(model, bundle_path, example)

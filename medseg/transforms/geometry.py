@@ -14,13 +14,15 @@ RAS = nib.orientations.axcodes2ornt(("R", "A", "S"))
 
 @dataclass(frozen=True)
 class GridMeta:
-    """What was done to a (C, X, Y, Z) volume: original shape and orientation, and the crop box (in RAS)."""
+    """What was done to a (C, X, Y, Z) volume: original shape and orientation, and the crop box (in RAS);
+    `spacing` is the voxel size in mm along the RAS axes (for millimetre metrics and volume thresholds)."""
 
     orig_shape: tuple[int, int, int]
     ornt: tuple[tuple[float, float], ...]
     ras_shape: tuple[int, int, int]
     box_start: tuple[int, int, int]
     box_end: tuple[int, int, int]
+    spacing: tuple[float, float, float]
 
     def to_json(self) -> dict:
         return {k: [list(x) for x in v] if k == "ornt" else list(v) for k, v in self.__dict__.items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medseg.data.task import LabelScheme
+from medseg.core import LabelScheme
 
 
 def labels_to_regions(label: np.ndarray, scheme: LabelScheme, label_map: dict[str, int]) -> np.ndarray:

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medseg.data.task import Case, LabelScheme
+from medseg.core import Case, LabelScheme
 from medseg.io.nifti import CaseVolumes
 from medseg.transforms.geometry import GridMeta, crop, foreground_box, to_ras
 from medseg.transforms.labels import labels_to_regions
 
 # Bumped whenever preprocessing changes, so stale cache entries are never reused.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2
 
 
 @dataclass
@@ -57,12 +57,16 @@ def preprocess_case(
     """Reorient to RAS, crop to the nonzero box, z-score each channel on its nonzero voxels (MONAI)."""
     image, ornt = to_ras(vols.image, vols.affine)
     start, end = foreground_box(image, crop_foreground)
+    ras_spacing = [0.0, 0.0, 0.0]
+    for axis, (target, _flip) in enumerate(ornt):
+        ras_spacing[int(target)] = vols.spacing[axis]
     meta = GridMeta(
         tuple(vols.image.shape[1:]),
         tuple(tuple(float(v) for v in row) for row in ornt),
         tuple(image.shape[1:]),
         start,
         end,
+        tuple(ras_spacing),
     )
     image = crop(image, start, end)
     stats = channel_stats(image)

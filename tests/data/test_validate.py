@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from medseg.data.validate import scan_dataset
+from medseg.synth.anatomy import grid_spacing
 from pipelines import get_task
 from pipelines.brats import write_synthetic_dataset
 
@@ -103,7 +104,7 @@ def test_bad_case_is_reported_and_excluded(dataset, suffix, damage, message):
 def test_good_dataset_has_no_bad_cases(dataset):
     manifest, bad = scan_dataset(dataset, get_task("brats"), folds=2)
     assert not bad and len(manifest.cases) == 2
-    assert manifest.cases[0].shape == SHAPE and manifest.cases[0].spacing == (1.0, 1.0, 1.0)
+    assert manifest.cases[0].shape == SHAPE and manifest.cases[0].spacing == (grid_spacing(SHAPE),) * 3
 
 
 def test_unrelated_files_are_ignored(dataset):

@@ -34,16 +34,16 @@ def _write_case(root: Path, cid: str, channels: np.ndarray, affine: np.ndarray, 
 
 
 def _volume(seed: int = 0) -> np.ndarray:
-    from medseg.data.synth import synth_case
+    from medseg.synth import synth_case
 
-    images, _ = synth_case(SHAPE, seed=seed)
+    images, _, _ = synth_case("anatomy", SHAPE, seed=seed)
     return np.round(np.stack([images[c] for c in ("t1", "t1ce", "t2", "flair")]))  # exact in int16 too
 
 
-def _predict(root: Path, out: Path, bundle=None, **kw):
+def _predict(root: Path, out: Path, bundle=None, tta: bool | None = None, **kw):
     bundle = bundle or make_bundle(bias=0.3)
     _, cases = detect_cases(root, LAYOUTS)
-    return predict_folder(cases, bundle, out, PredictOptions(**kw))
+    return predict_folder(cases, bundle, out, PredictOptions(infer=bundle.infer.override(tta=tta), **kw))
 
 
 RAS = np.diag([1.2, 1.0, 1.5, 1.0])
@@ -181,8 +181,9 @@ def test_single_pass_is_one_forward_over_the_padded_volume():
     model = create_model("transunet3d_tiny", img_size=32).eval()
     image = np.random.default_rng(0).standard_normal((4, 32, 32, 32)).astype(np.float32)
     # A volume of exactly one window: both paths are the same single forward pass.
-    slid = sliding_predict(model, image, (32, 32, 32))
-    torch.testing.assert_close(sliding_predict(model, image, (32, 32, 32), single_pass=True), slid)
+    sw = {"overlap": 0.5, "mode": "gaussian", "sw_batch_size": 2}
+    slid = sliding_predict(model, image, (32, 32, 32), **sw)
+    torch.testing.assert_close(sliding_predict(model, image, (32, 32, 32), single_pass=True, **sw), slid)
     # Sizes that are not multiples of the stride are padded for the pass and cropped back.
-    odd = sliding_predict(model, image[:, :27, :30, :19], (32, 32, 32), single_pass=True)
+    odd = sliding_predict(model, image[:, :27, :30, :19], (32, 32, 32), single_pass=True, **sw)
     assert odd.shape == (3, 27, 30, 19)

@@ -67,3 +67,12 @@ def test_thresholding_commutes_with_restoring_the_grid(name):
     shape = tuple(e - s for s, e in zip(meta.box_start, meta.box_end, strict=True))
     probs = rng.random((3, *shape)).astype(np.float32)
     np.testing.assert_array_equal(restore_grid(probs, meta) > 0.5, restore_grid(probs > 0.5, meta, fill=False))
+
+
+def test_spacing_follows_the_axes_into_ras_order():
+    """The permuted affine's voxel axes are (y, z, x) in world space, with sizes 1.0, 0.9 and 1.2 mm."""
+    image = np.ones((1, 4, 5, 6), np.float32)
+    case = type("C", (), {"label_map": {}})()
+    meta = preprocess_case(CaseVolumes(image, None, AFFINES["permuted"]), case, None).meta
+    assert meta.spacing == pytest.approx((1.2, 1.0, 0.9))
+    assert meta.ras_shape == (6, 4, 5)

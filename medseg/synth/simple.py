@@ -1,4 +1,4 @@
-"""Synthetic BraTS-like volumes: brain tissue, a three-part tumour and modality-specific contrasts.
+"""The simple generator: an ellipsoid brain with a three-part tumour, for tests that need tiny, easy cases.
 
 Hard enough that a model must combine modalities: necrosis and CSF are both dark on T1 but differ on
 FLAIR; the enhancing rim only shows on T1ce; edema is bright on FLAIR and T2 but so is CSF on T2.
@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from medseg.synth.fields import ellipsoid_distance, smooth_noise
+from medseg.synth.tumour import EDEMA, ENHANCING, NECROTIC
+
 CHANNELS = ("t1", "t1ce", "t2", "flair")
-# Internal class codes of the synthetic label map: 1 necrotic core, 2 edema, 3 enhancing tumour.
-NECROTIC, EDEMA, ENHANCING = 1, 2, 3
 
 #              background  CSF   GM    WM   necrotic edema enhancing
 _CONTRAST = {
@@ -22,34 +23,20 @@ _CONTRAST = {
 }
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], scale: int) -> np.ndarray:
-    """Smooth random field in [-1, 1], made at low resolution and zoomed up (fast at 240^3)."""
-    low = tuple(max(2, s // scale) for s in shape)
-    field = ndimage.gaussian_filter(rng.standard_normal(low), 1.0)
-    field = ndimage.zoom(field, [s / lo for s, lo in zip(shape, low, strict=True)], order=1)
-    field = field[: shape[0], : shape[1], : shape[2]]
-    return field / (np.abs(field).max() + 1e-8)
-
-
-def _ellipsoid_distance(shape, center, radii) -> np.ndarray:
-    grids = np.ogrid[tuple(slice(0, s) for s in shape)]
-    return np.sqrt(sum(((g - c) / r) ** 2 for g, c, r in zip(grids, center, radii, strict=True)))
-
-
-def synth_case(
+def simple_case(
     shape: tuple[int, int, int] = (240, 240, 155), seed: int = 0
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """One synthetic case: channel name -> float32 volume (background exactly 0), and an int label map
     with internal codes (1 necrotic, 2 edema, 3 enhancing)."""
     rng = np.random.default_rng(seed)
     s = np.array(shape, dtype=float)
-    brain_d = _ellipsoid_distance(shape, s / 2, s * np.array([0.40, 0.44, 0.42]))
-    brain_d = brain_d + 0.06 * _smooth_noise(rng, shape, 16)
+    brain_d = ellipsoid_distance(shape, s / 2, s * np.array([0.40, 0.44, 0.42]))
+    brain_d = brain_d + 0.06 * smooth_noise(rng, shape, 16)
     brain = brain_d < 1.0
     tissue = np.zeros(shape, np.int8)  # 0 bg, 1 CSF, 2 GM, 3 WM
     tissue[brain] = 2
-    tissue[brain & (brain_d < 0.75 + 0.1 * _smooth_noise(rng, shape, 8))] = 3
-    ventricles = _ellipsoid_distance(shape, s / 2, s * np.array([0.08, 0.16, 0.10])) < 1.0
+    tissue[brain & (brain_d < 0.75 + 0.1 * smooth_noise(rng, shape, 8))] = 3
+    ventricles = ellipsoid_distance(shape, s / 2, s * np.array([0.08, 0.16, 0.10])) < 1.0
     tissue[brain & ((brain_d > 0.93) | ventricles)] = 1
 
     # Tumour: an irregular blob off-centre in one hemisphere, with necrotic core, enhancing rim, edema.
@@ -57,16 +44,16 @@ def synth_case(
     center = s / 2 + np.array([side * s[0] * rng.uniform(0.12, 0.2), rng.uniform(-0.12, 0.12) * s[1], 0])
     center[2] += rng.uniform(-0.1, 0.1) * s[2]
     radius = s.min() * rng.uniform(0.13, 0.2)
-    tum_d = _ellipsoid_distance(shape, center, radius * rng.uniform(0.8, 1.25, 3))
-    tum_d = tum_d + 0.15 * _smooth_noise(rng, shape, 6)
+    tum_d = ellipsoid_distance(shape, center, radius * rng.uniform(0.8, 1.25, 3))
+    tum_d = tum_d + 0.15 * smooth_noise(rng, shape, 6)
     label = np.zeros(shape, np.int16)
-    label[brain & (tum_d < 1.7 + 0.3 * _smooth_noise(rng, shape, 5))] = EDEMA
+    label[brain & (tum_d < 1.7 + 0.3 * smooth_noise(rng, shape, 5))] = EDEMA
     label[brain & (tum_d < 1.0)] = ENHANCING
     if rng.uniform() < 0.85:
         label[brain & (tum_d < rng.uniform(0.5, 0.7))] = NECROTIC
 
     klass = np.where(label == 0, tissue, label.astype(np.int8) + 3)  # 4 necrotic, 5 edema, 6 enhancing
-    bias = 1.0 + 0.15 * _smooth_noise(rng, shape, 24)
+    bias = 1.0 + 0.15 * smooth_noise(rng, shape, 24)
     images = {}
     for ch in CHANNELS:
         lut = np.asarray(_CONTRAST[ch], np.float32)
@@ -75,10 +62,3 @@ def synth_case(
         vol = ndimage.gaussian_filter(vol, 0.6)
         images[ch] = (np.clip(vol, 0.01, None) * brain * 1000).astype(np.float32)
     return images, label
-
-
-def brats_affine(shape: tuple[int, int, int]) -> np.ndarray:
-    """LPS-ish 1 mm affine as released with BraTS (axis codes L, P, S)."""
-    aff = np.diag([-1.0, -1.0, 1.0, 1.0])
-    aff[:3, 3] = [0.0, shape[1] - 1.0, 0.0]
-    return aff

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import numpy as np
+
+from medseg.config import RegionRule
+from medseg.evaluation.postprocess_search import ScoredCase, search_postprocess
+from medseg.transforms.postprocess import describe_plan, nesting_order, postprocess
+from pipelines.brats import SCHEME
+from pipelines.generic import task_from_description
+
+ET, TC, WT = 0, 1, 2  # SCHEME.regions order
+
+
+def _ball(shape, center, radius) -> np.ndarray:
+    grid = np.ogrid[tuple(slice(0, s) for s in shape)]
+    return sum((g - c) ** 2 for g, c in zip(grid, center, strict=True)) <= radius**2
+
+
+def _tumour_with_specks(shape=(40, 40, 40)) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truth: one nested tumour. Prediction: the tumour plus a 1-voxel WT speck and a 27-voxel ET blob far
+    away (the kind of false component a voxel classifier leaves on CSF or vessels)."""
+    gt = np.zeros((3, *shape), bool)
+    gt[WT] = _ball(shape, (12, 12, 12), 8)
+    gt[TC] = _ball(shape, (12, 12, 12), 5)
+    gt[ET] = gt[TC] & ~_ball(shape, (12, 12, 12), 3)
+    pred = gt.copy()
+    pred[WT, 32, 32, 32] = True
+    pred[ET, 30:33, 5:8, 30:33] = True  # ET outside any predicted WT/TC
+    return pred, gt
+
+
+def test_nesting_is_read_from_the_label_scheme():
+    order = nesting_order(SCHEME)
+    assert [i for i, _ in order] == [WT, TC, ET]
+    assert dict(order) == {WT: [], TC: [WT], ET: [TC, WT]}
+    generic = task_from_description(["ct"], {"liver": 1, "tumour": 2}).scheme
+    assert all(not parents for _, parents in nesting_order(generic))
+
+
+def test_none_keeps_masks_but_nests_them_as_painting_labels_would():
+    pred, _ = _tumour_with_specks()
+    out = postprocess(pred, SCHEME, {}, (1.0, 1.0, 1.0))
+    assert out[ET, 31, 6, 31] and out[TC, 31, 6, 31] and out[WT, 31, 6, 31]  # ET speck now inside TC and WT
+    assert out[WT, 32, 32, 32] and not out[TC, 32, 32, 32]
+
+
+def test_min_volume_on_the_outer_region_removes_inner_specks_with_it():
+    pred, gt = _tumour_with_specks()
+    out = postprocess(pred, SCHEME, {"WT": RegionRule(kind="min_volume", min_volume_mm3=50)}, (1.0, 1.0, 1.0))
+    assert np.array_equal(out, gt)
+
+
+def test_min_volume_is_in_mm3_not_voxels():
+    pred, _ = _tumour_with_specks()
+    rule = {"WT": RegionRule(kind="min_volume", min_volume_mm3=50)}
+    # At 2 mm voxels the 27-voxel blob is 216 mm3 and stays; the 1-voxel speck (8 mm3) goes.
+    out = postprocess(pred, SCHEME, rule, (2.0, 2.0, 2.0))
+    assert out[WT, 31, 6, 31] and not out[WT, 32, 32, 32]
+
+
+def test_largest_component_keeps_only_the_tumour():
+    pred, gt = _tumour_with_specks()
+    out = postprocess(pred, SCHEME, {"TC": RegionRule(kind="largest")}, (1.0, 1.0, 1.0))
+    assert np.array_equal(out[TC], gt[TC]) and np.array_equal(out[ET], gt[ET])
+    assert out[WT, 32, 32, 32]  # WT untouched
+    assert describe_plan({"TC": RegionRule(kind="largest")}) == "TC: keep largest component"
+
+
+def test_search_picks_a_cleanup_when_specks_hurt_and_none_when_they_do_not():
+    noisy = [ScoredCase(*_tumour_with_specks(), (1.0, 1.0, 1.0)) for _ in range(2)]
+    rules, table = search_postprocess(noisy, SCHEME)
+    assert rules["WT"].kind != "none"
+    assert {r["region"] for r in table} == {"ET", "TC", "WT"} and sum(r["chosen"] == "yes" for r in table) == 3
+    _, gt = _tumour_with_specks()
+    clean = [ScoredCase(gt.copy(), gt, (1.0, 1.0, 1.0))]
+    rules, _ = search_postprocess(clean, SCHEME)
+    assert all(r.kind == "none" for r in rules.values())
+
+
+def test_search_keeps_a_true_second_lesion():
+    """A multifocal case: 'largest' would delete a real lesion, so a size threshold that keeps it must win."""
+    shape = (40, 40, 40)
+    gt = np.zeros((3, *shape), bool)
+    gt[WT] = _ball(shape, (12, 12, 12), 8) | _ball(shape, (30, 30, 30), 5)
+    pred = gt.copy()
+    pred[WT, 2, 38, 2] = True
+    rules, _ = search_postprocess([ScoredCase(pred, gt, (1.0, 1.0, 1.0))], SCHEME)
+    assert rules["WT"].kind == "min_volume"
+    out = postprocess(pred, SCHEME, rules, (1.0, 1.0, 1.0))
+    assert np.array_equal(out[WT], gt[WT])
