@@ -1,0 +1,142 @@
+"""Held-out quality on anatomy-based BraTS-like cases for a fixed training budget, as a new user would measure it.
+
+Generates seeded anatomy-based cases (240x240x155, 1 mm, LPS; reused when present), trains a config for a time
+budget with fold 0 held out for validation (and the post-processing choice), predicts held-out cases at native
+resolution and evaluates them. Three prediction variants: the model's post-processing, none (`--no-postprocess`),
+and T1ce masked as missing (`--allow-missing-modality`).
+
+    python benchmarks/bench_quality.py --config configs/brats_cpu.yaml --minutes 20
+    python benchmarks/bench_quality.py --config configs/brats_cpu.yaml --set model.name=segresnet --label segresnet
+    python benchmarks/bench_quality.py --model outputs/bench_quality/runs/<run>/best.pt --label again
+
+One machine-readable line per variant:
+`quality variant=pp dice_et=.. dice_tc=.. dice_wt=.. hd95_wt=.. lesion_dice_wt=.. minutes=..` (all regions'
+Dice, HD95 and lesion-wise Dice are printed; the JSON beside the run has per-case rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from medseg.config import load_config
+from medseg.data.layouts import detect_cases
+from medseg.data.manifest import load_manifest, save_manifest
+from medseg.data.validate import scan_dataset
+from medseg.evaluation.evaluate import evaluate_folder, summarise
+from medseg.inference.model_source import load_bundle
+from medseg.inference.predictor import PredictOptions, predict_folder
+from medseg.training.run import TrackingTarget, train_task
+from pipelines import get_task
+from pipelines.brats import LAYOUTS, write_synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("dice", "hd95", "lesion_dice")
+
+
+def ensure_data(root: Path, n: int, shape: tuple[int, int, int], seed: int) -> Path:
+    """Seeded anatomy-based cases in the BraTS 2021 layout, generated once."""
+    folder = root / f"anatomy_{seed}_{n}_{'x'.join(map(str, shape))}"
+    if not (folder / ".complete").exists():
+        write_synthetic_dataset(folder, n, "brats2021", shape, seed=seed, workers=os.cpu_count() or 1)
+        (folder / ".complete").write_text("")
+    return folder
+
+
+def train(args, work: Path, train_dir: Path) -> tuple[Path, float]:
+    task = get_task("brats")
+    manifest_path = work / "data" / f"{train_dir.name}.json"
+    if not manifest_path.exists():
+        manifest, _ = scan_dataset(train_dir, task, folds=5, seed=0)
+        save_manifest(manifest, manifest_path)
+    cfg = load_config(
+        args.config,
+        [*args.set, f"train.max_minutes={args.minutes}", f"data.cache_dir={work / 'cache'}", "train.overlays=1"],
+    )
+    uri = f"sqlite:///{(work / 'mlflow.db').resolve()}"
+    t0 = time.monotonic()
+    result, _ = train_task(
+        task,
+        load_manifest(manifest_path),
+        manifest_path,
+        cfg,
+        fold=0,
+        device_name=args.device,
+        target=TrackingTarget(uri, "bench_quality", args.label),
+        out_root=work / "runs",
+    )
+    return result.best_path, (time.monotonic() - t0) / 60
+
+
+def predict_and_score(model_path: Path, test_dir: Path, out: Path, variant: str, device: str) -> dict:
+    bundle = load_bundle(str(model_path))
+    _, cases = detect_cases(test_dir, LAYOUTS)
+    infer = bundle.infer.override(postprocess={} if variant == "raw" else None)
+    if variant == "no_t1ce":
+        t1ce = bundle.channels.index("t1ce")
+        cases = [
+            dataclasses.replace(c, images=tuple(p if i != t1ce else p + ".absent" for i, p in enumerate(c.images)))
+            for c in cases
+        ]
+    opts = PredictOptions(infer=infer, overwrite=True, allow_missing=variant == "no_t1ce", device=torch.device(device))
+    t0 = time.monotonic()
+    results = predict_folder(cases, bundle, out, opts)
+    seconds = (time.monotonic() - t0) / max(1, len(cases))
+    failed = [r.error for r in results if r.status == "failed"]
+    if failed:
+        raise SystemExit(f"prediction failed: {failed[0]}")
+    _, gt_cases = detect_cases(test_dir, LAYOUTS)
+    rows = evaluate_folder(out, gt_cases, get_task("brats").scheme).rows
+    summary = {k: v["mean"] for k, v in summarise(rows).items()}
+    return {"variant": variant, "s_per_case": seconds, "summary": summary, "rows": rows}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(ROOT / "configs" / "brats_cpu.yaml"))
+    p.add_argument("--set", action="append", default=[], help="config override, repeatable")
+    p.add_argument("--minutes", type=float, default=20.0, help="training time budget")
+    p.add_argument("--train-cases", type=int, default=24)
+    p.add_argument("--test-cases", type=int, default=4)
+    p.add_argument("--shape", type=int, nargs=3, default=(240, 240, 155))
+    p.add_argument("--seed", type=int, default=0, help="data seed (test cases use seed + 1000)")
+    p.add_argument("--work", type=Path, default=ROOT / "outputs" / "bench_quality")
+    p.add_argument("--label", default="run")
+    p.add_argument("--model", type=Path, help="evaluate this model instead of training one")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--variants", default="pp,raw,no_t1ce")
+    args = p.parse_args()
+    work = args.work
+    (work / "data").mkdir(parents=True, exist_ok=True)
+    shape = tuple(args.shape)
+    train_dir = ensure_data(work / "data", args.train_cases, shape, args.seed)
+    test_dir = ensure_data(work / "data", args.test_cases, shape, args.seed + 1000)
+    minutes = 0.0
+    model_path = args.model
+    if model_path is None:
+        model_path, minutes = train(args, work, train_dir)
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    report = {"label": args.label, "model": str(model_path), "train_minutes": minutes, "variants": []}
+    for variant in args.variants.split(","):
+        scored = predict_and_score(model_path, test_dir, work / "predictions" / args.label / variant, variant, device)
+        report["variants"].append(scored)
+        s = scored["summary"]
+        fields = " ".join(f"{m}_{r}={s[f'{m}_{r}']:.4g}" for m in METRICS for r in ("et", "tc", "wt"))
+        print(f"quality label={args.label} variant={variant} {fields} minutes={minutes:.1f} "
+              f"s_per_case={scored['s_per_case']:.1f}", flush=True)  # fmt: skip
+    out = work / "reports" / f"{args.label}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
