@@ -26,7 +26,8 @@ def synth_case(
 ) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
     """(channel -> float32 RAS volume with background 0, int label map with internal codes, spacing in mm)."""
     if kind == "anatomy":
-        return anatomy_case(shared_atlas(), shape, seed)
+        case = anatomy_case(shared_atlas(), shape, seed)
+        return case.images, case.label, case.spacing
     images, label = simple_case(shape, seed)
     return images, label, 1.0
 

@@ -9,6 +9,7 @@ and millimetre metrics stay realistic at any size.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,11 +26,21 @@ def grid_spacing(shape: Sequence[int]) -> float:
     return float(max(ref / s for ref, s in zip(BRATS_SHAPE, shape, strict=True)))
 
 
-def anatomy_case(
-    atlas: Atlas, shape: tuple[int, int, int] = BRATS_SHAPE, seed: int = 0
-) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+@dataclass
+class AnatomyCase:
     """One case on a RAS grid: channel name -> float32 volume (background exactly 0), an int8 label map with
-    internal codes (1 necrotic/non-enhancing, 2 edema, 3 enhancing), and the grid spacing in mm."""
+    internal codes (1 necrotic/non-enhancing, 2 edema, 3 enhancing), the grid spacing in mm, and the tissue and
+    tumour-mimic maps it was rendered from (to study where a model errs)."""
+
+    images: dict[str, np.ndarray]
+    label: np.ndarray
+    spacing: float
+    tissue: Tissue
+    mimics: dict[str, np.ndarray]
+
+
+def anatomy_case(atlas: Atlas, shape: tuple[int, int, int] = BRATS_SHAPE, seed: int = 0) -> AnatomyCase:
+    """Generate the case of `seed` on a grid of `shape` (the same head and tumour at any grid size)."""
     rng = np.random.default_rng(seed)
     spacing = grid_spacing(shape)
     placement = random_placement(rng)
@@ -56,5 +67,5 @@ def anatomy_case(
         for lesion, c in zip(lesions, centers_mm, strict=True)
     ]
     label = merge_labels(maps)
-    images = render(rng, tissue, label, mimic_masks(rng, tissue, spacing), spacing)
-    return images, label, spacing
+    mimics = mimic_masks(rng, tissue, spacing)
+    return AnatomyCase(render(rng, tissue, label, mimics, spacing), label, spacing, tissue, mimics)
