@@ -33,8 +33,8 @@ from monai.transforms import (
 
 from medseg.data.cache import ensure_cached, read_entry
 from medseg.data.layouts import detect_cases
+from medseg.pipelines.brats import LAYOUTS, SCHEME, write_synthetic_dataset
 from medseg.training.data import train_loader
-from pipelines.brats import LAYOUTS, SCHEME, write_synthetic_dataset
 
 
 def monai_reference(cases, patch: int, samples: int) -> Compose:

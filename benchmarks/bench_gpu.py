@@ -29,8 +29,8 @@ from medseg.data.layouts import detect_cases
 from medseg.inference.predictor import PredictOptions, predict_folder
 from medseg.nets import create_model
 from medseg.nets.profile import model_figures
+from medseg.pipelines.brats import LAYOUTS, write_synthetic_dataset
 from medseg.training.optim import DiceBCELoss
-from pipelines.brats import LAYOUTS, write_synthetic_dataset
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16 tensor-core peak (SXM datasheet)
 
@@ -96,12 +96,10 @@ def training(name: str, batch: int, iters: int) -> dict:
 
 
 def inference(name: str, data: Path, sw_batch: int, single_pass: bool = False) -> dict:
-    bundle = untrained_bundle(name, 128)
+    bundle = untrained_bundle(name, 128, sw_batch)
     _, cases = detect_cases(data, LAYOUTS)
     out = Path(tempfile.mkdtemp())
-    opts = PredictOptions(
-        overlap=0.5, sw_batch_size=sw_batch, overwrite=True, device=torch.device("cuda"), single_pass=single_pass
-    )
+    opts = PredictOptions(overwrite=True, device=torch.device("cuda"), single_pass=single_pass)
     predict_folder(cases[:1], bundle, out / "warm", opts)  # warm-up: cuDNN autotune, allocator
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()

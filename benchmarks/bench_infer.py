@@ -42,17 +42,16 @@ from monai.transforms import (
     Spacingd,
 )
 
-from medseg.config import load_config
 from medseg.data.layouts import detect_cases
 from medseg.data.manifest import save_manifest
 from medseg.data.validate import scan_dataset
 from medseg.evaluation.metrics import dice
 from medseg.inference.model_source import load_bundle
 from medseg.inference.predictor import PredictOptions, predict_folder
-from medseg.training.run import TrackingTarget, train_task
+from medseg.pipelines import get_task
+from medseg.pipelines.brats import LAYOUTS, write_synthetic_dataset
 from medseg.transforms.labels import labels_to_regions, regions_to_labels
-from pipelines import get_task
-from pipelines.brats import LAYOUTS, write_synthetic_dataset
+from medseg.workflows.train import TrainRequest, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,27 +63,18 @@ def train_quick_model(work: Path) -> Path:
     write_synthetic_dataset(work / "train", 16, "brats2021", (96, 96, 72), seed=11)
     manifest, _ = scan_dataset(work / "train", get_task("brats"), folds=4)
     save_manifest(manifest, work / "train.json")
-    cfg = load_config(
-        ROOT / "configs" / "brats_smoke.yaml",
-        [
-            "train.epochs=25",
-            "train.val_every=25",
-            "train.samples_per_volume=4",
-            "train.overlays=0",
-            f"data.cache_dir={work / 'cache'}",
-        ],
-    )
-    result, _ = train_task(
-        get_task("brats"),
-        manifest,
-        work / "train.json",
-        cfg,
+    overrides = ["train.epochs=25", "train.val_every=25", "train.samples_per_volume=4", "train.overlays=0"]
+    request = TrainRequest(
+        "brats",
+        config="brats_smoke",
+        overrides=[*overrides, f"data.cache_dir={work / 'cache'}"],
+        manifest=work / "train.json",
         fold=0,
-        device_name="cpu",
-        target=TrackingTarget(None),
-        out_root=work / "runs",
+        device="cpu",
+        tracking=False,
+        out=work / "runs",
     )
-    return result.best_path
+    return run_training(request).result.best_path
 
 
 def monai_reference(cases, bundle, out_dir: Path, device: torch.device, sw_batch: int) -> None:
@@ -157,8 +147,9 @@ def main() -> None:
     write_synthetic_dataset(work / "test", a.cases, "brats2021", tuple(a.shape), seed=99)
     _, cases = detect_cases(work / "test", LAYOUTS)
     device = torch.device(a.device)
-    opts = PredictOptions(overlap=0.5, sw_batch_size=a.sw_batch, overwrite=True, device=device)
-    single = PredictOptions(overlap=0.5, sw_batch_size=a.sw_batch, overwrite=True, device=device, single_pass=True)
+    infer = bundle.infer.override(overlap=0.5, sw_batch_size=a.sw_batch, postprocess={})
+    opts = PredictOptions(infer=infer, overwrite=True, device=device)
+    single = PredictOptions(infer=infer, overwrite=True, device=device, single_pass=True)
     names = ["monai", "medseg", "medseg_single"]
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(a.rounds):

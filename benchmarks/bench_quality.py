@@ -5,8 +5,8 @@ budget with fold 0 held out for validation (and the post-processing choice), pre
 resolution and evaluates them. Three prediction variants: the model's post-processing, none (`--no-postprocess`),
 and T1ce masked as missing (`--allow-missing-modality`).
 
-    python benchmarks/bench_quality.py --config configs/brats_cpu.yaml --minutes 20
-    python benchmarks/bench_quality.py --config configs/brats_cpu.yaml --set model.name=segresnet --label segresnet
+    python benchmarks/bench_quality.py --config brats_cpu --minutes 20
+    python benchmarks/bench_quality.py --config brats_cpu --set model.name=segresnet --label segresnet
     python benchmarks/bench_quality.py --model outputs/bench_quality/runs/<run>/best.pt --label again
 
 One machine-readable line per variant:
@@ -24,20 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medseg.config import load_config
-from medseg.data.layouts import detect_cases
-from medseg.data.manifest import load_manifest, save_manifest
-from medseg.data.validate import scan_dataset
-from medseg.evaluation.evaluate import evaluate_folder, summarise
-from medseg.inference.model_source import load_bundle
-from medseg.inference.predictor import PredictOptions, predict_folder
-from medseg.training.run import TrackingTarget, train_task
-from pipelines import get_task
-from pipelines.brats import LAYOUTS, write_synthetic_dataset
+from medseg.pipelines.brats import write_synthetic_dataset
+from medseg.workflows.evaluate import evaluate
+from medseg.workflows.predict import FolderPredictor
+from medseg.workflows.scan import scan
+from medseg.workflows.train import TrainRequest, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("dice", "hd95", "lesion_dice")
@@ -53,56 +46,51 @@ def ensure_data(root: Path, n: int, shape: tuple[int, int, int], seed: int) -> P
 
 
 def train(args, work: Path, train_dir: Path) -> tuple[Path, float]:
-    task = get_task("brats")
-    manifest_path = work / "data" / f"{train_dir.name}.json"
-    if not manifest_path.exists():
-        manifest, _ = scan_dataset(train_dir, task, folds=5, seed=0)
-        save_manifest(manifest, manifest_path)
-    cfg = load_config(
-        args.config,
-        [*args.set, f"train.max_minutes={args.minutes}", f"data.cache_dir={work / 'cache'}", "train.overlays=1"],
-    )
-    uri = f"sqlite:///{(work / 'mlflow.db').resolve()}"
-    t0 = time.monotonic()
-    result, _ = train_task(
-        task,
-        load_manifest(manifest_path),
-        manifest_path,
-        cfg,
+    manifest = work / "data" / f"{train_dir.name}.json"
+    if not manifest.exists():
+        scan(train_dir, "brats", manifest, folds=5, seed=0)
+    request = TrainRequest(
+        "brats",
+        config=args.config,
+        overrides=[*args.set, f"train.max_minutes={args.minutes}", f"data.cache_dir={work / 'cache'}"],
+        manifest=manifest,
         fold=0,
-        device_name=args.device,
-        target=TrackingTarget(uri, "bench_quality", args.label),
-        out_root=work / "runs",
+        device=args.device,
+        tracking_uri=f"sqlite:///{(work / 'mlflow.db').resolve()}",
+        experiment="bench_quality",
+        run_name=args.label,
+        out=work / "runs",
     )
-    return result.best_path, (time.monotonic() - t0) / 60
+    t0 = time.monotonic()
+    outcome = run_training(request)
+    return outcome.result.best_path, (time.monotonic() - t0) / 60
 
 
 def predict_and_score(model_path: Path, test_dir: Path, out: Path, variant: str, device: str) -> dict:
-    bundle = load_bundle(str(model_path))
-    _, cases = detect_cases(test_dir, LAYOUTS)
-    infer = bundle.infer.override(postprocess={} if variant == "raw" else None)
-    if variant == "no_t1ce":
-        t1ce = bundle.channels.index("t1ce")
-        cases = [
+    predictor = FolderPredictor.from_model(
+        str(model_path), device=device, postprocess=variant != "raw", allow_missing=variant == "no_t1ce"
+    )
+    plan = predictor.plan(test_dir)
+    if variant == "no_t1ce":  # T1ce absent from every case: the model masks it
+        t1ce = predictor.bundle.channels.index("t1ce")
+        plan.cases = [
             dataclasses.replace(c, images=tuple(p if i != t1ce else p + ".absent" for i, p in enumerate(c.images)))
-            for c in cases
+            for c in plan.cases
         ]
-    opts = PredictOptions(infer=infer, overwrite=True, allow_missing=variant == "no_t1ce", device=torch.device(device))
     t0 = time.monotonic()
-    results = predict_folder(cases, bundle, out, opts)
-    seconds = (time.monotonic() - t0) / max(1, len(cases))
+    results = predictor.run(plan, out, overwrite=True)
+    seconds = (time.monotonic() - t0) / max(1, len(plan.cases))
     failed = [r.error for r in results if r.status == "failed"]
     if failed:
         raise SystemExit(f"prediction failed: {failed[0]}")
-    _, gt_cases = detect_cases(test_dir, LAYOUTS)
-    rows = evaluate_folder(out, gt_cases, get_task("brats").scheme).rows
-    summary = {k: v["mean"] for k, v in summarise(rows).items()}
-    return {"variant": variant, "s_per_case": seconds, "summary": summary, "rows": rows}
+    outcome = evaluate(out, test_dir, "brats")
+    summary = {k: v["mean"] for k, v in outcome.summary.items()}
+    return {"variant": variant, "s_per_case": seconds, "summary": summary, "rows": outcome.result.rows}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(ROOT / "configs" / "brats_cpu.yaml"))
+    p.add_argument("--config", default="brats_cpu", help="a YAML file or a shipped config name")
     p.add_argument("--set", action="append", default=[], help="config override, repeatable")
     p.add_argument("--minutes", type=float, default=20.0, help="training time budget")
     p.add_argument("--train-cases", type=int, default=24)
@@ -124,9 +112,12 @@ def main() -> None:
     model_path = args.model
     if model_path is None:
         model_path, minutes = train(args, work, train_dir)
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    device = args.device
     report = {"label": args.label, "model": str(model_path), "train_minutes": minutes, "variants": []}
     for variant in args.variants.split(","):
+        if variant == "no_t1ce" and not FolderPredictor.from_model(str(model_path), device="cpu").model_can_mask:
+            print(f"quality label={args.label} variant=no_t1ce skipped: an early-fusion model cannot mask T1ce")
+            continue
         scored = predict_and_score(model_path, test_dir, work / "predictions" / args.label / variant, variant, device)
         report["variants"].append(scored)
         s = scored["summary"]

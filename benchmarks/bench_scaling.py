@@ -29,8 +29,8 @@ from medseg.data.layouts import detect_cases
 from medseg.inference.predictor import PredictOptions, predict_folder
 from medseg.io.bundle import ModelBundle
 from medseg.io.nifti import read_case
+from medseg.pipelines.brats import LAYOUTS, write_synthetic_dataset
 from medseg.transforms.geometry import foreground_box, to_ras
-from pipelines.brats import LAYOUTS, write_synthetic_dataset
 
 SIZES = [(96, 96, 96), (160, 160, 160), (240, 240, 155)]
 COUNTS = [1, 2, 4, 8]
@@ -58,8 +58,8 @@ def main() -> None:
     a = p.parse_args()
     torch.backends.cudnn.benchmark = True
     work = Path(tempfile.mkdtemp(prefix="bench_scaling-"))
-    bundle = untrained_bundle(a.model, a.patch)
-    opts = PredictOptions(overlap=0.5, sw_batch_size=a.sw_batch, overwrite=True, device=torch.device(a.device))
+    bundle = untrained_bundle(a.model, a.patch, a.sw_batch)
+    opts = PredictOptions(overwrite=True, device=torch.device(a.device))
     print(f"{a.model}, roi {a.patch}^3, overlap 0.5, gaussian, sw_batch {a.sw_batch}, device {a.device}")
     print("| volume | input Mvox | box Mvox | s/case | s per input Mvox | s per box Mvox |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -33,13 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import monai_reference
 from monai.data import CacheDataset, DataLoader, Dataset, list_data_collate
 
-from medseg.config import load_config
 from medseg.data.manifest import save_manifest
 from medseg.data.validate import scan_dataset
+from medseg.nets import model_info
+from medseg.pipelines import get_task
+from medseg.pipelines.brats import SCHEME, write_synthetic_dataset
 from medseg.training.data import prepare_cache, train_loader
-from medseg.training.run import TrackingTarget, train_task
-from pipelines import get_task
-from pipelines.brats import SCHEME, write_synthetic_dataset
+from medseg.workflows.train import TrainRequest, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ def training(work: Path, a) -> dict[str, float]:
     save_manifest(manifest, work / "m.json")
     overrides = [
         f"model.name={a.model}",
-        "model.kwargs={}" if a.model != "transunet3d_tiny" else "model.kwargs.img_size=" + str(a.patch),
+        f"model.kwargs={{img_size: {a.patch}}}" if model_info(a.model).img_size_kwarg else "model.kwargs={}",
         f"train.patch_size=[{a.patch},{a.patch},{a.patch}]",
         f"train.batch_size={a.batch}",
         f"train.samples_per_volume={a.samples}",
@@ -99,18 +99,17 @@ def training(work: Path, a) -> dict[str, float]:
         f"data.num_workers={a.workers}",
         f"data.cache_dir={work / 'train_cache'}",
     ]
-    cfg = load_config(ROOT / "configs" / "brats_smoke.yaml", overrides)
-    result, _ = train_task(
-        get_task("brats"),
-        manifest,
-        work / "m.json",
-        cfg,
-        fold=None,
-        device_name=a.device,
-        target=TrackingTarget(None),
-        out_root=work / "runs",
+    request = TrainRequest(
+        "brats",
+        config="brats_smoke",
+        overrides=overrides,
+        manifest=work / "m.json",
+        fold="all",
+        device=a.device,
+        tracking=False,
+        out=work / "runs",
     )
-    last = result.history[-1]
+    last = run_training(request).result.history[-1]
     out = {"samples_per_s": last["train_samples_per_s"], "epoch_s": last["epoch_time_s"]}
     if "gpu_mem_peak_gb" in last:  # of the training epoch alone (the last epoch also validates)
         out["gpu_peak_gb"] = last["gpu_mem_peak_gb"]

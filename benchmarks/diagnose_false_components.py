@@ -22,11 +22,11 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from medseg.pipelines.brats import LABELS_2021, SCHEME
 from medseg.synth import to_lps
 from medseg.synth.anatomy import anatomy_case
 from medseg.synth.atlas import shared_atlas
 from medseg.transforms.labels import labels_to_regions
-from pipelines.brats import LABELS_2021, SCHEME
 
 STRUCT = np.ones((3, 3, 3), bool)
 

@@ -28,10 +28,10 @@ from medseg.data.layouts import detect_cases
 from medseg.inference.sliding import sliding_predict
 from medseg.io.bundle import ModelBundle, load_checkpoint
 from medseg.io.nifti import read_case, save_nifti
+from medseg.pipelines.brats import LAYOUTS, write_synthetic_dataset
 from medseg.transforms.geometry import restore_grid
 from medseg.transforms.labels import regions_to_labels
 from medseg.transforms.preprocess import preprocess_case
-from pipelines.brats import LAYOUTS, write_synthetic_dataset
 
 STAGES = ("read", "preprocess", "sliding_window", "restore_labels", "write")
 

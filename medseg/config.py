@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from medseg.errors import ConfigError
+from medseg.redact import redact_tree
 
 
 class _Strict(BaseModel):
@@ -46,7 +47,6 @@ class TrainConfig(_Strict):
     loss: Literal["dice_ce", "dice_focal"] = "dice_ce"
     val_every: int = Field(1, ge=1)
     early_stop_patience: int | None = Field(None, ge=1)
-    modality_dropout: float = Field(0.0, ge=0, lt=1)
     amp: bool = True
     seed: int = 0
     deterministic: bool = False
@@ -136,13 +136,32 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+BUNDLED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def bundled_configs() -> list[str]:
+    """Names of the configs shipped inside the package (`--config brats_cpu`)."""
+    return sorted(p.stem for p in BUNDLED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config(ref: str | Path) -> Path:
+    """A YAML path, or the name of a shipped config (works from any folder and from an installed wheel)."""
+    p = Path(ref)
+    if p.is_file():
+        return p
+    bundled = BUNDLED_CONFIGS / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+    if bundled.is_file() and p.parent in (Path("."), Path("configs")):
+        return bundled
+    raise ConfigError(
+        "config file not found", path=str(p), hint=f"pass a YAML file or one of {', '.join(bundled_configs())}"
+    )
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML config (safe loader), apply overrides and validate; errors name the bad key."""
     raw: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("config file not found", path=str(p), hint="pass an existing YAML file")
+        p = resolve_config(path)
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -158,13 +177,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(
             f"invalid config key '{loc}': {first['msg']}",
             path=str(path) if path else None,
-            hint="see configs/brats_smoke.yaml for the valid keys",
+            hint="`medseg config show --config brats_smoke` lists the valid keys",
         ) from None
 
 
 def config_to_yaml(cfg: ExperimentConfig) -> str:
-    """The resolved config as YAML, the form saved beside results and logged to MLflow."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The resolved config as YAML, credentials redacted: the form saved beside results, logged to MLflow and
+    shown by `medseg config show`."""
+    return yaml.safe_dump(redacted_dump(cfg), sort_keys=False)
+
+
+def redacted_dump(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as plain data with credentials in any URI (e.g. `tracking.uri`) replaced by ***: every copy
+    that leaves the process (MLflow params and artifacts, checkpoints, printed configs) is made from this."""
+    return redact_tree(cfg.model_dump(mode="json"))
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,11 +1,13 @@
-"""Core types that cross layers: a case on disk, a label scheme, a layout and a task."""
+"""Core types that cross layers: a case on disk, a label scheme, a layout, a task and a case read into memory."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -65,23 +67,31 @@ class LabelScheme:
 
 @dataclass(frozen=True)
 class Layout:
-    """A way cases are laid out on disk; `find_cases` returns cases, or [] when the layout does not apply."""
+    """A way cases are laid out on disk; `find_cases` returns cases (each with its label map), or [] when the
+    layout does not apply."""
 
     name: str
     find_cases: Callable[[Path], list[Case]]
-    label_map: dict[str, int]
 
 
 @dataclass(frozen=True)
 class Task:
-    """A dataset family: its channels, the layouts it recognises and its label scheme."""
+    """A dataset family and everything generic code must not guess about it.
+
+    `layouts`: where labelled cases are found (scan, train, evaluate); `prediction_layouts`: what a trained model
+    predicts from. `default_config`: the shipped config `medseg train` uses without `--config`.
+    `overlay_channels`: channels shown in overlay pictures. `empty_hd95_mm`: HD95 when exactly one of prediction
+    and truth is empty (BraTS: 373.13, its image diagonal); None uses each case's own image diagonal.
+    """
 
     name: str
     channels: tuple[str, ...]
     layouts: tuple[Layout, ...]
     scheme: LabelScheme
+    prediction_layouts: tuple[Layout, ...]
     default_config: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    overlay_channels: tuple[str, ...]
+    empty_hd95_mm: float | None = None
 
 
 def scheme_to_json(scheme: LabelScheme) -> dict[str, Any]:
@@ -98,3 +108,17 @@ def scheme_from_json(d: dict[str, Any]) -> LabelScheme:
         regions={k: tuple(v) for k, v in d["regions"].items()},
         paint_order=tuple((a, b) for a, b in d["paint_order"]),
     )
+
+
+@dataclass
+class CaseVolumes:
+    """A case read into memory: image (M, X, Y, Z) float32, label (X, Y, Z) int16 or None, affine (4, 4)."""
+
+    image: np.ndarray
+    label: np.ndarray | None
+    affine: np.ndarray
+    missing: tuple[int, ...] = ()
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))

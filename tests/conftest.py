@@ -20,16 +20,9 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 TINY_SHAPE = (48, 48, 32)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_tracking_uri(monkeypatch):
-    """`mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI; undo it after each test so one test's
-    (possibly stopped) server is not inherited by the next test's subprocesses."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-
 @pytest.fixture(scope="session")
 def brats2021_dir(tmp_path_factory) -> Path:
-    from pipelines.brats import write_synthetic_dataset
+    from medseg.pipelines.brats import write_synthetic_dataset
 
     out = tmp_path_factory.mktemp("brats2021")
     write_synthetic_dataset(out, 4, "brats2021", TINY_SHAPE, seed=1)
@@ -41,7 +34,7 @@ def brats2021_manifest(brats2021_dir, tmp_path_factory) -> Path:
     """Manifest of `brats2021_dir` with 2 folds, as `medseg data scan` writes it (training tests share it)."""
     from medseg.data.manifest import save_manifest
     from medseg.data.validate import scan_dataset
-    from pipelines import get_task
+    from medseg.pipelines import get_task
 
     manifest, _ = scan_dataset(brats2021_dir, get_task("brats"), folds=2)
     path = tmp_path_factory.mktemp("manifest") / "m.json"
@@ -51,7 +44,7 @@ def brats2021_manifest(brats2021_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def brats2023_dir(tmp_path_factory) -> Path:
-    from pipelines.brats import write_synthetic_dataset
+    from medseg.pipelines.brats import write_synthetic_dataset
 
     out = tmp_path_factory.mktemp("brats2023")
     write_synthetic_dataset(out, 3, "brats2023", TINY_SHAPE, seed=2)
@@ -60,26 +53,29 @@ def brats2023_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def msd_dir(tmp_path_factory) -> Path:
-    from pipelines.brats import write_synthetic_dataset
+    from medseg.pipelines.brats import write_synthetic_dataset
 
     out = tmp_path_factory.mktemp("msd")
     write_synthetic_dataset(out, 3, "msd", TINY_SHAPE, seed=3)
     return out
 
 
-def make_bundle(bias: float | None = None, cross_modal: bool = True, crop_foreground: bool = True):
-    """An untrained tiny BraTS model bundle (geometry and plumbing tests need no trained weights)."""
+def make_bundle(bias=None, cross_modal: bool = True, crop_foreground: bool = True):
+    """An untrained tiny BraTS model bundle (geometry and plumbing tests need no trained weights).
+
+    `bias`: the output head's bias, one value or one per region (ET, TC, WT); +-20 makes a region certain.
+    """
     from medseg.config import InferConfig
     from medseg.io.bundle import ModelBundle
     from medseg.nets import create_model
-    from pipelines.brats import CHANNELS, LABELS_2021, SCHEME
+    from medseg.pipelines.brats import CHANNELS, LABELS_2021, SCHEME
 
     torch.manual_seed(0)
     kwargs = {"in_channels": 4, "out_channels": 3, "cross_modal": cross_modal, "img_size": 32}
     model = create_model("transunet3d_tiny", **kwargs)
     if bias is not None:
         with torch.no_grad():
-            model.head.conv.conv.bias.fill_(bias)
+            model.head.conv.conv.bias.copy_(torch.as_tensor(bias, dtype=torch.float32).expand(3))
     return ModelBundle(
         model_name="transunet3d_tiny",
         model_kwargs=kwargs,

@@ -7,7 +7,7 @@ import pytest
 from medseg.config import load_config
 from medseg.errors import ConfigError
 
-CONFIGS = sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml"))
+CONFIGS = sorted(Path(__file__).parents[1].joinpath("medseg", "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
@@ -41,3 +41,28 @@ def test_yaml_is_parsed_safely(tmp_path):
 def test_bad_override_syntax():
     with pytest.raises(ConfigError, match="key=value"):
         load_config(None, ["train.epochs"])
+
+
+def test_shipped_configs_load_by_name_from_any_folder(tmp_path, monkeypatch):
+    from medseg.config import bundled_configs
+
+    monkeypatch.chdir(tmp_path)
+    assert {"brats_smoke", "brats_cpu"} <= set(bundled_configs())
+    assert load_config("brats_smoke").model.name == load_config("configs/brats_smoke.yaml").model.name
+    with pytest.raises(ConfigError, match="brats_smoke"):  # the hint lists the shipped names
+        load_config("no_such_config")
+
+
+def test_keys_that_would_be_ignored_are_rejected():
+    """Modality dropout is a model keyword (model.kwargs.modality_dropout); a train.* twin would do nothing."""
+    with pytest.raises(ConfigError, match=r"train\.modality_dropout"):
+        load_config(None, ["train.modality_dropout=0.2"])
+
+
+def test_secrets_never_leave_in_a_config_dump():
+    from medseg.config import config_to_yaml, redacted_dump
+
+    cfg = load_config(None, ["tracking.uri=postgresql://bob:hunter2@db:5432/mlflow?sslpassword=x9"])
+    assert cfg.tracking.uri.endswith("x9")  # the process itself keeps the real URI
+    for text in (config_to_yaml(cfg), str(redacted_dump(cfg))):
+        assert "hunter2" not in text and "x9" not in text and "bob:***@db" in text

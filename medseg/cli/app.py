@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import signal
 import sys
+import traceback
 
 import typer
 from rich.console import Console
 
 from medseg import __version__
 from medseg.errors import MedsegError
+from medseg.redact import redact_secrets
 
 app = typer.Typer(
     name="medseg",
@@ -74,7 +76,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except MedsegError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {redact_secrets(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:  # raised before typer invoked the command (e.g. while parsing)
         _interrupted(bool(sigterm))
@@ -84,6 +86,10 @@ def main() -> None:
     except typer.TyperException as exc:  # usage errors (bad or missing options): message + exit 2
         exc.show()
         sys.exit(getattr(exc, "exit_code", 2))
+    except Exception as exc:  # a bug: keep the traceback for the report, without credentials it may quote
+        text = "".join(traceback.format_exception(exc))
+        err_console.print(redact_secrets(text), highlight=False, markup=False, soft_wrap=True)
+        sys.exit(1)
     if code == 130:
         _interrupted(bool(sigterm))
     sys.exit(code if isinstance(code, int) else 0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 from rich.console import Console
 from rich.syntax import Syntax
@@ -15,7 +13,7 @@ app = typer.Typer(help="Inspect experiment configs.", no_args_is_help=True)
 
 
 @app.command("show")
-def show(config: Path | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
+def show(config: str | None = ConfigOpt, set_: list[str] = SetOpt) -> None:
     """Print the resolved config (file + overrides + defaults) as YAML."""
     cfg = load_config(config, set_)
     Console().print(Syntax(config_to_yaml(cfg), "yaml", theme="ansi_dark"))

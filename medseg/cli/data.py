@@ -9,22 +9,16 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from medseg.core import Case
-from medseg.data.layouts import unused_files
-from medseg.data.manifest import save_manifest
-from medseg.data.validate import relativise, scan_dataset
 from medseg.errors import DataError
+from medseg.pipelines.brats import SYNTH_LAYOUTS, write_synthetic_dataset
 from medseg.synth import KINDS
-from pipelines import get_task
-from pipelines.brats import SYNTH_LAYOUTS, write_synthetic_dataset
 
 app = typer.Typer(help="Scan, validate and synthesise datasets.", no_args_is_help=True)
 console = Console()
 
 
-def report_unused(root: Path, cases: list[Case], verbose: bool, out: Console = console) -> None:
+def render_unused(root: Path, unused: list[Path], verbose: bool, out: Console = console) -> None:
     """Name the files no case reads (`--verbose`), or count them, so a misnamed modality is not silently skipped."""
-    unused = unused_files(root, cases)
     if not unused:
         return
     if verbose:
@@ -32,36 +26,6 @@ def report_unused(root: Path, cases: list[Case], verbose: bool, out: Console = c
             out.print(f"[dim]ignored[/] {p.relative_to(root)}", highlight=False)
     else:
         out.print(f"[dim]{len(unused)} file(s) not part of any case ignored (--verbose lists them)[/]", highlight=False)
-
-
-def scan_to_manifest(
-    data_dir: Path,
-    task_name: str,
-    out: Path,
-    folds: int,
-    seed: int,
-    skip_bad: bool,
-    quiet: bool = False,
-    verbose: bool = False,
-) -> Path:
-    """Scan `data_dir`, print bad cases one line each, write the manifest; raise if any is bad unless skipped."""
-    task = get_task(task_name, data_dir)
-    manifest, bad = scan_dataset(data_dir, task, folds=folds, seed=seed)
-    if not quiet:
-        report_unused(data_dir, [*(c.case for c in manifest.cases), *(c for c, _ in bad)], verbose)
-    for _case, err in bad:
-        console.print(f"[red]bad case[/] {err}", highlight=False)
-    if not manifest.cases:
-        raise DataError("no valid cases", path=str(data_dir), hint="fix the errors listed above")
-    save_manifest(relativise(manifest, out.parent), out)
-    if not quiet:
-        console.print(
-            f"[green]{len(manifest.cases)} cases[/] ({manifest.layout} layout, {folds} folds) -> {out}"
-            + (f"; [red]{len(bad)} bad case(s) excluded[/]" if bad else "")
-        )
-    if bad and not skip_bad:
-        raise DataError(f"{len(bad)} bad case(s) excluded from the manifest", hint="fix them or pass --skip-bad")
-    return out
 
 
 @app.command("scan")
@@ -75,8 +39,20 @@ def scan(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="List the files that are not part of any case."),
 ) -> None:
     """Detect the layout, read and validate every case, write a manifest with deterministic folds."""
+    from medseg.workflows.scan import scan as scan_folder
+
     out = out or Path("data_manifests") / f"{data_dir.resolve().name}.json"
-    scan_to_manifest(data_dir, task, out, folds, seed, skip_bad, verbose=verbose)
+    result = scan_folder(data_dir, task, out, folds=folds, seed=seed)
+    render_unused(data_dir, result.unused, verbose)
+    for _case, err in result.bad:
+        console.print(f"[red]bad case[/] {err}", highlight=False)
+    console.print(
+        f"[green]{len(result.manifest.cases)} cases[/] ({result.manifest.layout} layout, {folds} folds) -> {out}"
+        + (f"; [red]{len(result.bad)} bad case(s) excluded[/]" if result.bad else ""),
+        highlight=False,
+    )
+    if result.bad and not skip_bad:
+        raise DataError(f"{len(result.bad)} bad case(s) excluded from the manifest", hint="fix them or pass --skip-bad")
 
 
 @app.command("synth")

@@ -9,15 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.cli.options import TrackingUriOpt
-from medseg.data.layouts import detect_cases
-from medseg.errors import DataError
-from medseg.io.atomic import atomic_write_text
-from medseg.io.tables import rows_to_csv
-from medseg.tracking import resolve_tracking_uri
-from pipelines import get_task
+from medseg.cli.options import FormatOpt, TrackingUriOpt, check_format
 
 console = Console()
+METRIC_ROWS = (("dice", "{:.3f}"), ("hd95", "{:.1f}"), ("lesion_dice", "{:.3f}"), ("lesion_hd95", "{:.1f}"))
 
 
 def evaluate(
@@ -26,17 +21,36 @@ def evaluate(
     out: Path = typer.Option(Path("metrics.csv"), "--out", help="Per-case CSV (summary JSON written beside it)."),
     task: str = typer.Option("brats", "--task", help="Task recipe (brats, generic)."),
     run: str | None = typer.Option(None, "--run", help="Log test_* metrics and the CSV to this MLflow run."),
+    fmt: str = FormatOpt,
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:
     """Evaluate predictions against labels by case id (BraTS conventions for empty regions)."""
-    from medseg.evaluation.evaluate import evaluate_folder, summarise
-    from medseg.evaluation.metrics import CONVENTION
+    from medseg.io.tables import rows_to_csv
+    from medseg.workflows.evaluate import evaluate as evaluate_folder
 
-    if not pred_dir.is_dir():
-        raise DataError("prediction folder not found", path=str(pred_dir))
-    task_obj = get_task(task, gt_dir)
-    _, gt_cases = detect_cases(gt_dir, task_obj.layouts)
-    result = evaluate_folder(pred_dir, gt_cases, task_obj.scheme)
+    check_format(fmt)
+    outcome = evaluate_folder(pred_dir, gt_dir, task, out=out, run_id=run, tracking_uri=tracking_uri)
+    result = outcome.result
+    if fmt == "json":
+        report = {
+            "convention": outcome.convention,
+            "summary": outcome.summary,
+            "cases": result.rows,
+            "failed": [{"id": cid, "error": err} for cid, err in result.failed],
+            "predictions_without_truth": result.unmatched_pred,
+            "truth_without_prediction": result.unmatched_gt,
+        }
+        typer.echo(json.dumps(report, indent=1))
+    elif fmt == "csv":
+        typer.echo(rows_to_csv(result.rows), nl=False)
+    else:
+        _render(outcome, out, run)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def _render(outcome, out: Path, run: str | None) -> None:
+    result = outcome.result
     for _, err in result.failed:
         console.print(f"[red]failed[/] {err}", highlight=False)
     if result.unmatched_pred:
@@ -45,42 +59,18 @@ def evaluate(
     if result.unmatched_gt:
         names = ", ".join(result.unmatched_gt[:10])
         console.print(f"[yellow]{len(result.unmatched_gt)} labelled case(s) without prediction[/]: {names}")
-    if not result.rows:
-        raise DataError(
-            "no case could be evaluated",
-            path=str(pred_dir),
-            hint="prediction files must be named <case_id>.nii.gz",
-        )
-    summary = summarise(result.rows)
-    atomic_write_text(out, rows_to_csv(result.rows))
-    summary_path = out.with_suffix(".summary.json")
-    atomic_write_text(
-        summary_path,
-        json.dumps({"convention": CONVENTION, "cases": len(result.rows), "metrics": summary}, indent=1),
-    )
-    regions = task_obj.scheme.region_names
-    table = Table(title=f"evaluation of {len(result.rows)} cases (mean ± std)", caption=CONVENTION)
+    regions = outcome.task.scheme.region_names
+    table = Table(title=f"evaluation of {len(result.rows)} cases (mean ± std)", caption=outcome.convention)
     table.add_column("metric")
     for r in regions:
         table.add_column(r, justify="right")
-    for metric, fmt in (
-        ("dice", "{:.3f}"),
-        ("hd95", "{:.1f}"),
-        ("lesion_dice", "{:.3f}"),
-        ("lesion_hd95", "{:.1f}"),
-    ):
+    for metric, fmt in METRIC_ROWS:
         cells = []
         for r in regions:
-            s = summary[f"{metric}_{r.lower()}"]
+            s = outcome.summary[f"{metric}_{r.lower()}"]
             cells.append(f"{fmt.format(s['mean'])} ± {fmt.format(s['std'])}")
         table.add_row(metric + (" (mm)" if "hd95" in metric else ""), *cells)
     console.print(table)
-    console.print(f"per-case metrics: {out}   summary: {summary_path}", highlight=False)
+    console.print(f"per-case metrics: {outcome.csv}   summary: {outcome.summary_path}", highlight=False)
     if run:
-        from medseg.tracking.mlflow_tracker import log_to_existing_run
-
-        metrics = {f"test_{k}": v["mean"] for k, v in summary.items()}
-        log_to_existing_run(run, resolve_tracking_uri(tracking_uri), metrics, [out, summary_path])
-        console.print(f"logged {len(metrics)} test metrics to run {run}")
-    if result.failed:
-        raise typer.Exit(1)
+        console.print(f"logged {len(outcome.summary)} test metrics to run {run}")

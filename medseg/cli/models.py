@@ -24,7 +24,7 @@ def list_(
     if registry:
         _registry_table(resolve_tracking_uri(tracking_uri))
         return
-    from medseg.nets import list_models
+    from medseg.nets import list_models, model_info
     from medseg.nets.profile import model_figures
 
     table = Table(title=f"networks: parameters and forward GFLOPs at 1x4x{size}^3 (FLOPs = 2 x multiply-adds)")
@@ -32,13 +32,13 @@ def list_(
         table.add_column(col, justify="left" if col == "name" else "right")
     for name in list_models():
         fig = model_figures(name, size=size)
-        cross = "yes" if name.startswith(("transunet3d", "swinunet3d")) else "no (early fusion)"
+        cross = "yes" if model_info(name).cross_modal else "no (early fusion)"
         table.add_row(name, f"{fig['params_m']:.2f}", f"{fig['gflops']:.1f}", cross)
     console.print(table)
 
 
 def _registry_table(uri: str) -> None:
-    from medseg.tracking.review import client
+    from medseg.tracking.store import client
 
     c = client(uri)
     table = Table(title="MLflow registered models")
@@ -67,16 +67,15 @@ def register(
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:
     """Register a run's logged model as a new version of NAME (`models:/NAME/latest` is always the newest)."""
-    from medseg.tracking.review import get_run, logged_models
+    from medseg.tracking.registry import register_version
+    from medseg.tracking.review import get_run, logged_model_metric, logged_models
 
     uri = resolve_tracking_uri(tracking_uri)
     c, run = get_run(uri, run_id)
     models = logged_models(c, run)
     if not models:
         raise TrackingError(f"run {run_id} logged no model", hint="only finished `medseg train` runs have one")
-    from medseg.tracking.mlflow_tracker import register_version
-
-    version, *aliases = register_version(models[0], name, run.data.metrics.get("val_dice_mean"), alias)
+    version, *aliases = register_version(uri, models[0], name, logged_model_metric(c, run), alias)
     console.print(f"registered {models[0]} as {name} {version} (aliases: {', '.join(aliases) or '-'})")
     ref = f"models:/{name}@{aliases[0]}" if aliases else f"models:/{name}/latest"
     console.print(f"predict with: medseg predict --model {ref} IN OUT")

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import typer
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML experiment config.", exists=False)
+ConfigOpt = typer.Option(
+    None, "--config", "-c", help="YAML experiment config, or a shipped one by name (brats_cpu, brats_smoke, ...)."
+)
 SetOpt = typer.Option([], "--set", "-s", help="Override a config key: --set train.epochs=5 (repeatable).")
 TrackingUriOpt = typer.Option(
     None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
 )
+FORMATS = ("table", "csv", "json")
+FormatOpt = typer.Option("table", "--format", help="table (for people), csv or json (for scripts).")
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"one of {', '.join(FORMATS)}", param_hint="--format")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,22 +20,22 @@ from rich.table import Table
 from medseg.cli.options import TrackingUriOpt
 
 if TYPE_CHECKING:
-    from medseg.inference.predictor import CaseResult
+    from medseg.inference.output_folder import CaseResult
 
 console = Console()
 
 
-def _shard(part: str | None) -> tuple[int, int]:
-    """(i, n) from `--part i/n`, else from torchrun's RANK/WORLD_SIZE, else (0, 1)."""
-    if part:
-        try:
-            i, n = (int(x) for x in part.split("/"))
-        except ValueError:
-            raise typer.BadParameter("use i/n, e.g. 0/4", param_hint="--part") from None
-        if not 0 <= i < n:
-            raise typer.BadParameter("need 0 <= i < n", param_hint="--part")
-        return i, n
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+def _part(part: str | None) -> tuple[int, int] | None:
+    """(i, n) from `--part i/n`."""
+    if not part:
+        return None
+    try:
+        i, n = (int(x) for x in part.split("/"))
+    except ValueError:
+        raise typer.BadParameter("use i/n, e.g. 0/4", param_hint="--part") from None
+    if not 0 <= i < n:
+        raise typer.BadParameter("need 0 <= i < n", param_hint="--part")
+    return i, n
 
 
 def predict(
@@ -46,12 +45,12 @@ def predict(
         ..., "--model", "-m", help="Checkpoint file, runs:/<id>/model or models:/<name>@<alias>."
     ),
     overlap: float | None = typer.Option(
-        None, "--overlap", min=0.0, max=0.95, help="Sliding-window overlap (default 0.5)."
+        None, "--overlap", min=0.0, max=0.95, help="Sliding-window overlap (default: the model's, 0.5)."
     ),
     sw_batch_size: int | None = typer.Option(None, "--sw-batch-size", min=1),
     tta: bool = typer.Option(False, "--tta", help="Average over the 8 axis flips."),
     save_probabilities: bool = typer.Option(
-        False, "--save-probabilities", help="Also write float16 region probabilities."
+        False, "--save-probabilities", help="Also write float16 region probabilities (before post-processing)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo cases whose output exists."),
     allow_missing_modality: bool = typer.Option(
@@ -74,54 +73,32 @@ def predict(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="List the files that are not part of any case."),
 ) -> None:
     """Predict every case of a folder; bad cases are reported and skipped; exit 1 if any failed."""
-    from medseg.cli.data import report_unused
-    from medseg.data.layouts import detect_cases
-    from medseg.inference.model_source import MLFLOW_SCHEMES, load_bundle
-    from medseg.inference.predictor import (
-        PredictOptions,
-        check_output_dir,
-        model_fingerprint,
-        predict_folder,
-    )
-    from medseg.training.run import resolve_device
+    from medseg.cli.data import render_unused
     from medseg.transforms.postprocess import describe_plan
-    from pipelines import prediction_layouts
+    from medseg.workflows.predict import FolderPredictor
 
-    bundle = load_bundle(model, tracking_uri)
-    _, cases = detect_cases(input_dir, prediction_layouts(bundle.task, bundle.channels, bundle.label_map))
-    i, n = _shard(part)
-    if i == 0:
-        report_unused(input_dir, cases, verbose, console)
-    cases = cases[i::n]
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        import torch
-
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    check_output_dir(output_dir, model_fingerprint(bundle), overwrite)
-    infer = bundle.infer.override(
-        overlap=overlap, sw_batch_size=sw_batch_size, tta=tta or None, postprocess={} if no_postprocess else None
-    )
-    opts = PredictOptions(
-        infer=infer,
-        save_probabilities=save_probabilities,
-        overwrite=overwrite,
-        allow_missing=allow_missing_modality,
-        overlays=overlays,
+    predictor = FolderPredictor.from_model(
+        model,
+        tracking_uri,
+        device=device,
+        overlap=overlap,
+        sw_batch_size=sw_batch_size,
+        tta=tta or None,
+        postprocess=not no_postprocess,
         amp=not fp32,
+        allow_missing=allow_missing_modality,
         single_pass=single_pass,
-        device=dev,
     )
-    fmt = (
-        "the weights-only bundle inside the MLflow model (its pickled module is never loaded)"
-        if model.startswith(MLFLOW_SCHEMES)
-        else "a weights-only checkpoint"
-    )
+    plan = predictor.plan(input_dir, _part(part))
+    render_unused(input_dir, plan.unused, verbose, console)
+    bundle = predictor.bundle
+    shard = f" (shard {plan.shard[0]} of {plan.shard[1]})" if plan.shard[1] > 1 else ""
     console.print(
-        f"{len(cases)} case(s), model {bundle.model_name} ({', '.join(bundle.channels)}) from {fmt}, on {dev}",
+        f"{len(plan.cases)} case(s){shard}, model {bundle.model_name} ({', '.join(bundle.channels)}) from "
+        f"{predictor.source}, on {predictor.device}",
         highlight=False,
     )
-    console.print(f"post-processing: {describe_plan(infer.postprocess or {})}", highlight=False)
+    console.print(f"post-processing: {describe_plan(predictor.infer.postprocess or {})}", highlight=False)
     progress = Progress(
         TextColumn("predicting"),
         BarColumn(),
@@ -135,20 +112,30 @@ def predict(
     def on_case(r: CaseResult) -> None:
         progress.advance(task_id)
         if r.status == "failed":
-            progress.console.print(f"[red]failed[/] {r.error}", highlight=False)
+            why = r.error if r.id in r.error else f"case {r.id}: {r.error}"
+            progress.console.print(f"[red]failed[/] {why}", highlight=False)
         elif r.status == "ok":
             extra = f"  [yellow]warning: {'; '.join(r.warnings)}[/]" if r.warnings else ""
             progress.console.print(f"[green]ok[/] {r.id} {r.seconds:.1f}s{extra}", highlight=False)
 
     with progress:
-        task_id = progress.add_task("predict", total=len(cases))
-        results = predict_folder(cases, bundle, output_dir, opts, on_case)
+        task_id = progress.add_task("predict", total=len(plan.cases))
+        results = predictor.run(
+            plan,
+            output_dir,
+            overwrite=overwrite,
+            save_probabilities=save_probabilities,
+            overlays=overlays,
+            on_case=on_case,
+        )
     _summary(results, output_dir)
     if any(r.status == "failed" for r in results):
         raise typer.Exit(1)
 
 
 def _summary(results: list[CaseResult], output_dir: Path) -> None:
+    from medseg.inference.output_folder import peak_memory_gb
+
     table = Table(title="prediction summary", show_lines=False)
     for col in ("status", "cases", "mean s/case"):
         table.add_column(col)
@@ -158,8 +145,6 @@ def _summary(results: list[CaseResult], output_dir: Path) -> None:
             secs = sum(r.seconds for r in rows) / len(rows)
             table.add_row(status, str(len(rows)), f"{secs:.2f}" if status == "ok" else "-")
     console.print(table)
-    from medseg.inference.predictor import peak_memory_gb
-
     mem = peak_memory_gb()
     gpu = f", GPU {mem['gpu']:.1f} GiB" if "gpu" in mem else ""
     console.print(f"peak memory: {mem['rss']:.1f} GiB resident{gpu}", highlight=False)

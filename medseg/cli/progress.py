@@ -14,11 +14,13 @@ from rich.progress import (
 
 
 class RichTrainingHooks:
-    """One bar per epoch; a one-line summary per epoch (val Dice when validated)."""
+    """One bar per epoch (`enabled`); a one-line summary per epoch (val Dice when validated) unless `quiet`
+    (torchrun ranks other than 0)."""
 
-    def __init__(self, console: Console, enabled: bool = True) -> None:
+    def __init__(self, console: Console, enabled: bool = True, quiet: bool = False) -> None:
         self.console = console
-        self.enabled = enabled
+        self.enabled = enabled and not quiet
+        self.quiet = quiet
         self.progress: Progress | None = None
         self.task = None
 
@@ -46,6 +48,8 @@ class RichTrainingHooks:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+        if self.quiet:
+            return
         parts = [
             f"epoch {epoch + 1}",
             f"loss {metrics['train_loss']:.4f}",
@@ -62,4 +66,5 @@ class RichTrainingHooks:
         self.console.print("  ".join(parts), highlight=False)
 
     def message(self, text: str) -> None:
-        self.console.print(f"[dim]{text}[/]", highlight=False)
+        if not self.quiet:
+            self.console.print(f"[dim]{text}[/]", highlight=False)

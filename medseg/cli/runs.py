@@ -1,24 +1,22 @@
-"""`medseg runs list|show|compare`: review MLflow experiments from the terminal."""
+"""`medseg runs list|show|compare`: review MLflow experiments from the terminal, or as CSV/JSON for scripts.
+
+Tables never cut a run id or a number: when the terminal is narrow, low-value columns are left out instead (and
+output piped to a file is as wide as it needs to be).
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.cli.options import TrackingUriOpt
+from medseg.cli.options import FormatOpt, TrackingUriOpt, check_format
 from medseg.tracking import resolve_tracking_uri
-from medseg.tracking.review import (
-    REGIONS_METRICS,
-    get_run,
-    history,
-    list_runs,
-    logged_models,
-    registry_aliases,
-    summarise_run,
-)
 
 app = typer.Typer(help="Review training runs in the MLflow store.", no_args_is_help=True)
 console = Console()
@@ -34,114 +32,180 @@ def _duration(s: float | None) -> str:
     return f"{int(s // 60)}m{int(s % 60):02d}s"
 
 
+@dataclass(frozen=True)
+class Column:
+    """A table column; `drop` orders which columns go first when the terminal is too narrow (None: never)."""
+
+    header: str
+    cell: Callable
+    numeric: bool = False
+    drop: int | None = None
+
+
+def fit_columns(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int) -> list[int]:
+    """Indices of the columns to show so every cell fits whole in `width` characters (rich's box: 3 per column
+    plus 1), dropping the lowest-priority droppable columns first."""
+    widths = [max([len(c.header), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    keep = list(range(len(columns)))
+    for i in sorted((i for i, c in enumerate(columns) if c.drop is not None), key=lambda i: columns[i].drop):
+        if sum(widths[k] + 3 for k in keep) + 1 <= width:
+            break
+        keep.remove(i)
+    return keep
+
+
+def print_table(title: str, columns: Sequence[Column], rows: Sequence[Sequence[str]], out: Console = console) -> None:
+    width = out.width if out.is_terminal else 10_000
+    keep = fit_columns(columns, rows, width)
+    table = Table(title=title)
+    for k in keep:
+        table.add_column(columns[k].header, justify="right" if columns[k].numeric else "left", no_wrap=True)
+    for r in rows:
+        table.add_row(*(r[k] for k in keep))
+    dropped = [c.header for i, c in enumerate(columns) if i not in keep]
+    if not out.is_terminal:
+        out = Console(width=10_000, file=out.file)
+    out.print(table, crop=False)
+    if dropped:
+        out.print(f"[dim]narrow terminal: left out {', '.join(dropped)} (widen it or use --format csv)[/]")
+
+
+def _emit(fmt: str, records: list[dict], title: str, columns: Sequence[Column], rows) -> None:
+    if fmt == "json":
+        typer.echo(json.dumps(records, indent=1, default=str))
+    elif fmt == "csv":
+        from medseg.io.tables import rows_to_csv
+
+        typer.echo(rows_to_csv(records), nl=False)
+    else:
+        print_table(title, columns, rows)
+
+
 @app.command("list")
 def list_(
     experiment: str | None = typer.Option(None, "--experiment", "-e"),
     sort: str = typer.Option("val_dice_mean", "--sort", help="Metric to sort by (best epoch), or start_time."),
     limit: int = typer.Option(20, "--limit", min=1),
+    fmt: str = FormatOpt,
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:
-    """Table of runs: model, cross-modal, fold, status, epochs, best val Dice, duration."""
+    """Runs with model, fold, status, epochs, best val Dice per region and duration."""
+    from medseg.tracking.review import list_runs, region_metrics
+
+    check_format(fmt)
     runs = list_runs(resolve_tracking_uri(tracking_uri), experiment, sort, limit)
-    table = Table(title=f"{len(runs)} run(s), best epoch by val_dice_mean")
-    for col in (
-        "run id",
-        "name",
-        "model",
-        "cross_modal",
-        "fold",
-        "status",
-        "epochs",
-        "ET",
-        "TC",
-        "WT",
-        "mean",
-        "duration",
-    ):
-        table.add_column(col, justify="right" if col in {"epochs", "ET", "TC", "WT", "mean"} else "left")
-    for s in runs:
-        table.add_row(
-            s.run_id[:12],
-            s.name,
-            s.params.get("model_name", "-"),
-            s.tags.get("cross_modal", "-"),
-            s.params.get("fold", "-") or "-",
-            s.status,
-            str(s.epochs),
-            *(_fmt(s.best.get(k)) for k in REGIONS_METRICS),
-            _duration(s.duration_s),
-        )
-    console.print(table)
+    regions = region_metrics(set().union(*(s.best for s in runs))) if runs else []
+    columns = [
+        Column("run id", lambda s: s.run_id),
+        Column("name", lambda s: s.name, drop=2),
+        Column("model", lambda s: s.params.get("model_name", "-"), drop=4),
+        Column("cross_modal", lambda s: s.tags.get("cross_modal", "-"), drop=1),
+        Column("fold", lambda s: s.params.get("fold", "-") or "-", drop=5),
+        Column("status", lambda s: s.status, drop=3),
+        Column("epochs", lambda s: str(s.epochs), numeric=True, drop=6),
+        *(
+            Column(k.removeprefix("val_dice_").upper(), (lambda s, k=k: _fmt(s.best.get(k))), numeric=True)
+            for k in regions
+        ),
+        Column("duration", lambda s: _duration(s.duration_s), drop=0),
+    ]
+    rows = [[c.cell(s) for c in columns] for s in runs]
+    records = [
+        {"run_id": s.run_id, "name": s.name, "model": s.params.get("model_name"), "status": s.status,
+         "fold": s.params.get("fold"), "epochs": s.epochs, "duration_s": s.duration_s, "best_epoch": s.best_epoch,
+         **{f"best_{k}": s.best.get(k) for k in regions}}
+        for s in runs
+    ]  # fmt: skip
+    _emit(fmt, records, f"{len(runs)} run(s), best epoch by val_dice_mean", columns, rows)
 
 
 @app.command("show")
-def show(run_id: str = typer.Argument(...), tracking_uri: str | None = TrackingUriOpt) -> None:
-    """Params, final and best metrics, artifacts, the logged model and its registry aliases."""
+def show(
+    run_id: str = typer.Argument(...),
+    fmt: str = FormatOpt,
+    tracking_uri: str | None = TrackingUriOpt,
+) -> None:
+    """Params, final and best metrics, post-processing, artifacts, the logged model and its registry aliases."""
+    from medseg.tracking.review import get_run, logged_models, registry_aliases, summarise_run
+
+    check_format(fmt)
     uri = resolve_tracking_uri(tracking_uri)
     c, run = get_run(uri, run_id)
     s = summarise_run(c, run)
-    console.print(
-        f"[bold]{s.name}[/]  {s.run_id}  {s.status}  {s.epochs} epochs  {_duration(s.duration_s)}",
-        highlight=False,
-    )
-    metrics = Table(title="metrics")
-    for col in ("metric", "final", "best epoch"):
-        metrics.add_column(col)
-    for key in sorted(s.metrics):
-        metrics.add_row(key, _fmt(s.metrics[key], 4), _fmt(s.best.get(key), 4) if key in s.best else "")
-    console.print(metrics)
-    params = Table(title="params")
-    params.add_column("param")
-    params.add_column("value")
-    for key in sorted(s.params):
-        params.add_row(key, s.params[key][:80])
-    console.print(params)
     arts = [f.path for f in c.list_artifacts(run_id)]
-    console.print(f"artifacts: {', '.join(arts) or '-'}", highlight=False)
     models = logged_models(c, run)
+    aliases = registry_aliases(c, models) if models else []
+    postprocess = {k.removeprefix("postprocess."): v for k, v in s.params.items() if k.startswith("postprocess.")}
+    if fmt != "table":
+        metrics = [{"metric": k, "final": v, "best_epoch": s.best.get(k)} for k, v in sorted(s.metrics.items())]
+        record = {
+            "run_id": s.run_id, "name": s.name, "status": s.status, "epochs": s.epochs, "best_epoch": s.best_epoch,
+            "duration_s": s.duration_s, "metrics": metrics, "params": s.params, "postprocess": postprocess,
+            "artifacts": arts, "models": models, "registry": aliases,
+        }  # fmt: skip
+        _emit(fmt, [record] if fmt == "json" else metrics, "", [], [])
+        return
+    console.print(
+        f"[bold]{s.name}[/]  {s.run_id}  {s.status}  {s.epochs} epochs  {_duration(s.duration_s)}", highlight=False
+    )
+    metric_cols = [
+        Column("metric", lambda r: r[0]),
+        Column("final", lambda r: r[1], True),
+        Column("best epoch", lambda r: r[2], True),
+    ]
+    rows = [(k, _fmt(v, 4), _fmt(s.best.get(k), 4) if k in s.best else "") for k, v in sorted(s.metrics.items())]
+    print_table("metrics", metric_cols, rows)
+    params = [(k, v[:80]) for k, v in sorted(s.params.items())]
+    print_table("params", [Column("param", None), Column("value", None)], params)
+    if postprocess:
+        chosen = "; ".join(f"{r}: {rule}" for r, rule in postprocess.items())
+        console.print(f"post-processing (chosen on validation): {chosen}", highlight=False)
+    console.print(f"artifacts: {', '.join(arts) or '-'}", highlight=False)
     example = models[0] if models else f"runs:/{run_id}/model"
     console.print(
         f"model: {', '.join(models) or '-'}   (predict: medseg predict --model {example} IN OUT)", highlight=False
     )
-    aliases = registry_aliases(c, models) if models else []
     if aliases:
-        console.print(f"registry: {', '.join(aliases)}")
+        console.print(f"registry: {', '.join(aliases)}", highlight=False)
 
 
 @app.command("compare")
 def compare(
     run_ids: list[str] = typer.Argument(..., help="Two or more run ids."),
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG overlaying their validation curves."),
+    fmt: str = FormatOpt,
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:
-    """Side by side: params that differ (highlighted), best metrics with deltas to the first run."""
+    """Side by side: params that differ, best metrics with deltas to the first run."""
+    from medseg.tracking.review import get_run, history, region_metrics, summarise_run
+
+    check_format(fmt)
     if len(run_ids) < 2:
         raise typer.BadParameter("give at least two run ids", param_hint="RUN_IDS")
     uri = resolve_tracking_uri(tracking_uri)
     pairs = [get_run(uri, r) for r in run_ids]
     runs = [summarise_run(c, r) for c, r in pairs]
-    table = Table(title="run comparison (deltas vs the first run)")
-    table.add_column("")
-    for s in runs:
-        table.add_column(s.name or s.run_id[:8])
     keys = sorted(set().union(*(s.params for s in runs)))
-    for key in keys:
-        values = [s.params.get(key, "-") for s in runs]
-        if len(set(values)) > 1:
-            table.add_row(f"[yellow]{key}[/]", *(f"[yellow]{v[:30]}[/]" for v in values))
-    for key in REGIONS_METRICS:
+    differing = [k for k in keys if len({s.params.get(k, "-") for s in runs}) > 1]
+    metrics = region_metrics(set().union(*(s.best for s in runs)))
+    records = [{"run_id": s.run_id, "name": s.name, **{k: s.params.get(k) for k in differing},
+                **{f"best_{k}": s.best.get(k) for k in metrics}} for s in runs]  # fmt: skip
+    rows = [[f"{k}", *(s.params.get(k, "-")[:30] for s in runs)] for k in differing]
+    for key in metrics:
         base = runs[0].best.get(key)
         cells = []
         for s in runs:
             v = s.best.get(key)
             delta = "" if v is None or base is None or s is runs[0] else f" ({v - base:+.3f})"
             cells.append(_fmt(v) + delta)
-        table.add_row(f"best {key}", *cells)
-    console.print(table)
+        rows.append([f"best {key}", *cells])
+    columns = [Column("", None), *(Column(s.name or s.run_id, None) for s in runs)]
+    _emit(fmt, records, "run comparison (deltas vs the first run; differing params first)", columns, rows)
     if plot:
         from medseg.viz.curves import compare_curves
         from medseg.viz.overlays import save_png
 
         curves = {s.name or s.run_id[:8]: history(pairs[i][0], s.run_id, "val_dice_mean") for i, s in enumerate(runs)}
         save_png(compare_curves(curves), plot)
-        console.print(f"curves: {plot}")
+        if fmt == "table":
+            console.print(f"curves: {plot}")

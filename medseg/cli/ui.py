@@ -10,7 +10,7 @@ from rich.console import Console
 
 from medseg.cli.options import TrackingUriOpt
 from medseg.errors import MedsegError
-from medseg.tracking import redact_uri, resolve_tracking_uri
+from medseg.tracking import redact_secrets, resolve_tracking_uri
 
 console = Console()
 
@@ -23,17 +23,17 @@ def ui(
     """Start the MLflow UI (Ctrl-C to stop). It has no authentication: keep it on localhost or tunnel to it."""
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("http"):
-        raise MedsegError(f"{redact_uri(uri)} is already a tracking server", hint="open it in a browser instead")
+        raise MedsegError(f"{redact_secrets(uri)} is already a tracking server", hint="open it in a browser instead")
     if host not in {"127.0.0.1", "localhost", "::1"}:
         console.print(
             "[yellow]warning[/]: the MLflow UI has no authentication; anyone who can reach "
             f"{host}:{port} can read and delete runs",
             highlight=False,
         )
-    from medseg.tracking.mlflow_tracker import ML_VIEW, prepare_experiment
+    from medseg.tracking.store import ML_VIEW, prepare_experiment
 
     exp_id = prepare_experiment(uri, "medseg")
-    console.print(f"MLflow UI for {redact_uri(uri)}", highlight=False)
+    console.print(f"MLflow UI for {redact_secrets(uri)}", highlight=False)
     console.print(f"training runs: http://{host}:{port}/#/experiments/{exp_id}/runs{ML_VIEW}", highlight=False)
     cmd = [
         sys.executable,

@@ -6,7 +6,6 @@ the preprocessing settings, so editing a file or changing preprocessing misses t
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg.core import Case, LabelScheme
+from medseg.errors import DataError
 from medseg.io.nifti import read_case
 from medseg.transforms.geometry import GridMeta
 from medseg.transforms.preprocess import PREPROCESS_VERSION, Preprocessed, preprocess_case
@@ -40,20 +40,31 @@ def cache_key(case: Case, scheme: LabelScheme, crop_foreground: bool) -> str:
 
 
 def _write_entry(entry: Path, pre: Preprocessed) -> None:
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    """Write to a temporary folder, then rename it into place: atomic for a directory that does not exist yet.
+
+    If another worker won the race, its complete entry is equivalent and ours is discarded; any other failure
+    (disk full, permissions) is one clear error.
+    """
+    tmp = None
     try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
         np.save(tmp / "image.npy", pre.image)
         if pre.regions is not None:
             np.save(tmp / "regions.npy", pre.regions)
         np.save(tmp / "stats.npy", pre.stats)
         (tmp / "meta.json").write_text(json.dumps(pre.meta.to_json()))
-        # Atomic for a directory when `entry` does not exist yet; if another worker won the race, its entry
-        # is equivalent and ours is discarded.
-        with contextlib.suppress(OSError):
-            os.replace(tmp, entry)
+        os.replace(tmp, entry)
+    except OSError as exc:
+        if not (entry / "meta.json").exists():
+            raise DataError(
+                f"cannot write the preprocessed-volume cache ({exc.strerror or exc})",
+                path=str(entry.parent),
+                hint="free disk space or point data.cache_dir at another disk",
+            ) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_entry(entry: Path) -> Preprocessed:

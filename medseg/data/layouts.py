@@ -54,20 +54,35 @@ def find_suffix_cases(
 _NNUNET = re.compile(r"^(?P<id>.+)_(?P<ch>\d{4})$")
 
 
-def find_nnunet_cases(root: Path, n_channels: int, label_map: dict[str, int], layout: str) -> list[Case]:
-    """nnU-Net style `CASE_0000.nii.gz ...` in `root` or `root/imagesTr`, labels in `labelsTr/CASE.nii.gz`."""
-    image_dir = root / "imagesTr" if (root / "imagesTr").is_dir() else root
+def _nnunet_dir(root: Path) -> Path:
+    return root / "imagesTr" if (root / "imagesTr").is_dir() else root
+
+
+def has_nnunet_files(root: Path) -> bool:
+    """Whether `root` (or its imagesTr) holds nnU-Net style `CASE_XXXX.nii.gz` channel files."""
+    return any(_NNUNET.match(stem) for stem in _nifti_files(_nnunet_dir(root)))
+
+
+def find_nnunet_cases(
+    root: Path, n_channels: int, label_map: dict[str, int], layout: str, order: Sequence[int] | None = None
+) -> list[Case]:
+    """nnU-Net style `CASE_0000.nii.gz ...` in `root` or `root/imagesTr`, labels in `labelsTr/CASE.nii.gz`.
+
+    `order[i]` is the file index of the task's channel i (default: files already in the task's order).
+    """
+    image_dir = _nnunet_dir(root)
     groups: dict[str, dict[int, Path]] = {}
     for stem, path in _nifti_files(image_dir).items():
         m = _NNUNET.match(stem)
         if m:
             groups.setdefault(m["id"], {})[int(m["ch"])] = path
     labels = _nifti_files(root / "labelsTr")
+    order = list(order) if order is not None else list(range(n_channels))
     cases = []
     for cid, chans in sorted(groups.items()):
-        images = tuple(str(chans.get(i, image_dir / f"{cid}_{i:04d}.nii.gz")) for i in range(n_channels))
+        images = tuple(str(chans.get(i, image_dir / f"{cid}_{i:04d}.nii.gz")) for i in order)
         label = labels.get(cid)
-        cases.append(Case(cid, images, (None,) * n_channels, str(label) if label else None, label_map, layout))
+        cases.append(Case(cid, images, (None,) * len(order), str(label) if label else None, label_map, layout))
     return cases
 
 
@@ -77,7 +92,7 @@ def find_4d_cases(root: Path, channel_index: Sequence[int], label_map: dict[str,
     labels = _nifti_files(root / "labelsTr")
     cases = []
     for cid, path in _nifti_files(image_dir).items():
-        if cid.startswith("._") or _NNUNET.match(cid):
+        if cid.startswith("._") or _NNUNET.match(cid):  # macOS resource forks; nnU-Net channel files
             continue
         label = labels.get(cid)
         n = len(channel_index)

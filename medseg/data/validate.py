@@ -41,7 +41,7 @@ def scan_dataset(
         task=task.name,
         layout=layout.name,
         channels=list(task.channels),
-        label_map=dict(layout.label_map),
+        label_map=dict(cases[0].label_map),  # a layout's cases share one convention
         cases=[ManifestCase(c, tuple(s), tuple(sp), fold_of[c.id]) for c, s, sp in good],
     )
     return manifest, bad

@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medseg.core import Case, LabelScheme
+from medseg.core import Case, Task
 from medseg.errors import DataError
 from medseg.evaluation.lesionwise import lesion_wise
 from medseg.evaluation.metrics import region_metrics
@@ -25,8 +25,9 @@ class EvalResult:
     failed: list[tuple[str, str]]
 
 
-def evaluate_case(pred_path: Path, gt_case: Case, scheme: LabelScheme) -> dict:
+def evaluate_case(pred_path: Path, gt_case: Case, task: Task) -> dict:
     """Metrics for one case; predictions are in the ground truth's native label convention."""
+    scheme = task.scheme
     gt_img = nib.load(gt_case.label)
     shape, affine = gt_img.shape[:3], gt_img.affine
     gt = read_label(gt_case, shape, affine)
@@ -42,7 +43,7 @@ def evaluate_case(pred_path: Path, gt_case: Case, scheme: LabelScheme) -> dict:
     spacing = [float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)]
     p = labels_to_regions(pred, scheme, gt_case.label_map)
     g = labels_to_regions(gt, scheme, gt_case.label_map)
-    row = {"id": gt_case.id, **region_metrics(p, g, scheme.region_names, spacing)}
+    row = {"id": gt_case.id, **region_metrics(p, g, scheme.region_names, spacing, task.empty_hd95_mm)}
     for i, name in enumerate(scheme.region_names):
         lw_dice, lw_hd = lesion_wise(p[i], g[i], spacing)
         row[f"lesion_dice_{name.lower()}"] = lw_dice
@@ -53,7 +54,7 @@ def evaluate_case(pred_path: Path, gt_case: Case, scheme: LabelScheme) -> dict:
 def evaluate_folder(
     pred_dir: Path,
     gt_cases: Sequence[Case],
-    scheme: LabelScheme,
+    task: Task,
     on_case: Callable[[str], None] | None = None,
 ) -> EvalResult:
     """Match `<pred_dir>/<case>.nii.gz` to ground-truth cases by id and evaluate each pair."""
@@ -63,7 +64,7 @@ def evaluate_folder(
     rows, failed = [], []
     for cid in sorted(set(preds) & set(labelled)):
         try:
-            rows.append(evaluate_case(preds[cid], labelled[cid], scheme))
+            rows.append(evaluate_case(preds[cid], labelled[cid], task))
         except DataError as exc:
             failed.append((cid, str(exc)))
         if on_case:

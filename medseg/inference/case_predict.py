@@ -8,11 +8,10 @@ import numpy as np
 import torch
 
 from medseg.config import InferConfig
-from medseg.core import Case
+from medseg.core import Case, CaseVolumes
 from medseg.errors import DataError
 from medseg.inference.sliding import sliding_predict
 from medseg.io.bundle import ModelBundle
-from medseg.io.nifti import CaseVolumes
 from medseg.transforms.geometry import restore_grid
 from medseg.transforms.labels import regions_to_labels
 from medseg.transforms.postprocess import postprocess
@@ -77,6 +76,7 @@ def predict_case(
     keep_probabilities: bool = False,
     amp: bool = True,
     single_pass: bool = False,
+    stitch_on_cpu: bool = False,
 ) -> tuple[CasePrediction, Preprocessed]:
     """Preprocess, sliding-window, threshold, clean components, invert onto the input grid, paint native labels.
 
@@ -97,6 +97,7 @@ def predict_case(
         tta=infer.tta,
         single_pass=single_pass,
         modality_mask=mask,
+        stitch_on_cpu=stitch_on_cpu,
     ).numpy()
     regions = probs > infer.threshold
     if infer.postprocess:

@@ -18,7 +18,7 @@ def load_bundle(model_ref: str, tracking_uri: str | None = None) -> ModelBundle:
     """
     if model_ref.startswith(MLFLOW_SCHEMES):
         from medseg.tracking import resolve_tracking_uri
-        from medseg.tracking.mlflow_tracker import download_bundle
+        from medseg.tracking.registry import download_bundle
 
         path = download_bundle(model_ref, resolve_tracking_uri(tracking_uri))
     else:

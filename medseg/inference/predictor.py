@@ -1,44 +1,49 @@
 """Folder prediction: load the model once, decode ahead and write behind in threads, never a partial file.
 
-A bad case is recorded with its reason and skipped; the report is rewritten (atomically) after every case,
-so an interrupted run leaves an accurate report and a re-run resumes where it stopped.
+Any failure of one case (bad input, a network error, out of memory) is recorded with its reason and the batch goes
+on; CUDA out-of-memory is first retried with one window at a time and CPU stitching (as MONAI's
+`SlidingWindowInfererAdapt` does). The report is rewritten (atomically) after every case, so an interrupted run
+leaves an accurate report and a re-run resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import resource
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from medseg.config import InferConfig
-from medseg.core import Case
+from medseg.core import Case, CaseVolumes
 from medseg.errors import DataError, MedsegError
 from medseg.inference.case_predict import CasePrediction, predict_case
-from medseg.io.atomic import atomic_path, atomic_write_text
+from medseg.inference.output_folder import (
+    CaseResult,
+    claim_output_dir,
+    output_is_complete,
+    predictions_fingerprint,
+    remove_stale_temporaries,
+    write_report,
+)
+from medseg.io.atomic import atomic_path
 from medseg.io.bundle import ModelBundle
-from medseg.io.nifti import CaseVolumes, read_case, save_nifti
+from medseg.io.nifti import read_case, save_nifti
 from medseg.transforms.geometry import crop, to_ras
 from medseg.transforms.labels import labels_to_regions
 from medseg.viz.overlays import overlay_figure, save_png
 
-REPORT = "predict_report.json"
-MARKER = ".medseg_predict.json"
 PREFETCH = 2
 
 
 @dataclass
 class PredictOptions:
     """Per-run choices that are not properties of the model; how the model predicts is `infer` (by default the
-    bundle's own settings, see `config.InferConfig.override`)."""
+    bundle's own settings, see `config.InferConfig.override`). `shard` = (i, n): this process writes part i of n
+    of a shared output folder. `overlay_channels`: the task's channels to draw (default: the first)."""
 
     infer: InferConfig | None = None
     save_probabilities: bool = False
@@ -48,51 +53,8 @@ class PredictOptions:
     amp: bool = True
     single_pass: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-
-@dataclass
-class CaseResult:
-    id: str
-    status: str  # ok | skipped | failed (| writing, while its output is being written)
-    seconds: float = 0.0
-    error: str = ""
-    warnings: list[str] = field(default_factory=list)
-    missing_modalities: list[str] = field(default_factory=list)
-    output: str = ""
-
-
-def model_fingerprint(bundle: ModelBundle) -> str:
-    h = hashlib.sha256(bundle.model_name.encode())
-    for k in sorted(bundle.state_dict):
-        h.update(k.encode())
-        h.update(bundle.state_dict[k].detach().cpu().numpy().tobytes()[:4096])
-    return h.hexdigest()[:16]
-
-
-def check_output_dir(out_dir: Path, fingerprint: str, overwrite: bool) -> None:
-    """Refuse a non-empty output folder written by another model (or not by medseg) unless --overwrite."""
-    marker = out_dir / MARKER
-    if overwrite or not out_dir.exists():
-        return
-    if marker.exists():
-        if json.loads(marker.read_text()).get("model") != fingerprint:
-            raise MedsegError(
-                "output folder holds predictions of another model",
-                path=str(out_dir),
-                hint="pass --overwrite or another folder",
-            )
-        return
-    if any(p.name.endswith((".nii.gz", ".nii")) and not p.name.startswith(".") for p in out_dir.iterdir()):
-        raise MedsegError("output folder is not empty", path=str(out_dir), hint="pass --overwrite or another folder")
-
-
-def output_is_complete(path: Path) -> bool:
-    """An existing output counts as done only if it reads back completely."""
-    try:
-        np.asanyarray(nib.load(str(path)).dataobj)
-        return True
-    except Exception:
-        return False
+    shard: tuple[int, int] = (0, 1)
+    overlay_channels: tuple[str, ...] = ()
 
 
 def _read(case: Case, allow_missing: bool) -> CaseVolumes | DataError:
@@ -115,17 +77,41 @@ def _write(pred: CasePrediction, pre, case: Case, bundle: ModelBundle, out_dir: 
             )
     if opts.overlays:
         ras, _ = to_ras(labels_to_regions(pred.labels, bundle.scheme, case.label_map), pred.affine)
-        shown = [c for c in ("flair", "t1ce") if c in bundle.channels] or bundle.channels[:1]
         rgb = overlay_figure(
             np.asarray(pre.image),
             bundle.channels,
-            shown,
+            opts.overlay_channels or bundle.channels[:1],
             bundle.scheme.region_names,
             crop(ras, pre.meta.box_start, pre.meta.box_end),
             None,
             title=case.id,
         )
         save_png(rgb, out_dir / "overlays" / f"{case.id}.png")
+
+
+def _predict_with_retry(vols, case, model, bundle, infer: InferConfig, opts: PredictOptions):
+    """`predict_case`; on CUDA out-of-memory, once more with one window at a time stitched on the CPU."""
+    kwargs = dict(
+        device=opts.device,
+        allow_missing=opts.allow_missing,
+        keep_probabilities=opts.save_probabilities,
+        amp=opts.amp,
+        single_pass=opts.single_pass,
+    )
+    try:
+        return predict_case(vols, case, model, bundle, infer, **kwargs), ""
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        lean = infer.override(sw_batch_size=1)
+        pred = predict_case(vols, case, model, bundle, lean, stitch_on_cpu=True, **kwargs)
+        return pred, "out of GPU memory: retried with --sw-batch-size 1 and CPU stitching"
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, MedsegError):
+        return str(exc)
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
 
 
 def predict_folder(
@@ -135,14 +121,15 @@ def predict_folder(
     opts: PredictOptions,
     on_case: Callable[[CaseResult], None] | None = None,
 ) -> list[CaseResult]:
-    """Predict every case into `out_dir/<case>.nii.gz`; returns per-case results (also in the report)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".*.part*"):  # temp files of a run killed mid-write (SIGKILL)
-        stale.unlink(missing_ok=True)
-    fingerprint = model_fingerprint(bundle)
-    atomic_write_text(out_dir / MARKER, json.dumps({"model": fingerprint, "model_name": bundle.model_name}))
-    model = bundle.build_model().to(opts.device)
+    """Predict every case into `out_dir/<case>.nii.gz`; returns per-case results (also in the report).
+
+    Refuses a folder holding another model's predictions unless `opts.overwrite`; skips cases whose output is
+    complete (resume).
+    """
     infer = opts.infer or bundle.infer
+    claim_output_dir(out_dir, predictions_fingerprint(bundle, infer), bundle.model_name, opts.overwrite)
+    remove_stale_temporaries(cases, out_dir)
+    model = bundle.build_model().to(opts.device)
     if opts.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every window has the same shape: autotune once per folder
     results: list[CaseResult] = []
@@ -159,7 +146,7 @@ def predict_folder(
         ThreadPoolExecutor(PREFETCH, thread_name_prefix="decode") as readers,
         ThreadPoolExecutor(1, thread_name_prefix="write") as writers,
     ):
-        pending: list[Future] = [readers.submit(_read, c, opts.allow_missing) for c in todo[:PREFETCH]]
+        pending: list[Future | None] = [readers.submit(_read, c, opts.allow_missing) for c in todo[:PREFETCH]]
         writes: list[tuple[Future, CaseResult]] = []
         for i, case in enumerate(todo):
             if i + PREFETCH < len(todo):
@@ -172,33 +159,25 @@ def predict_folder(
                 if isinstance(vols, DataError):
                     raise vols
                 result.missing_modalities = [bundle.channels[j] for j in vols.missing]
-                pred, pre = predict_case(
-                    vols,
-                    case,
-                    model,
-                    bundle,
-                    infer,
-                    device=opts.device,
-                    allow_missing=opts.allow_missing,
-                    keep_probabilities=opts.save_probabilities,
-                    amp=opts.amp,
-                    single_pass=opts.single_pass,
-                )
-                result.warnings, result.status = pred.warnings, "writing"
+                (pred, pre), retried = _predict_with_retry(vols, case, model, bundle, infer, opts)
+                result.warnings = [*([retried] if retried else []), *pred.warnings]
+                result.status = "writing"
                 writes.append((writers.submit(_write, pred, pre, case, bundle, out_dir, opts), result))
-            except DataError as exc:
-                result.status, result.error, result.output = "failed", str(exc), ""
+            except Exception as exc:  # any failure of one case: record it and go on with the batch
+                result.status, result.error, result.output = "failed", _failure(exc), ""
+            finally:
+                vols = None
             result.seconds = round(time.monotonic() - t0, 3)
             results.append(result)
-            _finish_writes(writes, results, out_dir, on_case, wait=False)
+            _finish_writes(writes, results, out_dir, opts.shard, on_case, wait=False)
             if result.status == "failed" and on_case:
                 on_case(result)
-        _finish_writes(writes, results, out_dir, on_case, wait=True)
-    write_report(out_dir, results)
+        _finish_writes(writes, results, out_dir, opts.shard, on_case, wait=True)
+    write_report(out_dir, results, opts.shard, final=True)
     return results
 
 
-def _finish_writes(writes, results, out_dir: Path, on_case, wait: bool) -> None:
+def _finish_writes(writes, results, out_dir: Path, shard: tuple[int, int], on_case, wait: bool) -> None:
     """Report cases whose output is on disk; a failed write marks the case failed."""
     for fut, result in list(writes):
         if not wait and not fut.done():
@@ -206,24 +185,9 @@ def _finish_writes(writes, results, out_dir: Path, on_case, wait: bool) -> None:
         try:
             fut.result()
             result.status = "ok"
-        except (OSError, ValueError) as exc:
-            result.status, result.error = "failed", f"cannot write output ({exc.__class__.__name__}: {exc})"
+        except Exception as exc:
+            result.status, result.error = "failed", f"cannot write output ({_failure(exc)})"
         writes.remove((fut, result))
         if on_case:
             on_case(result)
-    write_report(out_dir, results)
-
-
-def peak_memory_gb() -> dict[str, float]:
-    """Peak resident memory of this process so far (and peak GPU memory on CUDA), in GiB: what a case of this
-    size needs, for sizing machines (docs/RELIABILITY.md)."""
-    out = {"rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}  # ru_maxrss is KiB
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["gpu"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
-    return out
-
-
-def write_report(out_dir: Path, results: Sequence[CaseResult]) -> None:
-    summary = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
-    report = {"summary": summary, "peak_memory_gb": peak_memory_gb(), "cases": [asdict(r) for r in results]}
-    atomic_write_text(out_dir / REPORT, json.dumps(report, indent=1))
+    write_report(out_dir, results, shard, final=False)

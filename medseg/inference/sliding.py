@@ -41,6 +41,7 @@ def sliding_predict(
     tta: bool = False,
     modality_mask: torch.Tensor | None = None,
     single_pass: bool = False,
+    stitch_on_cpu: bool = False,
 ) -> torch.Tensor:
     """Sigmoid probabilities (R, x, y, z) float32 on the CPU for a (M, x, y, z) image.
 
@@ -48,7 +49,7 @@ def sliding_predict(
     own, 0.25 and constant, differ from the BraTS references). `tta` averages over all 8 axis-flip combinations.
     `single_pass` runs the network once over the whole volume (zero-padded to its stride) instead of overlapping
     windows: fewer FLOPs, but the network sees a context it was not trained on, so check Dice before relying on
-    it (benchmarks/).
+    it (benchmarks/). `stitch_on_cpu` keeps the accumulators in host memory (retry after CUDA out-of-memory).
     """
     device = torch.device(device)
     # np.array copies memory-mapped cache arrays (read-only) into a writable buffer torch can own.
@@ -62,7 +63,8 @@ def sliding_predict(
             return model(patch, m) if m is not None else model(patch)
 
     out_channels = getattr(model, "out_channels", 1)
-    stitch_device = device if x[0, 0].numel() * out_channels <= GPU_STITCH_LIMIT else torch.device("cpu")
+    small = x[0, 0].numel() * out_channels <= GPU_STITCH_LIMIT
+    stitch_device = device if small and not stitch_on_cpu else torch.device("cpu")
     flips = [()] if not tta else [c for r in range(4) for c in itertools.combinations((2, 3, 4), r)]
     probs = None
     for dims in flips:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(final.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name.split('.')[0]}.", suffix=f".part{suffix}", dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{suffix}", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -34,6 +35,14 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def temporary_siblings(final: str | Path) -> list[Path]:
+    """Temporary files `atomic_path(final)` left behind when its writer was killed (SIGKILL skips cleanup)."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return []
+    return [p for p in final.parent.glob(f".{glob.escape(final.name)}.*") if ".part" in p.name]
 
 
 def atomic_write_text(final: str | Path, text: str) -> None:

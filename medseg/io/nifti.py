@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from medseg.core import Case
+from medseg.core import Case, CaseVolumes
 from medseg.errors import DataError
 from medseg.io.atomic import atomic_path
 
 AFFINE_TOL_MM = 1e-3
-
-
-@dataclass
-class CaseVolumes:
-    """A case read into memory: image (M, X, Y, Z) float32, label (X, Y, Z) int16 or None, affine (4, 4)."""
-
-    image: np.ndarray
-    label: np.ndarray | None
-    affine: np.ndarray
-    missing: tuple[int, ...] = ()
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
 
 
 def _load(path: str, case_id: str) -> nib.Nifti1Image:

@@ -28,21 +28,25 @@ class MonaiBaseline(SegmentationModel):
         return self.net(x)
 
 
-@register_model
+@register_model(family="segresnet", test_kwargs={"init_filters": 8})
 def segresnet(in_channels: int = 4, out_channels: int = 3, init_filters: int = 16, **kw) -> MonaiBaseline:
     """MONAI SegResNet (Myronenko 2018), the BraTS 2018 winner's backbone."""
     net = SegResNet(3, init_filters, in_channels, out_channels, blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), **kw)
     return MonaiBaseline(net, in_channels, out_channels, stride=8)
 
 
-@register_model
+@register_model(family="swinunetr", test_kwargs={"feature_size": 12, "depths": (1, 1, 1, 1)}, test_size=64)
 def swinunetr(in_channels: int = 4, out_channels: int = 3, feature_size: int = 48, **kw) -> MonaiBaseline:
     """MONAI SwinUNETR (Hatamizadeh et al. 2022); MONAI >= 1.5 takes no img_size."""
     net = SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=feature_size, **kw)
     return MonaiBaseline(net, in_channels, out_channels, stride=32)
 
 
-@register_model
+@register_model(
+    family="unetr",
+    img_size_kwarg=True,
+    test_kwargs={"img_size": 32, "hidden_size": 48, "mlp_dim": 96, "num_heads": 4, "feature_size": 4},
+)
 def unetr(in_channels: int = 4, out_channels: int = 3, img_size: int = 128, **kw) -> MonaiBaseline:
     """MONAI UNETR (Hatamizadeh et al. 2021); fixed input size (learned position embeddings)."""
     size = (img_size,) * 3

@@ -158,18 +158,22 @@ class SwinUNet3D(SegmentationModel):
         return logits
 
 
-@register_model
+# 4-stage sizes (stride 32) at the smallest widths: the battery exercises that path, not only tiny's 3 stages.
+_SMALLEST_4_STAGES = {"embed_dim": 12, "depths": (1, 1, 1, 1), "num_heads": (3, 3, 3, 3)}
+
+
+@register_model(family="swinunet3d", cross_modal=True)
 def swinunet3d_tiny(**kw) -> SwinUNet3D:
     """Test/CPU-smoke size (3 stages, stride 16)."""
     return SwinUNet3D(**{"embed_dim": 24, "depths": (2, 2, 2), "num_heads": (3, 6, 12), **kw})
 
 
-@register_model
+@register_model(family="swinunet3d", cross_modal=True, test_kwargs=_SMALLEST_4_STAGES)
 def swinunet3d_small(**kw) -> SwinUNet3D:
     return SwinUNet3D(**{"embed_dim": 48, "depths": (2, 2, 2, 2), "num_heads": (3, 6, 12, 24), **kw})
 
 
-@register_model
+@register_model(family="swinunet3d", cross_modal=True, test_kwargs=_SMALLEST_4_STAGES)
 def swinunet3d_base(**kw) -> SwinUNet3D:
     """Paper size: Swin-T depths (2, 2, 6, 2) at width 96, as in Swin-Unet."""
     return SwinUNet3D(**{"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24), **kw})

@@ -45,6 +45,8 @@ class TransUNet3D(SegmentationModel):
         pos_embed: `learned` absolute 3D embeddings (ViT/TransUNet), `conv` a depthwise 3x3x3 convolution on the
             token grid (a position encoding generator, CPVT): translation-equivariant, so the network cannot learn
             where in a window tumour usually sits; or `none`.
+        intensity_stem: a normalisation-free convolution before the first residual block, so the encoder sees each
+            modality's (case-normalised) intensity level, not only contrast within the window.
         cross_modal: shared per-modality encoder with cross-modal attention, or early fusion.
         modality_dropout: probability of masking each modality per sample during training.
         dropout: ViT dropout.
@@ -66,6 +68,7 @@ class TransUNet3D(SegmentationModel):
         mlp_dim: int = 1024,
         img_size: int = 128,
         pos_embed: str = "learned",
+        intensity_stem: bool = True,
         cross_modal: bool = True,
         modality_dropout: float = 0.0,
         dropout: float = 0.0,
@@ -87,9 +90,18 @@ class TransUNet3D(SegmentationModel):
         self.modality_dropout = modality_dropout
         f1, f2, f3 = features
         enc_in = 1 if cross_modal else in_channels
+        # Instance norm right after the first convolution makes a single-modality encoder blind to the modality's
+        # level: every path of the first block is normalised per window, so a window's output is invariant to
+        # scaling (and, but for padding, shifting) one modality, and the brightest healthy tissue of a window
+        # without tumour (grey matter on FLAIR) reads as edema. A plain conv + activation first keeps the level.
+        self.stem = (
+            nn.Sequential(nn.Conv3d(enc_in, f1, 3, padding=1), nn.LeakyReLU(0.01, inplace=True))
+            if intensity_stem
+            else nn.Identity()
+        )
         self.encoder = nn.ModuleList(
             [
-                UnetResBlock(3, enc_in, f1, 3, 2, norm_name=_NORM, act_name=_ACT),
+                UnetResBlock(3, f1 if intensity_stem else enc_in, f1, 3, 2, norm_name=_NORM, act_name=_ACT),
                 UnetResBlock(3, f1, f2, 3, 2, norm_name=_NORM, act_name=_ACT),
                 UnetResBlock(3, f2, f3, 3, 2, norm_name=_NORM, act_name=_ACT),
             ]
@@ -134,6 +146,7 @@ class TransUNet3D(SegmentationModel):
             x, modality_mask, self.cross_modal, self.modality_dropout if self.training else 0.0
         )
         skips = []
+        h = self.stem(h)
         for i, stage in enumerate(self.encoder):
             h = stage(h)
             if self.cross_modal:
@@ -167,7 +180,18 @@ class TransUNet3D(SegmentationModel):
         return logits
 
 
-@register_model
+# Larger sizes differ from tiny only in widths and depths: the battery runs them at tiny widths.
+_SMALLEST = {
+    "features": (8, 16, 32),
+    "hidden_size": 64,
+    "num_layers": 2,
+    "num_heads": 4,
+    "mlp_dim": 128,
+    "img_size": 32,
+}
+
+
+@register_model(family="transunet3d", cross_modal=True, img_size_kwarg=True, test_kwargs={"img_size": 32})
 def transunet3d_tiny(**kw) -> TransUNet3D:
     """Test/CPU-smoke size."""
     return TransUNet3D(
@@ -183,7 +207,7 @@ def transunet3d_tiny(**kw) -> TransUNet3D:
     )
 
 
-@register_model
+@register_model(family="transunet3d", cross_modal=True, img_size_kwarg=True, test_kwargs=_SMALLEST)
 def transunet3d_small(**kw) -> TransUNet3D:
     return TransUNet3D(
         **{
@@ -198,7 +222,7 @@ def transunet3d_small(**kw) -> TransUNet3D:
     )
 
 
-@register_model
+@register_model(family="transunet3d", cross_modal=True, img_size_kwarg=True, test_kwargs=_SMALLEST)
 def transunet3d_base(**kw) -> TransUNet3D:
     """Paper size: ViT-B/16 width and depth over a 3-stage residual CNN."""
     return TransUNet3D(

@@ -5,10 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medseg.errors import TrackingError
-from medseg.tracking.mlflow_tracker import connect
-from medseg.tracking.tracker import redact_uri
+from medseg.redact import redact_secrets
+from medseg.tracking.store import client
 
-REGIONS_METRICS = ("val_dice_et", "val_dice_tc", "val_dice_wt", "val_dice_mean")
+BEST_BY = "val_dice_mean"
+
+
+def region_metrics(keys) -> list[str]:
+    """The per-region validation Dice keys a run logged (any task's regions), then the mean."""
+    regions = sorted(k for k in keys if k.startswith("val_dice_") and k != BEST_BY)
+    return [*regions, BEST_BY] if regions or BEST_BY in keys else []
 
 
 @dataclass
@@ -30,10 +36,6 @@ class RunSummary:
         return (self.end_ms - self.start_ms) / 1000 if self.end_ms else None
 
 
-def client(uri: str):
-    return connect(uri).MlflowClient()
-
-
 def history(c, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in c.get_metric_history(run_id, key))
 
@@ -51,10 +53,10 @@ def summarise_run(c, run) -> RunSummary:
         run.info.end_time,
     )
     s.epochs = len(history(c, s.run_id, "train_loss"))
-    mean = history(c, s.run_id, "val_dice_mean")
+    mean = history(c, s.run_id, BEST_BY)
     if mean:
         s.best_epoch, _ = max(mean, key=lambda x: x[1])
-        for key in REGIONS_METRICS:
+        for key in region_metrics(s.metrics):
             at = dict(history(c, s.run_id, key))
             if s.best_epoch in at:
                 s.best[key] = at[s.best_epoch]
@@ -66,7 +68,7 @@ def get_run(uri: str, run_id: str):
     try:
         return c, c.get_run(run_id)
     except Exception:
-        raise TrackingError(f"no run {run_id} in {redact_uri(uri)}", hint="see `medseg runs list`") from None
+        raise TrackingError(f"no run {run_id} in {redact_secrets(uri)}", hint="see `medseg runs list`") from None
 
 
 def list_runs(uri: str, experiment: str | None, sort: str, limit: int) -> list[RunSummary]:
@@ -74,7 +76,7 @@ def list_runs(uri: str, experiment: str | None, sort: str, limit: int) -> list[R
     if experiment:
         exp = c.get_experiment_by_name(experiment)
         if exp is None:
-            raise TrackingError(f"no experiment '{experiment}' in {redact_uri(uri)}", hint="see `medseg runs list`")
+            raise TrackingError(f"no experiment '{experiment}' in {redact_secrets(uri)}", hint="see `medseg runs list`")
         ids = [exp.experiment_id]
     else:
         ids = [e.experiment_id for e in c.search_experiments()]
@@ -83,6 +85,19 @@ def list_runs(uri: str, experiment: str | None, sort: str, limit: int) -> list[R
     if sort == "start_time":
         return summaries[:limit]
     return sorted(summaries, key=lambda s: s.best.get(sort, s.metrics.get(sort, float("-inf"))), reverse=True)[:limit]
+
+
+MODEL_METRIC_TAG = "medseg.model_val_dice_mean"
+
+
+def logged_model_metric(c, run) -> float | None:
+    """val_dice_mean of the weights a run logged as its model: the best epoch's (tagged at logging), not the
+    last epoch's value that `run.data.metrics` holds."""
+    tagged = run.data.tags.get(MODEL_METRIC_TAG)
+    if tagged is not None:
+        return float(tagged)
+    values = [v for _, v in history(c, run.info.run_id, BEST_BY)]
+    return max(values) if values else None
 
 
 def logged_models(c, run) -> list[str]:
@@ -101,4 +116,21 @@ def registry_aliases(c, model_uris: list[str]) -> list[str]:
             mv = c.get_model_version(rm.name, version)
             if getattr(mv, "model_id", None) in model_ids or any(mv.source.endswith(i) for i in model_ids):
                 out.append(f"{rm.name}@{alias} (v{version})")
+    return out
+
+
+def run_output_dir(run_id: str, tracking_uri: str) -> str:
+    """The local folder (checkpoints) a medseg run wrote, from its `medseg.out_dir` tag."""
+    try:
+        run = client(tracking_uri).get_run(run_id)
+    except TrackingError:
+        raise
+    except Exception:
+        raise TrackingError(
+            f"no run {run_id} in {redact_secrets(tracking_uri)}",
+            hint="pass a checkpoint path or a run id from `medseg runs list`",
+        ) from None
+    out = run.data.tags.get("medseg.out_dir")
+    if not out:
+        raise TrackingError(f"run {run_id} was not written by medseg train (no medseg.out_dir tag)")
     return out

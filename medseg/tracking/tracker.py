@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,10 +21,15 @@ def resolve_tracking_uri(cli_uri: str | None = None, config_uri: str | None = No
     return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
-def redact_uri(uri: str) -> str:
-    """Hide credentials (`user:password@`, `?password=`) so a URI can be printed."""
-    uri = re.sub(r"//([^/@:]+):([^/@]*)@", r"//\1:***@", uri)
-    return re.sub(r"(?i)(password|token|secret)=([^&]+)", r"\1=***", uri)
+@dataclass(frozen=True)
+class TrackingTarget:
+    """Where a training run is tracked: `uri=None` switches tracking off."""
+
+    uri: str | None
+    experiment: str = "medseg"
+    run_name: str | None = None
+    register_name: str | None = None
+    system_metrics: bool = True
 
 
 class Tracker(Protocol):

@@ -1,12 +1,13 @@
-"""torchrun / DDP plumbing: process group from the environment, rank-0 helpers, metric reduction."""
+"""DDP plumbing: the process group of a torchrun runtime, rank-0 helpers, metric reduction."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from medseg.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -20,17 +21,15 @@ class World:
         return self.rank == 0
 
 
-def init_world(device_type: str) -> World:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); NCCL on CUDA, gloo on CPU."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
+def init_world(device_type: str, runtime: Runtime) -> World:
+    """Join the process group of a distributed runtime (torchrun); NCCL on CUDA, gloo on CPU."""
+    if not runtime.distributed:
         return World()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
-        torch.cuda.set_device(local)
-    return World(dist.get_rank(), dist.get_world_size(), local)
+        torch.cuda.set_device(runtime.local_rank)
+    return World(dist.get_rank(), dist.get_world_size(), runtime.local_rank)
 
 
 def mean_across(values: dict[str, float], world: World) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""A training run from resolved inputs: device, seeds, cache, tracking set-up, `fit`, model logging."""
+"""A training run from resolved inputs: seeds, cache, tracking set-up, `fit`, post-processing, model logging."""
 
 from __future__ import annotations
 
@@ -12,41 +12,32 @@ import numpy as np
 import torch
 
 from medseg import __version__
-from medseg.config import ExperimentConfig, config_to_yaml, flatten
+from medseg.config import ExperimentConfig, config_to_yaml, flatten, redacted_dump
 from medseg.core import Task
 from medseg.data.cache import read_entry
 from medseg.data.manifest import Manifest
-from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_write_text
-from medseg.io.bundle import BUNDLE_FILE, ModelBundle, load_checkpoint, save_checkpoint
+from medseg.io.bundle import BUNDLE_FILE, load_checkpoint, save_checkpoint
 from medseg.io.tables import rows_to_csv
+from medseg.nets import model_info
 from medseg.nets.profile import count_parameters
-from medseg.tracking import NullTracker, Tracker
+from medseg.tracking import NullTracker, Tracker, TrackingTarget
+from medseg.tracking.review import MODEL_METRIC_TAG
 from medseg.training.data import prepare_cache
-from medseg.training.distributed import World, barrier, init_world
-from medseg.training.loop import ProgressHooks, SilentHooks, TrainResult, TrainSpec, build_network, fit
+from medseg.training.distributed import World, barrier
+from medseg.training.loop import fit
 from medseg.training.postprocess_choice import choose_postprocess
+from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult, TrainSpec
 from medseg.viz.curves import learning_curves
 from medseg.viz.overlays import save_png
 
 
-@dataclass
-class TrackingTarget:
-    """Where to track: `uri=None` switches tracking off."""
+@dataclass(frozen=True)
+class Split:
+    """Which manifest cases train and which validate; `label` says what the validation is, for logs and MLflow."""
 
-    uri: str | None
-    experiment: str = "medseg"
-    run_name: str | None = None
-    register_name: str | None = None
-    system_metrics: bool = True
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MedsegError("--device cuda requested but no CUDA device is available", hint="use --device cpu or auto")
-    return torch.device(name)
+    fold: int | None
+    label: str
 
 
 def _git_commit() -> str:
@@ -68,13 +59,14 @@ def _seed(cfg: ExperimentConfig, world: World) -> None:
         monai.utils.set_determinism(seed=cfg.train.seed + world.rank, use_deterministic_algorithms=False)
 
 
-def _params(cfg: ExperimentConfig, manifest: Manifest, fold: int | None, n_params: int) -> dict:
+def _params(cfg: ExperimentConfig, manifest: Manifest, split: Split, n_params: int) -> dict:
     return {
-        **flatten(cfg.model_dump(mode="json")),
+        **flatten(redacted_dump(cfg)),
         "model_name": cfg.model.name,
         "param_count": n_params,
         "manifest_hash": manifest.digest(),
-        "fold": fold,
+        "fold": "all" if split.fold is None else split.fold,
+        "validation": split.label,
         "seed": cfg.train.seed,
         "version.medseg": __version__,
         "version.torch": torch.__version__,
@@ -87,13 +79,13 @@ def _params(cfg: ExperimentConfig, manifest: Manifest, fold: int | None, n_param
 def _open_tracker(target: TrackingTarget, cfg: ExperimentConfig, task: Task, resume_run: str | None, world: World):
     if target.uri is None or not world.is_main:
         return NullTracker()
-    from medseg.tracking.mlflow_tracker import MlflowTracker
+    from medseg.tracking.run_writer import MlflowTracker
 
-    family = cfg.model.name.split("_")[0]
+    info = model_info(cfg.model.name)
     tags = {
         "task": task.name,
-        "model_family": family,
-        "cross_modal": str(cfg.model.kwargs.get("cross_modal", family in {"transunet3d", "swinunet3d"})),
+        "model_family": info.family,
+        "cross_modal": str(cfg.model.kwargs.get("cross_modal", info.cross_modal)),
     }
     return MlflowTracker(target.uri, target.experiment, target.run_name, resume_run, tags, target.system_metrics)
 
@@ -104,21 +96,18 @@ def train_task(
     manifest_path: Path,
     cfg: ExperimentConfig,
     *,
-    fold: int | None,
-    device_name: str,
+    split: Split,
+    device: torch.device,
+    world: World,
     target: TrackingTarget,
     out_root: Path,
     resume: dict | None = None,
     hooks: ProgressHooks | None = None,
 ) -> tuple[TrainResult, Tracker]:
-    """Train on `manifest` (fold K held out), tracked in MLflow; returns the result and the (ended) tracker."""
+    """Train on `manifest` as `split` says, tracked in MLflow; returns the result and the (ended) tracker."""
     hooks = hooks or SilentHooks()
-    device = resolve_device(device_name)
-    world = init_world(device.type)
-    if device.type == "cuda":
-        device = torch.device("cuda", world.local_rank)
     _seed(cfg, world)
-    train_cases, val_cases = manifest.split(fold)
+    train_cases, val_cases = manifest.split(split.fold)
     cache_dir = Path(cfg.data.cache_dir)
     if world.is_main:
         hooks.message(f"preparing {len(train_cases) + len(val_cases)} cases (decoded once, then cached)")
@@ -135,28 +124,16 @@ def train_task(
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", config_to_yaml(cfg))
         tracker.set_tags({"medseg.out_dir": str(out_dir.resolve())})
-        spec = TrainSpec(
-            cfg,
-            task.name,
-            list(task.channels),
-            task.scheme,
-            manifest.label_map,
-            train_items,
-            val_items,
-            stats,
-            out_dir,
-            device,
-            world,
-            resume,
-        )
+        spec = TrainSpec(cfg, task, manifest.label_map, train_items, val_items, stats, out_dir, device, world, resume)
+        model = spec.build_network()
         if world.is_main and not resume:
-            tracker.log_params(_params(cfg, manifest, fold, count_parameters(build_network(spec))))
+            tracker.log_params(_params(cfg, manifest, split, count_parameters(model)))
             tracker.log_text(config_to_yaml(cfg), "config.yaml")
             tracker.log_artifact(manifest_path, "data")
             tracker.log_dataset(manifest.to_json(), str(manifest_path), manifest_path.stem, manifest.digest())
-        result = fit(spec, tracker, hooks)
+        result = fit(spec, model, tracker, hooks)
         if world.is_main:
-            _finish(result, tracker, target, out_dir, spec)
+            _finish(result, tracker, target, out_dir, spec, hooks)
         status = "FINISHED"
         return result, tracker
     except KeyboardInterrupt:
@@ -166,22 +143,37 @@ def train_task(
         tracker.end(status)
 
 
-def _finish(result: TrainResult, tracker: Tracker, target: TrackingTarget, out_dir: Path, spec: TrainSpec) -> None:
+def _finish(
+    result: TrainResult, tracker: Tracker, target: TrackingTarget, out_dir: Path, spec: TrainSpec, hooks
+) -> None:
     """Learning curves, the post-processing choice, the best model as a self-describing bundle, the MLflow model
     and registry aliases."""
     rgb = learning_curves(result.history, title=f"{spec.cfg.model.name}  best val Dice {result.best_dice:.3f}")
     save_png(rgb, out_dir / "learning_curves.png")
     tracker.log_artifact(out_dir / "learning_curves.png", "plots")
     tracker.log_text(config_to_yaml(spec.cfg), "config_resolved.yaml")
+    # The best checkpoint is rewritten with the chosen post-processing, so `predict --model best.pt` applies it.
     payload = load_checkpoint(result.best_path)
-    bundle = ModelBundle.from_dict(payload["bundle"])
+    bundle = result.best_bundle
+    if bundle is None:  # a resumed run whose best epoch came before the interruption
+        from medseg.io.bundle import ModelBundle
+
+        bundle = ModelBundle.from_dict(payload["bundle"])
     model = bundle.build_model().to(spec.device)
+    hooks.message(f"choosing post-processing on {len(spec.val_items)} validation case(s)")
     choice = choose_postprocess(
-        model, spec.val_items, spec.scheme, spec.cfg.train.patch_size, bundle.infer, spec.device, spec.cfg.train.amp
+        model,
+        spec.val_items,
+        spec.task.scheme,
+        spec.cfg.train.patch_size,
+        bundle.infer,
+        spec.device,
+        spec.cfg.train.amp,
     )
     result.postprocess = choice.rules
     bundle.infer = bundle.infer.override(postprocess=choice.rules)
-    save_checkpoint({**payload, "bundle": bundle.to_dict()}, result.best_path)  # `predict --model best.pt` too
+    result.best_bundle = bundle
+    save_checkpoint({**payload, "bundle": bundle.to_dict()}, result.best_path)
     bundle_path = out_dir / BUNDLE_FILE  # also the file medseg reads back from the MLflow model
     save_checkpoint({"bundle": bundle.to_dict()}, bundle_path)
     tracker.log_params({f"postprocess.{region}": rule.describe() for region, rule in choice.rules.items()})
@@ -193,7 +185,8 @@ def _finish(result: TrainResult, tracker: Tracker, target: TrackingTarget, out_d
         return
     model = model.cpu()
     s = max(model.stride, 16) if model.fixed_size is None else model.fixed_size[0]
-    example = np.zeros((1, len(spec.channels), s, s, s), np.float32)
+    example = np.zeros((1, len(spec.task.channels), s, s, s), np.float32)
     result.model_uri = tracker.log_bundle_model(model, bundle_path, example)
+    tracker.set_tags({MODEL_METRIC_TAG: f"{result.best_dice:.6f}"})  # what `models register` compares
     if target.register_name and result.model_uri:
         result.aliases = tracker.register(result.model_uri, target.register_name, result.best_dice)

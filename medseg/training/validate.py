@@ -9,13 +9,17 @@ import numpy as np
 import torch
 
 from medseg.config import InferConfig
-from medseg.core import LabelScheme
+from medseg.core import Task
 from medseg.data.cache import read_entry
 from medseg.evaluation.metrics import dice
 from medseg.inference.sliding import sliding_predict
+from medseg.io.tables import rows_to_csv
+from medseg.tracking import Tracker
+from medseg.training.distributed import mean_across
+from medseg.training.spec import TrainSpec
 from medseg.transforms.postprocess import postprocess
 from medseg.transforms.preprocess import Preprocessed
-from medseg.viz.overlays import overlay_figure
+from medseg.viz.overlays import overlay_figure, save_png
 
 
 def predicted_masks(
@@ -50,8 +54,7 @@ def predicted_masks(
 def validate(
     model: torch.nn.Module,
     items: Sequence[dict],
-    scheme: LabelScheme,
-    channel_names: Sequence[str],
+    task: Task,
     roi: Sequence[int],
     infer: InferConfig,
     device: torch.device,
@@ -64,7 +67,7 @@ def validate(
     still to be chosen (None) are chosen after training (`training.postprocess_choice`).
     """
     rows, pictures = [], {}
-    region_names = scheme.region_names
+    scheme, region_names = task.scheme, task.scheme.region_names
     for n, (item, pre, pred) in enumerate(predicted_masks(model, items, roi, infer, device, amp)):
         if infer.postprocess:
             pred = postprocess(pred, scheme, infer.postprocess, pre.meta.spacing)
@@ -75,14 +78,39 @@ def validate(
         row["dice_mean"] = float(np.mean([row[f"dice_{r.lower()}"] for r in region_names]))
         rows.append(row)
         if n < overlays:
-            shown = [c for c in ("flair", "t1ce") if c in channel_names] or list(channel_names[:1])
             pictures[item["id"]] = overlay_figure(
                 np.asarray(pre.image),
-                channel_names,
-                shown,
+                task.channels,
+                task.overlay_channels,
                 region_names,
                 pred,
                 gt,
                 title=f"{item['id']}  Dice " + " ".join(f"{r}={row[f'dice_{r.lower()}']:.2f}" for r in region_names),
             )
     return rows, pictures
+
+
+def validate_epoch(model: torch.nn.Module, spec: TrainSpec, tracker: Tracker, epoch: int) -> dict[str, float]:
+    """Whole-volume validation, each rank on its share of cases; returns `val_dice_*` averaged over all cases.
+    Rank 0 logs the per-case CSV and overlay pictures."""
+    cfg, world = spec.cfg, spec.world
+    rows, pictures = validate(
+        model,
+        spec.val_items[world.rank :: world.size],
+        spec.task,
+        cfg.train.patch_size,
+        cfg.infer,
+        spec.device,
+        cfg.train.amp,
+        overlays=cfg.train.overlays if world.is_main else 0,
+    )
+    # The same keys on every rank (even one without cases), or the all-reduce would mismatch.
+    keys = [f"dice_{r.lower()}" for r in spec.task.scheme.region_names] + ["dice_mean"]
+    sums = {k: float(sum(r[k] for r in rows)) for k in keys} | {"n": float(len(rows))}
+    total = mean_across(sums, world)
+    if world.is_main:
+        tracker.log_text(rows_to_csv(rows), f"validation/epoch_{epoch:04d}.csv")
+        for cid, rgb in pictures.items():
+            tracker.log_image(rgb, key=f"overlay_{cid}", step=epoch)
+            save_png(rgb, spec.out_dir / "overlays" / f"{cid}_epoch{epoch:04d}.png")
+    return {f"val_{k}": total[k] / total["n"] for k in keys} if total["n"] else {}

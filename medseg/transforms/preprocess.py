@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medseg.core import Case, LabelScheme
-from medseg.io.nifti import CaseVolumes
+from medseg.core import Case, CaseVolumes, LabelScheme
 from medseg.transforms.geometry import GridMeta, crop, foreground_box, to_ras
 from medseg.transforms.labels import labels_to_regions
 

@@ -3,50 +3,94 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from medseg.nets import create_model, list_models
-
-TINY = {
-    "segresnet": {"init_filters": 8},
-    "swinunetr": {"feature_size": 12, "depths": (1, 1, 1, 1)},
-    "unetr": {"img_size": 32, "hidden_size": 48, "mlp_dim": 96, "num_heads": 4, "feature_size": 4},
-}
-
-
-def tiny_kwargs(name: str) -> dict:
-    if name.startswith(("transunet3d", "swinunet3d")):
-        # Every size of a family shares the code; the battery checks the contract at tiny cost.
-        family = name.split("_")[0]
-        return {"_entry": f"{family}_tiny"}
-    return TINY[name]
+from medseg.nets import create_model, list_models, model_info
 
 
 def build(name: str, **kw) -> torch.nn.Module:
-    kwargs = {**tiny_kwargs(name), **kw}
-    entry = kwargs.pop("_entry", name)
+    """The model at its registered smallest configuration (same code path as its real size)."""
     torch.manual_seed(0)
-    return create_model(entry, **kwargs)
+    return create_model(name, **{**model_info(name).test_kwargs, **kw})
 
 
-def valid_size(model) -> tuple[int, int, int]:
+def valid_size(model, name: str | None = None) -> tuple[int, int, int]:
     if model.fixed_size:
         return model.fixed_size
-    # SwinUNETR instance-normalises its 1/32 features: it needs 2 voxels there while training.
-    s = 64 if model.stride == 32 and not hasattr(model, "cross_modal") else max(32, model.stride)
-    return (s, s, s)
+    s = model_info(name).test_size if name else 32
+    return (max(s, model.stride),) * 3
 
 
 MODELS = list_models()
-CROSS_MODAL = [n for n in MODELS if n.endswith("_tiny")]
+CROSS_MODAL = [n for n in MODELS if model_info(n).cross_modal]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_registered_model_builds_at_its_real_size_and_runs_on_the_meta_device(name):
+    """The real configuration (base/small widths and depths, not only the test one): built and pushed through a
+    forward on the meta device, where no memory is allocated, so the 90 M-parameter sizes cost nothing."""
+    info = model_info(name)
+    try:
+        with torch.device("meta"):
+            model = create_model(name)
+    except RuntimeError as exc:  # MONAI SwinUNETR computes on tensors while constructing: build it for real
+        assert "meta" in str(exc)
+        assert sum(p.numel() for p in create_model(name).parameters()) > 1e6
+        return
+    size = model.fixed_size or (max(info.test_size, model.stride, 32),) * 3
+    with torch.device("meta"):
+        out = model.eval()(torch.empty(1, 4, *size))
+    assert out.shape == (1, 3, *size)
+
+
+GOLDEN = Path(__file__).with_name("golden_outputs.json")
+
+
+def _deterministic(model: torch.nn.Module) -> torch.nn.Module:
+    """Weights from a fixed formula, independent of torch's RNG and init schemes: the output then depends only
+    on the architecture and forward code, which is what a bundle rebuilt from name + kwargs relies on."""
+    with torch.no_grad():
+        for k, (_, t) in enumerate(sorted(model.state_dict().items())):
+            if t.is_floating_point():
+                t.copy_(0.05 * torch.sin(torch.arange(t.numel(), dtype=torch.float64) * 0.37 + k).view_as(t))
+    return model.eval()
+
+
+def _signature(name: str) -> list[float]:
+    model = _deterministic(build(name))
+    size = valid_size(model, name)
+    grid = torch.arange(4 * size[0] * size[1] * size[2], dtype=torch.float64)
+    x = torch.cos(grid * 0.011).view(1, 4, *size).float()
+    with torch.no_grad():
+        y = model(x).double().flatten()
+    picks = torch.linspace(0, y.numel() - 1, 12).long()
+    return [float(y.mean()), float(y.std()), *(float(v) for v in y[picks])]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_golden_output_guards_bundles_rebuilt_from_name_and_kwargs(name):
+    """A saved bundle stores weights plus model name and kwargs, and is rebuilt by `create_model`. If a change to a
+    network's code alters what the same weights compute, old bundles silently predict differently: this fails.
+    After an intended change, regenerate with MEDSEG_UPDATE_GOLDEN=1 and say so in the commit."""
+    golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+    got = _signature(name)
+    if os.environ.get("MEDSEG_UPDATE_GOLDEN") == "1":
+        golden[name] = got
+        GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+    assert name in golden, "no golden output: run once with MEDSEG_UPDATE_GOLDEN=1"
+    np.testing.assert_allclose(got, golden[name], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_backward_shape(name):
     model = build(name)
-    x = torch.randn(1, 4, *valid_size(model), requires_grad=False)
+    x = torch.randn(1, 4, *valid_size(model, name), requires_grad=False)
     y = model(x)
     assert y.shape == (1, 3, *x.shape[2:])
     y.mean().backward()
@@ -57,7 +101,7 @@ def test_forward_backward_shape(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_rejects_invalid_size(name):
     model = build(name)
-    size = valid_size(model)
+    size = valid_size(model, name)
     bad = (size[0] + 8, size[1], size[2]) if model.stride > 8 or model.fixed_size else (size[0] + 4, *size[1:])
     with pytest.raises(ValueError, match=r"multiples|needs spatial size"):
         model(torch.randn(1, 4, *bad))
@@ -68,7 +112,7 @@ def test_rejects_invalid_size(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_state_dict_round_trip(name):
     model = build(name).eval()
-    x = torch.randn(1, 4, *valid_size(model))
+    x = torch.randn(1, 4, *valid_size(model, name))
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     buf.seek(0)

@@ -24,7 +24,7 @@ def test_version_and_help():
 
 
 def test_config_show_resolves_overrides():
-    out = medseg("config", "show", "--config", "configs/brats_smoke.yaml", "--set", "train.epochs=7")
+    out = medseg("config", "show", "--config", "brats_smoke", "--set", "train.epochs=7")
     assert out.returncode == 0 and "epochs: 7" in out.stdout
 
 
@@ -49,7 +49,7 @@ def test_usage_error_exits_2():
 
 
 def test_scan_reports_bad_case_and_exits_1_unless_skip_bad(tmp_path):
-    from pipelines.brats import write_synthetic_dataset
+    from medseg.pipelines.brats import write_synthetic_dataset
 
     write_synthetic_dataset(tmp_path / "d", 2, "brats2023", (24, 24, 16), seed=1)
     (tmp_path / "d" / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t2f.nii.gz").unlink()
@@ -62,7 +62,7 @@ def test_scan_reports_bad_case_and_exits_1_unless_skip_bad(tmp_path):
 
 def test_predict_batch_with_a_broken_case_finishes_the_others_and_exits_1(tmp_path):
     from medseg.io.bundle import save_checkpoint
-    from pipelines.brats import write_synthetic_dataset
+    from medseg.pipelines.brats import write_synthetic_dataset
     from tests.conftest import make_bundle
 
     write_synthetic_dataset(tmp_path / "in", 3, "brats2021", (24, 24, 16), seed=1)
@@ -79,7 +79,7 @@ def test_predict_batch_with_a_broken_case_finishes_the_others_and_exits_1(tmp_pa
 
 
 def test_unrelated_files_are_ignored_and_listed_with_verbose(tmp_path, bundle_file):
-    from pipelines.brats import write_synthetic_dataset
+    from medseg.pipelines.brats import write_synthetic_dataset
 
     write_synthetic_dataset(tmp_path / "d", 2, "brats2021", (24, 24, 16), seed=1)
     (tmp_path / "d" / "notes.txt").write_text("unrelated")
@@ -93,18 +93,74 @@ def test_unrelated_files_are_ignored_and_listed_with_verbose(tmp_path, bundle_fi
         assert "ignored notes.txt" in out.stdout and "ignored BraTS2021_00000/BraTS2021_00000_t1_old" in out.stdout
 
 
-def test_prediction_sharding_from_part_or_torchrun(monkeypatch):
+def test_part_option_is_parsed_and_checked():
     import typer
 
-    from medseg.cli.predict import _shard
+    from medseg.cli.predict import _part
 
-    monkeypatch.delenv("RANK", raising=False)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert _shard(None) == (0, 1)
-    assert _shard("2/4") == (2, 4)
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert _shard(None) == (1, 2)
+    assert _part(None) is None and _part("2/4") == (2, 4)
     for bad in ("4/4", "x/2", "1"):
         with pytest.raises(typer.BadParameter):
-            _shard(bad)
+            _part(bad)
+
+
+def test_shards_come_from_part_or_torchrun(monkeypatch, brats2021_dir):
+    from medseg.workflows.predict import FolderPredictor
+    from tests.conftest import make_bundle
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    predictor = FolderPredictor(make_bundle(), device="cpu")
+    ids = [c.id for c in FolderPredictor(make_bundle(), device="cpu").plan(brats2021_dir, (0, 1)).cases]
+    assert [c.id for c in predictor.plan(brats2021_dir).cases] == ids[1::2]
+    assert [c.id for c in predictor.plan(brats2021_dir, (0, 2)).cases] == ids[0::2]
+
+
+def test_predict_refuses_a_folder_of_another_models_predictions(tmp_path):
+    from medseg.io.bundle import save_checkpoint
+    from medseg.pipelines.brats import write_synthetic_dataset
+    from tests.conftest import make_bundle
+
+    write_synthetic_dataset(tmp_path / "in", 1, "brats2021", (24, 24, 16), seed=1)
+    save_checkpoint({"bundle": make_bundle(bias=0.3).to_dict()}, tmp_path / "a.pt")
+    save_checkpoint({"bundle": make_bundle(bias=-1.0).to_dict()}, tmp_path / "b.pt")
+    assert medseg("predict", "--model", "a.pt", "in", "out", cwd=tmp_path).returncode == 0
+    refused = medseg("predict", "--model", "b.pt", "in", "out", cwd=tmp_path)
+    assert refused.returncode == 1 and "another model" in refused.stderr and "--overwrite" in refused.stderr
+    assert medseg("predict", "--model", "b.pt", "in", "out", "--overwrite", cwd=tmp_path).returncode == 0
+
+
+def test_two_shards_predict_into_one_folder_at_once(tmp_path):
+    """Each shard keeps to its own cases' temporary files and report; the last one merges the reports."""
+    import json
+
+    from medseg.io.bundle import save_checkpoint
+    from medseg.pipelines.brats import write_synthetic_dataset
+    from tests.conftest import make_bundle
+
+    write_synthetic_dataset(tmp_path / "in", 6, "brats2021", (32, 32, 24), seed=1, kind="simple")
+    save_checkpoint({"bundle": make_bundle(bias=0.3).to_dict()}, tmp_path / "m.pt")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "medseg", "predict", "--model", "m.pt", "in", "out", "--part", f"{i}/2"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    assert len(list((tmp_path / "out").glob("BraTS2021_*.nii.gz"))) == 6
+    report = json.loads((tmp_path / "out" / "predict_report.json").read_text())
+    assert report["summary"] == {"ok": 6, "skipped": 0, "failed": 0} and report["shards"] == 2
+    assert sorted(c["id"] for c in report["cases"]) == [f"BraTS2021_{i:05d}" for i in range(6)]
+    assert not list((tmp_path / "out").glob(".*.part*"))
+
+
+def test_config_show_never_prints_credentials():
+    out = medseg("config", "show", "--set", "tracking.uri=http://bob:s3cret@mlflow.example:5000?token=t0k")
+    assert out.returncode == 0 and "bob:***@mlflow.example" in out.stdout
+    assert "s3cret" not in out.stdout and "t0k" not in out.stdout

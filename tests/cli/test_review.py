@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from medseg.config import load_config
 from medseg.data.manifest import save_manifest
 from medseg.data.validate import scan_dataset
-from medseg.training.run import TrackingTarget, train_task
-from pipelines import get_task
+from medseg.pipelines import get_task
+from medseg.workflows.train import TrainRequest, run_training
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,40 +32,41 @@ def store(brats2021_dir, tmp_path_factory) -> tuple[str, list[str], Path]:
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     run_ids = []
     for name, cross in (("cross", "true"), ("early", "false")):
-        cfg = load_config(
-            ROOT / "configs" / "brats_smoke.yaml",
-            [
-                "train.epochs=2",
-                "train.val_every=1",
-                "train.samples_per_volume=1",
-                "train.overlays=1",
-                "data.num_workers=0",
-                f"data.cache_dir={tmp / 'cache'}",
-                f"model.kwargs.cross_modal={cross}",
-            ],
-        )
-        _, tracker = train_task(
-            get_task("brats"),
-            manifest,
-            tmp / "m.json",
-            cfg,
+        overrides = [
+            "train.epochs=2",
+            "train.val_every=1",
+            "train.samples_per_volume=1",
+            "train.overlays=1",
+            "data.num_workers=0",
+            "tracking.system_metrics=false",
+            f"data.cache_dir={tmp / 'cache'}",
+            f"model.kwargs.cross_modal={cross}",
+        ]
+        request = TrainRequest(
+            "brats",
+            config="brats_smoke",
+            overrides=overrides,
+            manifest=tmp / "m.json",
             fold=0,
-            device_name="cpu",
-            target=TrackingTarget(uri, "review", name, "brats-auto" if cross == "true" else None, False),
-            out_root=tmp / "runs",
+            device="cpu",
+            tracking_uri=uri,
+            experiment="review",
+            run_name=name,
+            register="brats-auto" if cross == "true" else None,
+            out=tmp / "runs",
         )
-        run_ids.append(tracker.run_id)
+        run_ids.append(run_training(request).run_id)
     return uri, run_ids, tmp
 
 
-def medseg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def medseg(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, "-m", "medseg", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
         timeout=300,
-        env={"COLUMNS": "200", **__import__("os").environ},
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
@@ -70,7 +75,7 @@ def medseg(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_runs_list_show_compare(store):
     uri, (a, b), tmp = store
     listed = medseg("runs", "list", "--experiment", "review", "--tracking-uri", uri, cwd=tmp).stdout
-    assert a[:12] in listed and b[:12] in listed and "transunet3d_tiny" in listed
+    assert a in listed and b in listed and "transunet3d_tiny" in listed
     shown = medseg("runs", "show", a, "--tracking-uri", uri, cwd=tmp).stdout
     assert "val_dice_mean" in shown and "models:/" in shown and "config.yaml" in shown
     plot = tmp / "curves.png"
@@ -136,3 +141,30 @@ def test_ui_serves_the_run_over_http(store):
     finally:
         ui.terminate()
         ui.wait(timeout=30)
+
+
+@pytest.mark.parametrize("where", ["80-column terminal", "pipe"])
+def test_runs_list_never_cuts_ids_or_numbers(store, where):
+    uri, (a, b), tmp = store
+    env = {"COLUMNS": "80", "TTY_COMPATIBLE": "1", "NO_COLOR": "1"} if where != "pipe" else {"COLUMNS": "80"}
+    shown = medseg("runs", "list", "--experiment", "review", "--tracking-uri", uri, cwd=tmp, env=env).stdout
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", shown)  # a terminal gets bold and italics
+    assert a in shown and b in shown and "…" not in shown
+    as_json = json.loads(medseg("runs", "list", "--format", "json", "--tracking-uri", uri, cwd=tmp).stdout)
+    for run in as_json:
+        assert f"{run['best_val_dice_mean']:.3f}" in shown
+    if where != "pipe":
+        assert max(len(line) for line in shown.splitlines()) <= 80 and "left out" in shown
+
+
+def test_runs_and_evaluate_speak_csv_and_json(store):
+    uri, (a, b), tmp = store
+    rows = list(
+        csv.DictReader(io.StringIO(medseg("runs", "list", "--format", "csv", "--tracking-uri", uri, cwd=tmp).stdout))
+    )
+    assert {r["run_id"] for r in rows} >= {a, b} and all(r["best_val_dice_mean"] for r in rows)
+    shown = json.loads(medseg("runs", "show", a, "--format", "json", "--tracking-uri", uri, cwd=tmp).stdout)[0]
+    assert shown["run_id"] == a and any(m["metric"] == "val_dice_mean" for m in shown["metrics"])
+    assert set(shown["postprocess"]) == {"ET", "TC", "WT"}
+    compared = json.loads(medseg("runs", "compare", a, b, "--format", "json", "--tracking-uri", uri, cwd=tmp).stdout)
+    assert [r["run_id"] for r in compared] == [a, b] and "model.kwargs.cross_modal" in compared[0]

@@ -6,8 +6,8 @@ import numpy as np
 
 from medseg.data.cache import load_preprocessed
 from medseg.data.layouts import detect_cases
-from pipelines import get_task
-from pipelines.brats import SCHEME
+from medseg.pipelines import get_task
+from medseg.pipelines.brats import SCHEME
 
 
 def test_cache_miss_then_hit_then_invalidation(brats2021_dir, tmp_path):
@@ -28,3 +28,29 @@ def test_cache_miss_then_hit_then_invalidation(brats2021_dir, tmp_path):
     _, hit4 = load_preprocessed(case, SCHEME, tmp_path)
     assert not hit4
     assert not list(tmp_path.glob(".*"))  # no temporary folders left behind
+
+
+def test_a_lost_race_is_tolerated_but_a_real_io_error_is_raised(brats2021_dir, tmp_path, monkeypatch):
+    import pytest
+
+    from medseg.data import cache
+    from medseg.errors import DataError
+
+    _, cases = detect_cases(brats2021_dir, get_task("brats").layouts)
+    real_replace = os.replace
+
+    def another_worker_won(src, dst):
+        real_replace(src, dst)  # the winner's complete entry lands first
+        raise OSError(39, "Directory not empty")
+
+    monkeypatch.setattr(cache.os, "replace", another_worker_won)
+    pre, hit = load_preprocessed(cases[0], SCHEME, tmp_path / "race")
+    assert not hit and pre.image.size
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache.os, "replace", disk_full)
+    with pytest.raises(DataError, match="No space left on device"):
+        load_preprocessed(cases[1], SCHEME, tmp_path / "full")
+    assert not list((tmp_path / "full").iterdir())  # the temporary folder is cleaned up

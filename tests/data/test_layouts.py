@@ -8,8 +8,8 @@ import pytest
 from medseg.data.layouts import detect_cases
 from medseg.errors import DataError
 from medseg.io.nifti import read_case
-from pipelines import get_task
-from pipelines.brats import LABELS_2021, LABELS_2023, LABELS_MSD
+from medseg.pipelines import get_task
+from medseg.pipelines.brats import LABELS_2021, LABELS_2023, LABELS_MSD
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ def test_detects_layout_and_label_map(request, fixture, layout, label_map):
 
 def test_msd_channels_are_reordered_to_t1_t1ce_t2_flair(msd_dir, tmp_path):
     """The same synthetic case written as MSD (FLAIR, T1w, T1gd, T2w) and 2023 reads back identically."""
-    from pipelines.brats import write_synthetic_dataset
+    from medseg.pipelines.brats import write_synthetic_dataset
 
     write_synthetic_dataset(tmp_path / "b23", 1, "brats2023", (48, 48, 32), seed=3)
     _, msd_cases = detect_cases(msd_dir, get_task("brats").layouts)
@@ -40,16 +40,64 @@ def test_msd_channels_are_reordered_to_t1_t1ce_t2_flair(msd_dir, tmp_path):
     assert np.array_equal(msd.label == 1, b23.label == 2)
 
 
-def test_nnunet_style_folder(tmp_path, brats2021_dir):
+NNUNET_DESCRIPTIONS = {
+    # nnU-Net's Dataset137_BraTS2021: BraTS channel order, codes 1 edema / 2 core / 3 enhancing as nested regions.
+    "dataset137": (
+        {"0": "T1", "1": "T1ce", "2": "T2", "3": "Flair"},
+        {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]},
+        [0, 1, 2, 3],
+        {"necrotic": 2, "edema": 1, "enhancing": 3},
+    ),
+    # MSD-derived: FLAIR first, plain MSD codes.
+    "msd_order": (
+        {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+        {"background": 0, "edema": 1, "non-enhancing tumor": 2, "enhancing tumour": 3},
+        [3, 0, 1, 2],  # file i holds canonical channel file_of[i]
+        {"necrotic": 2, "edema": 1, "enhancing": 3},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(NNUNET_DESCRIPTIONS))
+def test_nnunet_style_folder_takes_channel_order_and_codes_from_dataset_json(tmp_path, brats2021_dir, name):
+    import json
+    import shutil
+
+    channel_names, labels, file_of, expected_codes = NNUNET_DESCRIPTIONS[name]
+    _, cases = detect_cases(brats2021_dir, get_task("brats").layouts)
+    images = tmp_path / "imagesTr"
+    images.mkdir()
+    for c in cases[:2]:
+        for canonical, img in enumerate(c.images):  # BraTS order t1, t1ce, t2, flair -> this dataset's file index
+            shutil.copy(img, images / f"{c.id}_{file_of.index(canonical):04d}.nii.gz")
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": channel_names, "labels": labels}))
+    layout, found = detect_cases(images, get_task("brats").layouts)  # dataset.json in the parent, as nnU-Net has
+    assert layout.name == "nnunet" and [c.id for c in found] == [c.id for c in cases[:2]]
+    assert found[0].label_map == expected_codes
+    np.testing.assert_array_equal(read_case(found[0], with_label=False).image, read_case(cases[0]).image)
+
+
+def test_nnunet_style_folder_without_dataset_json_is_refused_not_guessed(tmp_path, brats2021_dir):
     import shutil
 
     _, cases = detect_cases(brats2021_dir, get_task("brats").layouts)
-    for c in cases[:2]:
-        for i, img in enumerate(c.images):
-            shutil.copy(img, tmp_path / f"{c.id}_{i:04d}.nii.gz")
-    layout, found = detect_cases(tmp_path, get_task("brats").layouts)
-    assert layout.name == "nnunet"
-    assert [c.id for c in found] == [c.id for c in cases[:2]]
+    for i, img in enumerate(cases[0].images):
+        shutil.copy(img, tmp_path / f"{cases[0].id}_{i:04d}.nii.gz")
+    with pytest.raises(DataError, match=r"without a dataset\.json"):
+        detect_cases(tmp_path, get_task("brats").layouts)
+
+
+def test_unreadable_label_names_are_named(tmp_path, brats2021_dir):
+    import json
+    import shutil
+
+    _, cases = detect_cases(brats2021_dir, get_task("brats").layouts)
+    for i, img in enumerate(cases[0].images):
+        shutil.copy(img, tmp_path / f"{cases[0].id}_{i:04d}.nii.gz")
+    names = {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"}
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": names, "labels": {"a": 1, "b": 2, "c": 3}}))
+    with pytest.raises(DataError, match="cannot be read as the BraTS classes"):
+        detect_cases(tmp_path, get_task("brats").layouts)
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from medseg.data.manifest import assign_folds, load_manifest, save_manifest
 from medseg.data.validate import relativise, scan_dataset
 from medseg.errors import DataError
-from pipelines import get_task
+from medseg.pipelines import get_task
 
 
 def test_folds_are_deterministic_disjoint_and_balanced():

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from medseg.data.validate import scan_dataset
+from medseg.pipelines import get_task
+from medseg.pipelines.brats import write_synthetic_dataset
 from medseg.synth.anatomy import grid_spacing
-from pipelines import get_task
-from pipelines.brats import write_synthetic_dataset
 
 SHAPE = (32, 32, 24)
 

@@ -6,7 +6,8 @@ import torch
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
 from medseg.evaluation.lesionwise import lesion_wise
-from medseg.evaluation.metrics import EMPTY_HD95_MM, dice, hd95, region_metrics, volume_ml
+from medseg.evaluation.metrics import dice, hd95, image_diagonal_mm, region_metrics, volume_ml
+from medseg.pipelines.brats import EMPTY_HD95_MM
 
 
 def cube(shape, lo, hi):
@@ -26,8 +27,16 @@ def test_brats_empty_conventions():
     empty = np.zeros((5, 5, 5), bool)
     full = cube((5, 5, 5), (1, 1, 1), (3, 3, 3))
     assert dice(empty, empty) == 1.0 and hd95(empty, empty, (1, 1, 1)) == 0.0
-    assert dice(full, empty) == 0.0 and hd95(full, empty, (1, 1, 1)) == EMPTY_HD95_MM
-    assert dice(empty, full) == 0.0 and hd95(empty, full, (1, 1, 1)) == EMPTY_HD95_MM
+    assert dice(full, empty) == 0.0 and hd95(full, empty, (1, 1, 1), EMPTY_HD95_MM) == EMPTY_HD95_MM
+    assert dice(empty, full) == 0.0 and hd95(empty, full, (1, 1, 1), EMPTY_HD95_MM) == EMPTY_HD95_MM
+    assert pytest.approx(image_diagonal_mm((240, 240, 155), (1, 1, 1)), abs=0.01) == EMPTY_HD95_MM
+
+
+def test_other_tasks_score_one_empty_mask_with_their_own_image_diagonal():
+    """BraTS's 373.13 mm is its 240x240x155 diagonal; a CT task with another grid gets its own."""
+    empty = np.zeros((10, 20, 30), bool)
+    full = cube((10, 20, 30), (1, 1, 1), (3, 3, 3))
+    assert hd95(full, empty, (2.0, 1.0, 0.5)) == pytest.approx(np.sqrt(20**2 + 20**2 + 15**2))
 
 
 def test_hd95_is_in_millimetres():
@@ -77,12 +86,43 @@ def test_evaluate_folder_ignores_temporary_files(tmp_path, brats2021_dir):
 
     from medseg.data.layouts import detect_cases
     from medseg.evaluation.evaluate import evaluate_folder
-    from pipelines import get_task
+    from medseg.pipelines import get_task
 
     task = get_task("brats")
     _, cases = detect_cases(brats2021_dir, task.layouts)
     shutil.copy(cases[0].label, tmp_path / f"{cases[0].id}.nii.gz")  # a perfect prediction
     (tmp_path / f".{cases[0].id}.x1.part.nii.gz").write_bytes(b"")  # left by a killed writer
-    result = evaluate_folder(tmp_path, cases, task.scheme)
+    result = evaluate_folder(tmp_path, cases, task)
     assert [r["id"] for r in result.rows] == [cases[0].id] and not result.unmatched_pred and not result.failed
     assert result.rows[0]["dice_wt"] == 1.0
+
+
+def test_evaluate_cli_tables_csv_and_json(tmp_path, brats2021_dir):
+    """Ground truth evaluated against itself: Dice 1 everywhere, in every output format."""
+    import csv
+    import io
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from medseg.data.layouts import detect_cases
+    from medseg.pipelines import get_task
+
+    _, cases = detect_cases(brats2021_dir, get_task("brats").layouts)
+    (tmp_path / "pred").mkdir()
+    for c in cases:
+        shutil.copy(c.label, tmp_path / "pred" / f"{c.id}.nii.gz")
+
+    def run(*fmt: str) -> str:
+        cmd = [sys.executable, "-m", "medseg", "evaluate", "pred", str(brats2021_dir), *fmt]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert "evaluation of 4 cases" in run() and (tmp_path / "metrics.summary.json").exists()
+    report = json.loads(run("--format", "json"))
+    assert report["summary"]["dice_wt"]["mean"] == 1.0 and len(report["cases"]) == len(cases)
+    assert "373.13" in report["convention"]
+    rows = list(csv.DictReader(io.StringIO(run("--format", "csv"))))
+    assert [float(r["dice_et"]) for r in rows] == [1.0] * len(cases)

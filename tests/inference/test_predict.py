@@ -9,13 +9,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from medseg.data.layouts import detect_cases
 from medseg.errors import MedsegError
-from medseg.inference.predictor import PredictOptions, check_output_dir, model_fingerprint, predict_folder
+from medseg.inference.predictor import PredictOptions, predict_folder
 from medseg.io.nifti import save_nifti
-from pipelines import prediction_layouts
-from pipelines.brats import LAYOUTS, SUFFIXES_2021
+from medseg.pipelines.brats import LAYOUTS, SUFFIXES_2021
 from tests.conftest import make_bundle
 
 SHAPE = (40, 36, 32)
@@ -82,15 +82,28 @@ def test_output_geometry_matches_input_in_nibabel_and_simpleitk(tmp_path, name):
     assert set(np.unique(got)) <= {0, 1, 2, 4}  # BraTS 2021 native labels
 
 
-@pytest.mark.parametrize("fixture", ["brats2021_dir", "brats2023_dir", "msd_dir"])
-def test_all_layouts_predict_in_their_native_label_convention(request, tmp_path, fixture):
+# (layout fixture, {painted class: its code in that layout's files})
+NATIVE_CODES = [
+    ("brats2021_dir", {"necrotic": 1, "edema": 2, "enhancing": 4}),
+    ("brats2023_dir", {"necrotic": 1, "edema": 2, "enhancing": 3}),
+    ("msd_dir", {"necrotic": 2, "edema": 1, "enhancing": 3}),
+]
+# Head biases (ET, TC, WT) that make the network paint one class everywhere in the brain box.
+PAINT = {"edema": (-20, -20, 20), "necrotic": (-20, 20, 20), "enhancing": (20, 20, 20)}
+
+
+@pytest.mark.parametrize(("fixture", "codes"), NATIVE_CODES, ids=[f for f, _ in NATIVE_CODES])
+def test_all_layouts_predict_in_their_native_label_codes(request, tmp_path, fixture, codes):
     root = request.getfixturevalue(fixture)
-    _, cases = detect_cases(root, prediction_layouts("brats", [], {}))
-    results = predict_folder(cases, make_bundle(bias=0.5), tmp_path, PredictOptions())
-    assert all(r.status == "ok" for r in results)
-    labels = np.asarray(nib.load(tmp_path / f"{cases[0].id}.nii.gz").dataobj)
-    assert set(np.unique(labels)) <= {0, *cases[0].label_map.values()}
-    assert labels.shape == nib.load(cases[0].label).shape[:3]
+    _, cases = detect_cases(root, LAYOUTS)
+    case = cases[0]
+    for cls, bias in PAINT.items():
+        out = tmp_path / cls
+        (result,) = predict_folder([case], make_bundle(bias=bias), out, PredictOptions())
+        assert result.status == "ok"
+        labels = np.asarray(nib.load(out / f"{case.id}.nii.gz").dataobj)
+        assert labels.shape == nib.load(case.label).shape[:3]
+        assert set(np.unique(labels).tolist()) == {0, codes[cls]}, cls
 
 
 def test_bad_cases_are_reported_and_the_batch_goes_on(tmp_path):
@@ -131,12 +144,13 @@ def test_rerun_skips_complete_outputs_and_redoes_broken_ones(tmp_path):
     reference = np.asarray(nib.load(tmp_path / "out" / "b.nii.gz").dataobj)
     broken = tmp_path / "out" / "b.nii.gz"
     broken.write_bytes(broken.read_bytes()[:100])  # a truncated file left by some other tool
-    (tmp_path / "out" / ".b.x.part.nii.gz").write_bytes(b"junk")  # temp file of a killed run
+    (tmp_path / "out" / ".b.nii.gz.x1.part.nii.gz").write_bytes(b"junk")  # temp file of a killed run
+    (tmp_path / "out" / ".z.nii.gz.x2.part.nii.gz").write_bytes(b"junk")  # another shard's case: not ours
     second = {r.id: r.status for r in _predict(tmp_path / "in", tmp_path / "out")}
     assert [r.status for r in first] == ["ok", "ok"]
     assert second == {"a": "skipped", "b": "ok"}
     np.testing.assert_array_equal(np.asarray(nib.load(broken).dataobj), reference)
-    assert not list((tmp_path / "out").glob(".*.part*"))
+    assert [p.name for p in (tmp_path / "out").glob(".*.part*")] == [".z.nii.gz.x2.part.nii.gz"]
 
 
 def test_empty_prediction_and_unusual_intensities_warn(tmp_path):
@@ -148,15 +162,18 @@ def test_empty_prediction_and_unusual_intensities_warn(tmp_path):
     assert any("intensities unusual" in w for w in result.warnings)
 
 
-def test_output_folder_of_another_model_is_refused(tmp_path):
+def test_output_folder_of_another_model_or_other_settings_is_refused(tmp_path):
+    """The guard is in `predict_folder` itself, so library callers get it too."""
     vol = _volume()
     _write_case(tmp_path / "in", "c", vol, RAS)
     _predict(tmp_path / "in", tmp_path / "out")
-    other = make_bundle(bias=-1.0)
     with pytest.raises(MedsegError, match="another model"):
-        check_output_dir(tmp_path / "out", model_fingerprint(other), overwrite=False)
-    check_output_dir(tmp_path / "out", model_fingerprint(other), overwrite=True)
-    check_output_dir(tmp_path / "out", model_fingerprint(make_bundle(bias=0.3)), overwrite=False)
+        _predict(tmp_path / "in", tmp_path / "out", bundle=make_bundle(bias=-1.0))
+    with pytest.raises(MedsegError, match="other settings"):
+        _predict(tmp_path / "in", tmp_path / "out", tta=True)
+    _predict(tmp_path / "in", tmp_path / "out")  # same model and settings: resumes
+    (result,) = _predict(tmp_path / "in", tmp_path / "out", bundle=make_bundle(bias=-1.0), overwrite=True)
+    assert result.status == "ok"
 
 
 def test_probabilities_and_overlays(tmp_path):
@@ -167,7 +184,11 @@ def test_probabilities_and_overlays(tmp_path):
     assert probs["probabilities"].shape == (3, *SHAPE) and probs["probabilities"].dtype == np.float16
     np.testing.assert_allclose(probs["affine"], RAS)
     labels = np.asarray(nib.load(tmp_path / "out" / "c.nii.gz").dataobj)
-    assert np.array_equal(labels > 0, probs["probabilities"][2] > 0.5)  # WT = any label
+    # A voxel is labelled when any region is above the threshold (labels paint WT, TC, ET); saved probabilities
+    # are float16, so voxels within its rounding of the threshold are left out of the comparison.
+    p = probs["probabilities"].astype(np.float32)
+    clear = (np.abs(p - 0.5) > 1e-3).all(axis=0)
+    assert np.array_equal((labels > 0)[clear], (p > 0.5).any(axis=0)[clear])
     assert (tmp_path / "out" / "overlays" / "c.png").stat().st_size > 1000
 
 
@@ -187,3 +208,62 @@ def test_single_pass_is_one_forward_over_the_padded_volume():
     # Sizes that are not multiples of the stride are padded for the pass and cropped back.
     odd = sliding_predict(model, image[:, :27, :30, :19], (32, 32, 32), single_pass=True, **sw)
     assert odd.shape == (3, 27, 30, 19)
+
+
+def test_any_failure_of_one_case_is_reported_and_the_batch_goes_on(tmp_path, monkeypatch):
+    """Not only bad input: a crash inside the network fails that case alone."""
+    from medseg.inference import predictor
+
+    for cid in ("a", "b", "c"):
+        _write_case(tmp_path / "in", cid, _volume(), RAS)
+    real = predictor.predict_case
+
+    def crashes_on_b(vols, case, *args, **kwargs):
+        if case.id == "b":
+            raise RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR\nlong details")
+        return real(vols, case, *args, **kwargs)
+
+    monkeypatch.setattr(predictor, "predict_case", crashes_on_b)
+    results = {r.id: r for r in _predict(tmp_path / "in", tmp_path / "out")}
+    assert results["a"].status == results["c"].status == "ok"
+    assert (
+        results["b"].status == "failed"
+        and results["b"].error == "RuntimeError: cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"
+    )
+    assert json.loads((tmp_path / "out" / "predict_report.json").read_text())["summary"]["failed"] == 1
+
+
+def test_out_of_gpu_memory_is_retried_with_one_window_and_cpu_stitching(tmp_path, monkeypatch):
+    from medseg.inference import predictor
+
+    _write_case(tmp_path / "in", "c", _volume(), RAS)
+    real, calls = predictor.predict_case, []
+
+    def oom_unless_lean(vols, case, model, bundle, infer, **kwargs):
+        calls.append((infer.sw_batch_size, kwargs.get("stitch_on_cpu", False)))
+        if not kwargs.get("stitch_on_cpu"):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(vols, case, model, bundle, infer, **kwargs)
+
+    monkeypatch.setattr(predictor, "predict_case", oom_unless_lean)
+    (result,) = _predict(tmp_path / "in", tmp_path / "out")
+    assert result.status == "ok" and calls == [(2, False), (1, True)]
+    assert any("out of GPU memory" in w for w in result.warnings)
+
+
+def test_the_bundles_tta_setting_is_used_by_default(tmp_path, monkeypatch):
+    """`infer.tta` in a training config ends up in the model and is honoured without --tta."""
+    from medseg.inference import case_predict
+
+    _write_case(tmp_path / "in", "c", _volume(), RAS)
+    seen, real = [], case_predict.sliding_predict
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["tta"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(case_predict, "sliding_predict", spy)
+    bundle = make_bundle(bias=0.3)
+    bundle.infer = bundle.infer.override(tta=True)
+    _predict(tmp_path / "in", tmp_path / "out", bundle=bundle)
+    assert seen == [True]

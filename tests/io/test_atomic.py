@@ -21,3 +21,19 @@ def test_failed_block_leaves_neither_file_nor_temporary(tmp_path):
         tmp.write_bytes(b"half")
         raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_temporaries_are_found_per_file_even_when_names_share_a_prefix(tmp_path):
+    """A killed writer's temporary is found for its own file only (`case.1` and `case.10` share a prefix)."""
+    import os as _os
+
+    from medseg.io.atomic import temporary_siblings
+
+    for final in ("case.1.nii.gz", "case.10.nii.gz"):
+        with pytest.raises(RuntimeError), atomic_path(tmp_path / final) as tmp:
+            kept = tmp.with_name(tmp.name + ".kept")
+            _os.link(tmp, kept)  # what SIGKILL leaves: the temporary survives its writer
+            raise RuntimeError
+        kept.rename(tmp)
+    assert [p.name.startswith(".case.1.nii.gz.") for p in temporary_siblings(tmp_path / "case.1.nii.gz")] == [True]
+    assert len(temporary_siblings(tmp_path / "case.10.nii.gz")) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -13,7 +14,7 @@ import pytest
 
 from medseg.data.manifest import load_manifest
 from medseg.io.bundle import save_checkpoint
-from medseg.tracking.mlflow_tracker import MlflowTracker
+from medseg.tracking.run_writer import MlflowTracker
 from tests.conftest import make_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,48 +28,55 @@ SETS = [
 ]
 
 
-def _seed_registered_model(uri: str, tmp: Path) -> None:
-    """Version 1 of registered model 'shared', so the prediction can read `models:/shared@champion`."""
-    bundle = make_bundle(bias=0.3)
-    save_checkpoint({"bundle": bundle.to_dict()}, tmp / "medseg_bundle.pt")
-    tracker = MlflowTracker(uri, "seed", "seed")
-    example = np.zeros((1, 4, 32, 32, 32), np.float32)
-    model_uri = tracker.log_bundle_model(bundle.build_model(), tmp / "medseg_bundle.pt", example)
-    tracker.register(model_uri, "shared", 0.0)
-    tracker.end()
-
-
 def _medseg(*args: str, cwd: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "medseg", *args]
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _wait_for_champion(uri: str, name: str, procs: list[subprocess.Popen], timeout: float = 600) -> None:
+    client = mlflow.MlflowClient(uri)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            client.get_model_version_by_alias(name, "champion")
+            return
+        except Exception:
+            if all(p.poll() is not None for p in procs):
+                break
+            time.sleep(0.5)
+    pytest.fail("no training registered a champion: " + " | ".join((p.communicate()[1] or "")[-500:] for p in procs))
+
+
 @pytest.mark.parametrize("store", ["sqlite", "server"])
 def test_two_trainings_a_prediction_and_a_review_at_once(store, brats2021_dir, brats2021_manifest, tmp_path, request):
-    uri = f"sqlite:///{tmp_path / 'shared.db'}" if store == "sqlite" else request.getfixturevalue("mlflow_server")
-    _seed_registered_model(uri, tmp_path)
+    """On SQLite the store does not exist yet: the two trainings and the review race to create it."""
+    db = tmp_path / "fresh" / "shared.db"
+    uri = f"sqlite:///{db}" if store == "sqlite" else request.getfixturevalue("mlflow_server")
+    assert store != "sqlite" or not db.parent.exists()
     common = ["--tracking-uri", uri]
     procs = [
         _medseg(
             *("train", "brats", "--manifest", str(brats2021_manifest), "--fold", "0", "--device", "cpu"),
-            *("--config", str(ROOT / "configs/brats_smoke.yaml"), "--run-name", f"run{i}", "--register", "shared"),
+            *("--config", "brats_smoke", "--run-name", f"run{i}", "--register", "shared"),
             *("--out", str(tmp_path / f"runs{i}"), "--no-progress", *common),
             *[x for s in [*SETS, f"data.cache_dir={tmp_path / f'cache{i}'}"] for x in ("--set", s)],
             cwd=tmp_path,
         )
         for i in range(2)
     ]
+    procs.append(_medseg("runs", "list", *common, cwd=tmp_path))
+    # A prediction from the registry as soon as the first training has registered (the other is still writing).
+    _wait_for_champion(uri, "shared", procs[:2])
     procs.append(
         _medseg("predict", "--model", "models:/shared@champion", str(brats2021_dir), "pred", *common, cwd=tmp_path)
     )
-    procs.append(_medseg("runs", "list", *common, cwd=tmp_path))
     outs = []
     for p in procs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-2000:]
         assert "locked" not in err
         outs.append(out)
-    assert "from the weights-only bundle inside the MLflow model" in " ".join(outs[2].split())
+    assert "from the weights-only bundle inside the MLflow model" in " ".join(outs[3].split())
 
     assert len(list((tmp_path / "pred").glob("BraTS2021_*.nii.gz"))) == len(load_manifest(brats2021_manifest).cases)
     client = mlflow.MlflowClient(uri)
@@ -79,4 +87,37 @@ def test_two_trainings_a_prediction_and_a_review_at_once(store, brats2021_dir, b
         for key in ("train_loss", "val_dice_mean"):
             assert [m.step for m in client.get_metric_history(r.info.run_id, key)] == [0, 1], key
     versions = client.search_model_versions("name='shared'")
-    assert sorted(int(v.version) for v in versions) == [1, 2, 3]
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    best = max(versions, key=lambda v: (float(v.tags["val_dice_mean"]), -int(v.version)))
+    assert client.get_model_version_by_alias("shared", "champion").version == best.version
+
+
+REGISTER_MANY = """
+import sys
+from medseg.tracking.registry import register_version
+uri, model_uri, *metrics = sys.argv[1:]
+for m in metrics:
+    register_version(uri, model_uri, "race", float(m), [])
+"""
+
+
+def test_champion_ends_on_the_best_version_when_registrations_race(tmp_path):
+    """Two processes register four versions at once; whatever the interleaving, the champion is the best one
+    (a read-then-set would let a slower, worse registration overwrite a better one)."""
+    uri = f"sqlite:///{tmp_path / 'reg.db'}"
+    bundle = make_bundle(bias=0.3)
+    save_checkpoint({"bundle": bundle.to_dict()}, tmp_path / "medseg_bundle.pt")
+    tracker = MlflowTracker(uri, "seed", "seed")
+    example = np.zeros((1, 4, 32, 32, 32), np.float32)
+    model_uri = tracker.log_bundle_model(bundle.build_model(), tmp_path / "medseg_bundle.pt", example)
+    tracker.end()
+    batches = (["0.91", "0.50", "0.70"], ["0.60", "0.93", "0.80"])
+    procs = [
+        subprocess.Popen([sys.executable, "-c", REGISTER_MANY, uri, model_uri, *b], stderr=subprocess.PIPE, text=True)
+        for b in batches
+    ]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+    client = mlflow.MlflowClient(uri)
+    champion = client.get_model_version_by_alias("race", "champion")
+    assert champion.tags["val_dice_mean"] == "0.930000"

@@ -44,7 +44,7 @@ def _train_args(manifest: Path, tmp: Path, uri: str) -> list[str]:
         f"data.cache_dir={tmp / 'cache'}",
     ]
     return [
-        *("train", "brats", "--manifest", str(manifest), "--config", str(ROOT / "configs/brats_smoke.yaml")),
+        *("train", "brats", "--manifest", str(manifest), "--config", "brats_smoke"),
         *("--fold", "0", "--device", "cpu", "--no-progress", "--tracking-uri", uri, "--out", str(tmp / "runs")),
         *[x for s in sets for x in ("--set", s)],
     ]

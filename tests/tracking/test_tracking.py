@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from medseg.tracking import redact_uri, resolve_tracking_uri
+from medseg.tracking import redact_secrets, resolve_tracking_uri
 
 
 @pytest.mark.parametrize(
@@ -17,8 +17,8 @@ from medseg.tracking import redact_uri, resolve_tracking_uri
     ],
 )
 def test_credentials_are_redacted(uri, expected):
-    assert redact_uri(uri) == expected
-    assert "s3cret" not in redact_uri(uri) and "abc&" not in redact_uri(uri)
+    assert redact_secrets(uri) == expected
+    assert "s3cret" not in redact_secrets(uri) and "abc&" not in redact_secrets(uri)
 
 
 def test_uri_resolution_order(monkeypatch, tmp_path):
@@ -48,3 +48,30 @@ def test_unreachable_server_is_one_line_without_the_password(args, tmp_path):
     assert out.returncode == 1
     assert "cannot reach the MLflow server http://bob:***@127.0.0.1" in out.stderr
     assert "s3cret" not in out.stdout + out.stderr and "Traceback" not in out.stderr
+
+
+def test_tracking_leaves_no_process_wide_uri_behind(brats2021_manifest, tmp_path, monkeypatch):
+    """Every MLflow call names its store: after a tracked training (model logging and registration included),
+    MLflow's global URI and the environment are as they were."""
+    import os
+
+    import mlflow
+
+    from medseg.workflows.train import TrainRequest, run_training
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = mlflow.get_tracking_uri()
+    request = TrainRequest(
+        "brats",
+        config="brats_smoke",
+        overrides=["train.epochs=1", "train.overlays=0", "tracking.system_metrics=false", f"data.cache_dir={tmp_path}"],
+        manifest=brats2021_manifest,
+        fold=0,
+        device="cpu",
+        tracking_uri=f"sqlite:///{tmp_path / 'own.db'}",
+        register="m",
+        out=tmp_path / "runs",
+    )
+    outcome = run_training(request)
+    assert outcome.result.model_uri and "v1" in outcome.result.aliases
+    assert mlflow.get_tracking_uri() == before and "MLFLOW_TRACKING_URI" not in os.environ

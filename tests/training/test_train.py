@@ -11,15 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.config import load_config
-from medseg.data.manifest import load_manifest
 from medseg.io.bundle import load_checkpoint
-from medseg.training.run import TrackingTarget, train_task
-from pipelines import get_task
+from medseg.workflows.train import TrainRequest, run_training
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-SMOKE = ROOT / "configs" / "brats_smoke.yaml"
+SMOKE = "brats_smoke"
 FAST = [
     "train.epochs=2",
     "train.val_every=1",
@@ -30,19 +27,23 @@ FAST = [
 
 
 def _train(brats2021_manifest: Path, tmp: Path, uri: str | None, overrides=(), resume=None, run_name="t"):
-    cfg = load_config(SMOKE, [*FAST, f"data.cache_dir={tmp / 'cache'}", "tracking.system_metrics=false", *overrides])
-    target = TrackingTarget(uri, "test", run_name, system_metrics=False)
-    return train_task(
-        get_task("brats"),
-        load_manifest(brats2021_manifest),
-        brats2021_manifest,
-        cfg,
+    """`medseg train`'s workflow; returns (TrainResult, TrainOutcome)."""
+    request = TrainRequest(
+        "brats",
+        config=SMOKE,
+        overrides=[*FAST, f"data.cache_dir={tmp / 'cache'}", "tracking.system_metrics=false", *overrides],
+        manifest=brats2021_manifest,
         fold=0,
-        device_name="cpu",
-        target=target,
-        out_root=tmp / "runs",
+        device="cpu",
+        tracking_uri=uri,
+        tracking=uri is not None,
+        experiment="test",
+        run_name=run_name,
         resume=resume,
+        out=tmp / "runs",
     )
+    outcome = run_training(request)
+    return outcome.result, outcome
 
 
 def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tmp_path):
@@ -74,9 +75,8 @@ def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tm
     bundle = load_bundle(result.model_uri, uri)
     with torch.no_grad():
         assert bundle.build_model()(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
-    # Resume from the run id: same run, epochs continue, params untouched.
-    payload = load_checkpoint(result.last_path)
-    resumed, tracker2 = _train(brats2021_manifest, tmp_path, uri, ["train.epochs=3"], resume=payload)
+    # Resume from the run id (its out_dir tag finds last.pt): same run, epochs continue, params untouched.
+    resumed, tracker2 = _train(brats2021_manifest, tmp_path, uri, ["train.epochs=3"], resume=tracker.run_id)
     assert tracker2.run_id == tracker.run_id
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1, 2]
     assert resumed.epochs_run == 3
@@ -91,11 +91,8 @@ def test_resume_is_bit_for_bit(brats2021_manifest, tmp_path):
         ["train.epochs=3", "train.max_minutes=0.0001", "train.val_every=5"],
     )
     assert first.epochs_run == 1  # stopped by the time budget after one epoch
-    payload = load_checkpoint(first.last_path)
-    payload["config"]["train"]["max_minutes"] = None
-    resumed, _ = _train(
-        brats2021_manifest, tmp_path / "b", None, ["train.epochs=3", "train.val_every=5"], resume=payload
-    )
+    more = ["train.epochs=3", "train.val_every=5", "train.max_minutes=null"]
+    resumed, _ = _train(brats2021_manifest, tmp_path / "b", None, more, resume=str(first.last_path))
     a = load_checkpoint(straight.last_path)
     b = load_checkpoint(resumed.last_path)
     assert a["epoch"] == b["epoch"] == 2
@@ -193,7 +190,7 @@ def test_training_with_deep_supervision_and_checkpointing(brats2021_manifest, tm
 
 
 def test_a_step_holds_batch_size_patches_whatever_the_samples_per_volume():
-    from medseg.training.loop import optimizer_steps
+    from medseg.training.steps import optimizer_steps
 
     torch.manual_seed(0)
     batch = {"image": torch.arange(8.0).view(8, 1, 1, 1, 1), "label": torch.arange(8.0).view(8, 1, 1, 1, 1)}
@@ -202,3 +199,61 @@ def test_a_step_holds_batch_size_patches_whatever_the_samples_per_volume():
     assert sorted(v for x, _ in steps for v in x.flatten().tolist()) == list(range(8))
     assert all(torch.equal(x, y) for x, y in steps)  # images stay paired with their labels
     assert [x.shape[0] for x, _ in optimizer_steps({k: v[:5] for k, v in batch.items()}, 2)] == [2, 2, 1]
+
+
+def test_without_fold_a_fold_is_held_out_and_fold_all_is_labelled(brats2021_manifest, tmp_path):
+    from medseg.data.manifest import load_manifest
+
+    manifest = load_manifest(brats2021_manifest)
+    request = TrainRequest(
+        "brats",
+        config=SMOKE,
+        overrides=[*FAST, "train.epochs=1", f"data.cache_dir={tmp_path / 'cache'}"],
+        manifest=brats2021_manifest,
+        device="cpu",
+        tracking=False,
+        out=tmp_path / "runs",
+    )
+    held_out = run_training(request)
+    first_fold = min(c.fold for c in manifest.cases)
+    assert held_out.split.fold == first_fold and "held-out fold" in held_out.split.label
+    validated = {c.case.id for c in manifest.cases if c.fold == first_fold}
+    trained = {c.case.id for c in manifest.cases if c.fold != first_fold}
+    assert validated and not validated & trained
+    request.fold = "all"
+    everything = run_training(request)
+    assert everything.split.fold is None and "nothing held out" in everything.split.label
+
+
+def test_scanned_manifest_goes_beside_the_outputs_not_into_the_working_folder(brats2021_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    request = TrainRequest(
+        "brats",
+        config=SMOKE,
+        overrides=[*FAST, "train.epochs=1", f"data.cache_dir={tmp_path / 'cache'}"],
+        data=brats2021_dir,
+        device="cpu",
+        tracking=False,
+        out=tmp_path / "outputs",
+    )
+    outcome = run_training(request)
+    assert outcome.manifest_path == tmp_path / "outputs" / "manifests" / f"{brats2021_dir.name}.json"
+    assert outcome.manifest_path.is_file() and not (tmp_path / "data_manifests").exists()
+
+
+def test_credentials_in_the_config_never_reach_mlflow_checkpoints_or_saved_configs(brats2021_manifest, tmp_path):
+    import mlflow
+
+    secret = "hunter2"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result, outcome = _train(
+        brats2021_manifest, tmp_path, uri, ["train.epochs=1", f"tracking.uri=postgresql://bob:{secret}@db/mlflow"]
+    )
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(outcome.run_id)
+    assert secret not in str(run.data.params) and run.data.params["tracking.uri"] == "postgresql://bob:***@db/mlflow"
+    for artifact in ("config.yaml", "config_resolved.yaml"):
+        assert secret not in Path(client.download_artifacts(outcome.run_id, artifact, str(tmp_path))).read_text()
+    assert secret not in (result.last_path.parent / "config.yaml").read_text()
+    for ckpt in (result.last_path, result.best_path):
+        assert secret not in str(load_checkpoint(ckpt)["config"])

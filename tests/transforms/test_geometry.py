@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.io.nifti import CaseVolumes
+from medseg.core import CaseVolumes
+from medseg.pipelines.brats import SCHEME
 from medseg.transforms.geometry import GridMeta, restore_grid
 from medseg.transforms.preprocess import preprocess_case
-from pipelines.brats import SCHEME
 
 AFFINES = {
     "ras": np.diag([1.0, 1.0, 1.0, 1.0]),

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from medseg.pipelines.brats import LABELS_2021, LABELS_2023, LABELS_MSD, SCHEME
 from medseg.transforms.labels import labels_to_regions, regions_to_labels
-from pipelines.brats import LABELS_2021, LABELS_2023, LABELS_MSD, SCHEME
 
 
 @pytest.mark.parametrize("label_map", [LABELS_2021, LABELS_2023, LABELS_MSD], ids=["2021", "2023", "msd"])

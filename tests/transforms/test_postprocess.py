@@ -4,9 +4,9 @@ import numpy as np
 
 from medseg.config import RegionRule
 from medseg.evaluation.postprocess_search import ScoredCase, search_postprocess
+from medseg.pipelines.brats import SCHEME
+from medseg.pipelines.generic import task_from_description
 from medseg.transforms.postprocess import describe_plan, nesting_order, postprocess
-from pipelines.brats import SCHEME
-from pipelines.generic import task_from_description
 
 ET, TC, WT = 0, 1, 2  # SCHEME.regions order
 

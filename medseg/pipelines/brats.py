@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from medseg.core import LabelScheme, Layout, Task
-from medseg.data.layouts import find_4d_cases, find_nnunet_cases, find_suffix_cases
+from medseg.data.layouts import find_4d_cases, find_suffix_cases
+from medseg.errors import DataError
 from medseg.io.nifti import save_nifti
+from medseg.pipelines import register_task
+from medseg.pipelines.brats_nnunet import find_brats_nnunet_cases
 from medseg.synth import BRATS_SHAPE, EDEMA, ENHANCING, NECROTIC, Kind, brats_affine, synth_case, to_lps
-from pipelines import register_task
 
 CHANNELS = ("t1", "t1ce", "t2", "flair")
 SCHEME = LabelScheme(
@@ -32,29 +34,35 @@ MSD_ORDER = ("flair", "t1", "t1ce", "t2")  # Task01_BrainTumour's 4D channel ord
 SYNTH_LAYOUTS = ("brats2021", "brats2023", "msd")
 
 LAYOUTS = (
-    Layout(
-        "brats2021",
-        lambda root: find_suffix_cases(root, SUFFIXES_2021, "seg", "_", LABELS_2021, "brats2021"),
-        LABELS_2021,
-    ),
-    Layout(
-        "brats2023",
-        lambda root: find_suffix_cases(root, SUFFIXES_2023, "seg", "-", LABELS_2023, "brats2023"),
-        LABELS_2023,
-    ),
-    Layout(
-        "msd",
-        lambda root: find_4d_cases(root, [MSD_ORDER.index(c) for c in CHANNELS], LABELS_MSD, "msd"),
-        LABELS_MSD,
-    ),
-    # nnU-Net style CASE_0000..0003 in our channel order (labels assumed BraTS 2021 convention).
-    Layout("nnunet", lambda root: find_nnunet_cases(root, 4, LABELS_2021, "nnunet"), LABELS_2021),
+    Layout("brats2021", lambda root: find_suffix_cases(root, SUFFIXES_2021, "seg", "_", LABELS_2021, "brats2021")),
+    Layout("brats2023", lambda root: find_suffix_cases(root, SUFFIXES_2023, "seg", "-", LABELS_2023, "brats2023")),
+    Layout("msd", lambda root: find_4d_cases(root, [MSD_ORDER.index(c) for c in CHANNELS], LABELS_MSD, "msd")),
+    # nnU-Net style CASE_0000 ...: channel order and label codes from its dataset.json, never assumed.
+    Layout("nnunet", lambda root: find_brats_nnunet_cases(root, CHANNELS)),
+)
+
+
+EMPTY_HD95_MM = 373.13  # the 240x240x155 image diagonal: BraTS's HD95 when exactly one mask is empty
+TASK = Task(
+    "brats",
+    CHANNELS,
+    LAYOUTS,
+    SCHEME,
+    prediction_layouts=LAYOUTS,
+    default_config="brats_cpu",
+    overlay_channels=("flair", "t1ce"),
+    empty_hd95_mm=EMPTY_HD95_MM,
 )
 
 
 @register_task("brats")
-def brats_task(_data_dir: Path | None = None) -> Task:
-    return Task("brats", CHANNELS, LAYOUTS, SCHEME, "configs/brats_transunet.yaml")
+def brats_task(
+    _data_dir: Path | None = None, channels: Sequence[str] | None = None, _label_map: dict[str, int] | None = None
+) -> Task:
+    """BraTS in any of its layouts; every BraTS model works in the canonical channel order."""
+    if channels is not None and tuple(channels) != CHANNELS:
+        raise DataError(f"BraTS channels must be {CHANNELS}, got {tuple(channels)}")
+    return TASK
 
 
 def _native(label: np.ndarray, label_map: dict[str, int]) -> np.ndarray:

@@ -7,12 +7,13 @@ Cases are `imagesTr/CASE_0000.nii.gz ...` with `labelsTr/CASE.nii.gz`, or per-ca
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from medseg.core import LabelScheme, Layout, Task
 from medseg.data.layouts import find_4d_cases, find_nnunet_cases, find_suffix_cases
 from medseg.errors import DataError
-from pipelines import register_task
+from medseg.pipelines import register_task
 
 
 def _describe(data_dir: Path) -> tuple[list[str], dict[str, int]]:
@@ -35,30 +36,40 @@ def _describe(data_dir: Path) -> tuple[list[str], dict[str, int]]:
 
 
 @register_task("generic")
-def generic_task(data_dir: Path | None) -> Task:
-    if data_dir is None:
-        raise DataError("the generic task needs a data folder with a dataset.json", hint="pass --data DIR")
-    return task_from_description(*_describe(data_dir))
+def generic_task(
+    data_dir: Path | None, channels: Sequence[str] | None = None, labels: dict[str, int] | None = None
+) -> Task:
+    """From a data folder's dataset.json (scan), or from stored channels and labels (manifest, model bundle)."""
+    if channels is None or labels is None:
+        if data_dir is None:
+            raise DataError("the generic task needs a data folder with a dataset.json", hint="pass --data DIR")
+        channels, labels = _describe(data_dir)
+    return task_from_description(list(channels), dict(labels))
 
 
 def task_from_description(channels: list[str], labels: dict[str, int]) -> Task:
-    """A generic task from channel names and foreground label values (as stored in a manifest)."""
+    """A generic task from channel names and foreground label values: one region per label."""
     scheme = LabelScheme(
         classes=tuple(labels),
         regions={name: (name,) for name in labels},
         paint_order=tuple((name, name) for name in labels),
     )
-    return Task("generic", tuple(channels), _layouts(channels, labels), scheme, "configs/brats_smoke.yaml")
+    layouts = _layouts(channels, labels)
+    four_d = Layout("4d", lambda root: find_4d_cases(root, list(range(len(channels))), labels, "4d"))
+    return Task(
+        "generic",
+        tuple(channels),
+        layouts,
+        scheme,
+        prediction_layouts=(*layouts, four_d),
+        default_config="brats_smoke",
+        overlay_channels=(channels[0],),
+        empty_hd95_mm=None,
+    )
 
 
 def _layouts(channels: list[str], labels: dict[str, int]) -> tuple[Layout, ...]:
     return (
-        Layout("nnunet", lambda root: find_nnunet_cases(root, len(channels), labels, "nnunet"), labels),
-        Layout("folders", lambda root: find_suffix_cases(root, channels, "seg", "_", labels, "folders"), labels),
+        Layout("nnunet", lambda root: find_nnunet_cases(root, len(channels), labels, "nnunet")),
+        Layout("folders", lambda root: find_suffix_cases(root, channels, "seg", "_", labels, "folders")),
     )
-
-
-def prediction_layouts(channels: list[str], labels: dict[str, int]) -> tuple[Layout, ...]:
-    """Training layouts plus one 4D file per case with the channels in the model's order."""
-    four_d = Layout("4d", lambda root: find_4d_cases(root, list(range(len(channels))), labels, "4d"), labels)
-    return (*_layouts(channels, labels), four_d)

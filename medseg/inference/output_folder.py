@@ -1,0 +1,142 @@
+"""The prediction output folder: whose predictions it holds, what a killed run left, and the per-shard reports.
+
+Several shards (`--part i/n`, torchrun ranks) may write one folder at once: each touches only its own cases'
+temporary files and writes its own report; the last shard to finish merges them into `predict_report.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from medseg.config import InferConfig
+from medseg.core import Case
+from medseg.errors import MedsegError
+from medseg.io.atomic import atomic_write_text, temporary_siblings
+from medseg.io.bundle import ModelBundle
+
+REPORT = "predict_report.json"
+MARKER = ".medseg_predict.json"
+
+
+@dataclass
+class CaseResult:
+    id: str
+    status: str  # ok | skipped | failed (| writing, while its output is being written)
+    seconds: float = 0.0
+    error: str = ""
+    warnings: list[str] = field(default_factory=list)
+    missing_modalities: list[str] = field(default_factory=list)
+    output: str = ""
+
+
+def predictions_fingerprint(bundle: ModelBundle, infer: InferConfig) -> str:
+    """Identifies what produced a folder's labels: the weights and every setting that changes them."""
+    h = hashlib.sha256(bundle.model_name.encode())
+    for k in sorted(bundle.state_dict):
+        h.update(k.encode())
+        h.update(bundle.state_dict[k].detach().cpu().numpy().tobytes()[:4096])
+    h.update(json.dumps(infer.model_dump(mode="json", exclude={"sw_batch_size"}), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def claim_output_dir(out_dir: Path, fingerprint: str, model_name: str, overwrite: bool) -> None:
+    """Refuse a folder holding another model's (or settings') predictions, or foreign NIfTI files, unless
+    `overwrite`; then mark it as ours. Shards of one run write the same marker."""
+    marker = out_dir / MARKER
+    if out_dir.exists() and not overwrite:
+        if marker.exists():
+            if json.loads(marker.read_text()).get("model") != fingerprint:
+                raise MedsegError(
+                    "output folder holds predictions of another model or other settings",
+                    path=str(out_dir),
+                    hint="pass --overwrite or another folder",
+                )
+        elif any(p.name.endswith((".nii.gz", ".nii")) and not p.name.startswith(".") for p in out_dir.iterdir()):
+            raise MedsegError(
+                "output folder is not empty", path=str(out_dir), hint="pass --overwrite or another folder"
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, json.dumps({"model": fingerprint, "model_name": model_name}))
+
+
+def outputs_of(case: Case, out_dir: Path) -> list[Path]:
+    return [
+        out_dir / f"{case.id}.nii.gz",
+        out_dir / f"{case.id}_probabilities.npz",
+        out_dir / "overlays" / f"{case.id}.png",
+    ]
+
+
+def remove_stale_temporaries(cases: Sequence[Case], out_dir: Path) -> None:
+    """Temporary files a killed run left for these cases (never another shard's cases)."""
+    for case in cases:
+        for final in outputs_of(case, out_dir):
+            for tmp in temporary_siblings(final):
+                tmp.unlink(missing_ok=True)
+
+
+def output_is_complete(path: Path) -> bool:
+    """An existing output counts as done only if it reads back completely."""
+    try:
+        np.asanyarray(nib.load(str(path)).dataobj)
+        return True
+    except Exception:
+        return False
+
+
+def peak_memory_gb() -> dict[str, float]:
+    """Peak resident memory of this process so far (and peak GPU memory on CUDA), in GiB: what a case of this
+    size needs, for sizing machines (docs/RELIABILITY.md)."""
+    out = {"rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}  # ru_maxrss is KiB
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["gpu"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return out
+
+
+def _report_name(shard: tuple[int, int]) -> str:
+    i, n = shard
+    return REPORT if n == 1 else f"predict_report.part{i}of{n}.json"
+
+
+def write_report(out_dir: Path, results: Sequence[CaseResult], shard: tuple[int, int], final: bool) -> None:
+    """This shard's report (rewritten after every case); the merged report once every shard is final."""
+    summary = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+    report = {
+        "summary": summary,
+        "peak_memory_gb": peak_memory_gb(),
+        "shard": list(shard),
+        "final": final,
+        "cases": [asdict(r) for r in results],
+    }
+    atomic_write_text(out_dir / _report_name(shard), json.dumps(report, indent=1))
+    if final and shard[1] > 1:
+        merge_reports(out_dir, shard[1])
+
+
+def merge_reports(out_dir: Path, parts: int) -> bool:
+    """Write `predict_report.json` from every shard's final report; False while some shard is unfinished."""
+    reports = []
+    for i in range(parts):
+        path = out_dir / _report_name((i, parts))
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        if not report.get("final"):
+            return False
+        reports.append(report)
+    cases = sorted((c for r in reports for c in r["cases"]), key=lambda c: c["id"])
+    summary = {s: sum(r["summary"][s] for r in reports) for s in ("ok", "skipped", "failed")}
+    peak = {k: max(r["peak_memory_gb"].get(k, 0.0) for r in reports) for k in reports[0]["peak_memory_gb"]}
+    merged = {"summary": summary, "peak_memory_gb": peak, "shards": parts, "final": True, "cases": cases}
+    atomic_write_text(out_dir / REPORT, json.dumps(merged, indent=1))
+    return True

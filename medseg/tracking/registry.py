@@ -1,0 +1,92 @@
+"""The MLflow model registry: register versions, keep `champion` on the best one, fetch medseg bundles back.
+
+The champion check cannot be a read-then-set (two registrations at once would each see the old champion and the
+slower one would win, even when worse). Instead, after tagging its version, a registration re-derives the champion
+from every version's tagged metric and sets the alias to the best: whichever registration finishes last sees all
+versions registered before it, so the alias always ends on the best one.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from medseg.errors import TrackingError
+from medseg.redact import redact_secrets
+from medseg.tracking.store import client, mlflow_module, scoped_tracking_uri
+
+METRIC_TAG = "val_dice_mean"
+CHAMPION = "champion"
+
+
+def _tagged_metric(version) -> float | None:
+    try:
+        return float(version.tags[METRIC_TAG])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def promote_best(uri: str, name: str) -> str | None:
+    """Point `champion` at the version with the highest tagged metric; returns that version (None if none)."""
+    c = client(uri)
+    scored = [
+        (m, int(v.version)) for v in c.search_model_versions(f"name='{name}'") if (m := _tagged_metric(v)) is not None
+    ]
+    if not scored:
+        return None
+    _, best = max(scored, key=lambda s: (s[0], -s[1]))  # ties: the older version keeps the title
+    try:
+        current = c.get_model_version_by_alias(name, CHAMPION).version
+    except Exception:
+        current = None
+    if str(current) != str(best):
+        c.set_registered_model_alias(name, CHAMPION, str(best))
+    return str(best)
+
+
+def register_version(uri: str, model_uri: str, name: str, metric: float | None, aliases: list[str]) -> list[str]:
+    """Register `model_uri` under `name`, tag its metric, set `aliases`, and keep `champion` on the best version.
+
+    Returns `v<N>` and the aliases now pointing at it; MLflow refusals become one-line TrackingErrors.
+    """
+    c = client(uri)
+    try:
+        with scoped_tracking_uri(uri):
+            version = mlflow_module().register_model(model_uri, name).version
+        if metric is not None:
+            c.set_model_version_tag(name, version, METRIC_TAG, f"{metric:.6f}")
+        for alias in aliases:
+            c.set_registered_model_alias(name, alias, version)
+        champion = promote_best(uri, name) if metric is not None and CHAMPION not in aliases else None
+    except Exception as exc:
+        raise TrackingError(
+            f"cannot register {model_uri} as '{name}' ({redact_secrets(str(exc).splitlines()[0])[:160]})",
+            hint="aliases must not be 'latest' (reserved by MLflow) or a version number",
+        ) from None
+    won = [CHAMPION] if champion == str(version) else []
+    return [f"v{version}", *aliases, *won]
+
+
+def download_bundle(model_uri: str, tracking_uri: str) -> Path:
+    """Fetch the medseg bundle stored inside an MLflow model (`runs:/..`, `models:/..`) to a temp folder."""
+    from medseg.io.bundle import BUNDLE_FILE  # here, not at the top: it imports torch (CLI start-up)
+
+    client(tracking_uri)  # reachability check: one line instead of minutes of retries
+    dst = Path(tempfile.mkdtemp(prefix="medseg-model-"))
+    try:
+        # `models:/` URIs are resolved through MLflow's global registry URI whatever is passed: scope it.
+        with scoped_tracking_uri(tracking_uri):
+            local = Path(
+                mlflow_module().artifacts.download_artifacts(
+                    artifact_uri=model_uri, dst_path=str(dst), tracking_uri=tracking_uri, registry_uri=tracking_uri
+                )
+            )
+    except Exception as exc:
+        raise TrackingError(
+            f"cannot fetch MLflow model {model_uri} ({exc.__class__.__name__}: {redact_secrets(str(exc))[:160]})",
+            hint="check the URI with `medseg runs show RUN_ID` and --tracking-uri",
+        ) from None
+    found = list(local.rglob(BUNDLE_FILE))
+    if not found:
+        raise TrackingError(f"MLflow model {model_uri} holds no {BUNDLE_FILE} (not logged by medseg)")
+    return found[0]

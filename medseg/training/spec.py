@@ -1,0 +1,103 @@
+"""What a training run is given and what it returns, and how it reports progress (no UI, no MLflow here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from medseg.config import ExperimentConfig, RegionRule
+from medseg.core import Task
+from medseg.errors import ConfigError
+from medseg.io.bundle import ModelBundle
+from medseg.nets import SegmentationModel, create_model
+from medseg.training.distributed import World
+
+
+class ProgressHooks(Protocol):
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def step(self, loss: float) -> None: ...
+    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+class SilentHooks:
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        pass
+
+    def step(self, loss: float) -> None:
+        pass
+
+    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+
+@dataclass
+class TrainSpec:
+    """Everything a training run needs, already validated and resolved by the caller."""
+
+    cfg: ExperimentConfig
+    task: Task
+    label_map: dict[str, int]
+    train_items: list[dict]
+    val_items: list[dict]
+    norm_stats: list[list[float]]
+    out_dir: Path
+    device: torch.device
+    world: World = field(default_factory=World)
+    resume: dict | None = None
+
+    @property
+    def model_kwargs(self) -> dict:
+        return {"in_channels": len(self.task.channels), "out_channels": len(self.task.scheme.regions)} | dict(
+            self.cfg.model.kwargs
+        )
+
+    def build_network(self) -> SegmentationModel:
+        """The configured network; a bad name, keyword or patch size is a one-line config error."""
+        cfg = self.cfg
+        try:
+            model = create_model(cfg.model.name, **self.model_kwargs)
+            model.check_input_shape(torch.zeros(1, len(self.task.channels), *cfg.train.patch_size, device="meta"))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"model '{cfg.model.name}': {exc}", hint="check model.name, model.kwargs and train.patch_size"
+            ) from None
+        return model
+
+    def bundle(self, model: torch.nn.Module) -> ModelBundle:
+        """The model's current weights (copied to the CPU) with everything inference needs."""
+        return ModelBundle(
+            model_name=self.cfg.model.name,
+            model_kwargs=self.model_kwargs,
+            state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            task=self.task.name,
+            channels=list(self.task.channels),
+            scheme=self.task.scheme,
+            label_map=self.label_map,
+            patch_size=list(self.cfg.train.patch_size),
+            norm_stats=self.norm_stats,
+            crop_foreground=self.cfg.data.crop_foreground,
+            infer=self.cfg.infer,
+        )
+
+
+@dataclass
+class TrainResult:
+    """`best_bundle`: the best epoch's weights as inference will load them (post-processing included once chosen)."""
+
+    best_dice: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict]
+    best_path: Path
+    last_path: Path
+    best_bundle: ModelBundle | None = None
+    model_uri: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    postprocess: dict[str, RegionRule] = field(default_factory=dict)

@@ -1,0 +1,66 @@
+"""Evaluate a folder of predictions against a labelled dataset: per-case CSV, summary JSON, optionally MLflow."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from medseg.core import Task
+from medseg.data.layouts import detect_cases
+from medseg.errors import DataError
+from medseg.evaluation.evaluate import EvalResult, evaluate_folder, summarise
+from medseg.evaluation.metrics import convention
+from medseg.io.atomic import atomic_write_text
+from medseg.io.tables import rows_to_csv
+from medseg.pipelines import get_task
+
+
+@dataclass
+class EvaluateOutcome:
+    result: EvalResult
+    summary: dict[str, dict[str, float]]
+    task: Task
+    convention: str
+    csv: Path | None = None
+    summary_path: Path | None = None
+
+
+def evaluate(
+    pred_dir: Path,
+    gt_dir: Path,
+    task_name: str = "brats",
+    *,
+    out: Path | None = None,
+    run_id: str | None = None,
+    tracking_uri: str | None = None,
+    on_case: Callable[[str], None] | None = None,
+) -> EvaluateOutcome:
+    """Match predictions to labelled cases by id and score them; write `out` (CSV) and its `.summary.json`;
+    log `test_*` metrics and both files to MLflow run `run_id` when given."""
+    if not pred_dir.is_dir():
+        raise DataError("prediction folder not found", path=str(pred_dir))
+    task = get_task(task_name, gt_dir)
+    _, gt_cases = detect_cases(gt_dir, task.layouts)
+    result = evaluate_folder(pred_dir, gt_cases, task, on_case)
+    if not result.rows:
+        raise DataError(
+            "no case could be evaluated", path=str(pred_dir), hint="prediction files must be named <case_id>.nii.gz"
+        )
+    summary = summarise(result.rows)
+    words = convention(task.empty_hd95_mm)
+    outcome = EvaluateOutcome(result, summary, task, words)
+    if out is not None:
+        outcome.csv, outcome.summary_path = out, out.with_suffix(".summary.json")
+        atomic_write_text(out, rows_to_csv(result.rows))
+        report = {"convention": words, "cases": len(result.rows), "metrics": summary}
+        atomic_write_text(outcome.summary_path, json.dumps(report, indent=1))
+    if run_id:
+        from medseg.tracking import resolve_tracking_uri
+        from medseg.tracking.run_writer import log_to_existing_run
+
+        files = [p for p in (outcome.csv, outcome.summary_path) if p is not None]
+        metrics = {f"test_{k}": v["mean"] for k, v in summary.items()}
+        log_to_existing_run(run_id, resolve_tracking_uri(tracking_uri), metrics, files)
+    return outcome

@@ -1,0 +1,113 @@
+"""Predict a folder end to end, as nnU-Net's `nnUNetPredictor` does: the model, its task's input layouts, this
+process's shard, the device and the output folder are all settled here; the CLI only parses and renders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from medseg.config import InferConfig
+from medseg.core import Case, Task
+from medseg.data.layouts import detect_cases, unused_files
+from medseg.inference.model_source import MLFLOW_SCHEMES, load_bundle
+from medseg.inference.output_folder import CaseResult
+from medseg.inference.predictor import PredictOptions, predict_folder
+from medseg.io.bundle import ModelBundle
+from medseg.pipelines import task_for_model
+from medseg.runtime import current_runtime, resolve_device
+
+
+@dataclass
+class PredictPlan:
+    """The cases this process predicts (its shard), the files of the input folder no case reads, and the shard."""
+
+    cases: list[Case]
+    unused: list[Path]
+    shard: tuple[int, int]
+    layout: str
+
+
+class FolderPredictor:
+    """A loaded model with its task and settings, ready to predict folders.
+
+    Args:
+        bundle: the self-describing model (weights, task metadata, inference settings).
+        device: `auto`, `cpu` or `cuda` (this torchrun rank's GPU).
+        overlap, sw_batch_size, tta: per-run overrides of the bundle's settings (None keeps them).
+        postprocess: apply the model's post-processing rules (False keeps every component).
+        amp: bf16 autocast on CUDA. allow_missing: mask missing channels (cross-modal models).
+        single_pass: one forward over the foreground box instead of sliding windows.
+    """
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        *,
+        device: str = "auto",
+        overlap: float | None = None,
+        sw_batch_size: int | None = None,
+        tta: bool | None = None,
+        postprocess: bool = True,
+        amp: bool = True,
+        allow_missing: bool = False,
+        single_pass: bool = False,
+        source: str = "a model bundle",
+    ) -> None:
+        self.bundle = bundle
+        self.task: Task = task_for_model(bundle.task, bundle.channels, bundle.label_map)
+        self.runtime = current_runtime()
+        self.device = resolve_device(device, self.runtime)
+        self.infer: InferConfig = bundle.infer.override(
+            overlap=overlap, sw_batch_size=sw_batch_size, tta=tta, postprocess=None if postprocess else {}
+        )
+        self.amp, self.allow_missing, self.single_pass = amp, allow_missing, single_pass
+        self.source = source
+
+    @property
+    def model_can_mask(self) -> bool:
+        """Whether the network can leave out missing modalities (cross-modal), read from the model itself."""
+        return self.bundle.build_model().supports_modality_mask
+
+    @classmethod
+    def from_model(cls, model_ref: str, tracking_uri: str | None = None, **kwargs) -> FolderPredictor:
+        """From a checkpoint/bundle file or an MLflow model URI (`runs:/`, `models:/`)."""
+        source = (
+            "the weights-only bundle inside the MLflow model (its pickled module is never loaded)"
+            if model_ref.startswith(MLFLOW_SCHEMES)
+            else "a weights-only checkpoint"
+        )
+        return cls(load_bundle(model_ref, tracking_uri), source=source, **kwargs)
+
+    def plan(self, input_dir: Path, part: tuple[int, int] | None = None) -> PredictPlan:
+        """Find the cases of `input_dir` in any layout the model can read; keep this process's shard
+        (`part` = (i, n), else torchrun's rank of world size, else all)."""
+        layout, cases = detect_cases(input_dir, self.task.prediction_layouts)
+        shard = part or (self.runtime.rank, self.runtime.world_size)
+        unused = unused_files(input_dir, cases) if shard[0] == 0 else []
+        return PredictPlan(cases[shard[0] :: shard[1]], unused, shard, layout.name)
+
+    def run(
+        self,
+        plan: PredictPlan,
+        output_dir: Path,
+        *,
+        overwrite: bool = False,
+        save_probabilities: bool = False,
+        overlays: bool = False,
+        on_case: Callable[[CaseResult], None] | None = None,
+    ) -> list[CaseResult]:
+        """Predict the planned cases into `output_dir` (guarded, resumable, atomic); per-case results."""
+        opts = PredictOptions(
+            infer=self.infer,
+            save_probabilities=save_probabilities,
+            overwrite=overwrite,
+            allow_missing=self.allow_missing,
+            overlays=overlays,
+            amp=self.amp,
+            single_pass=self.single_pass,
+            device=self.device,
+            shard=plan.shard,
+            overlay_channels=self.task.overlay_channels,
+        )
+        return predict_folder(plan.cases, self.bundle, output_dir, opts, on_case)

@@ -1,0 +1,44 @@
+"""Scan a dataset folder: detect its layout, validate every case by reading it, write a manifest with folds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from medseg.core import Case
+from medseg.data.layouts import unused_files
+from medseg.data.manifest import Manifest, save_manifest
+from medseg.data.validate import relativise, scan_dataset
+from medseg.errors import DataError
+from medseg.pipelines import get_task
+
+
+@dataclass
+class ScanResult:
+    """The manifest written to `path`, the cases excluded with their reasons, and files that belong to no case."""
+
+    manifest: Manifest
+    path: Path
+    bad: list[tuple[Case, DataError]]
+    unused: list[Path]
+
+
+def scan(
+    data_dir: Path,
+    task_name: str,
+    out: Path,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    on_case: Callable[[Case, DataError | None], None] | None = None,
+) -> ScanResult:
+    """Write the manifest of the good cases of `data_dir` to `out` (paths relative to it); raise if none is good."""
+    task = get_task(task_name, data_dir)
+    manifest, bad = scan_dataset(data_dir, task, folds=folds, seed=seed, on_case=on_case)
+    unused = unused_files(data_dir, [*(c.case for c in manifest.cases), *(c for c, _ in bad)])
+    if not manifest.cases:
+        first = f": {bad[0][1]}" if bad else ""
+        raise DataError(f"no valid cases{first}", path=str(data_dir), hint="fix the errors listed above")
+    save_manifest(relativise(manifest, out.parent), out)
+    return ScanResult(manifest, out, bad, unused)

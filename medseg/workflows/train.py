@@ -1,0 +1,141 @@
+"""Train a task end to end: config, manifest (scanned on rank 0), runtime and device, split, tracking, resume."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medseg.config import ExperimentConfig, apply_overrides, load_config
+from medseg.core import Task
+from medseg.data.manifest import Manifest, load_manifest
+from medseg.errors import MedsegError
+from medseg.io.bundle import load_checkpoint
+from medseg.pipelines import get_task, task_for_manifest
+from medseg.runtime import Runtime, current_runtime, resolve_device
+from medseg.tracking import TrackingTarget, resolve_tracking_uri
+from medseg.training.distributed import barrier, init_world, shutdown
+from medseg.training.run import Split, train_task
+from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult
+from medseg.workflows.scan import scan
+
+ALL_FOLDS = "all"
+
+
+@dataclass
+class TrainRequest:
+    """What `medseg train` was asked. `config`: a YAML path or shipped config name (default: the task's);
+    `fold`: the validation fold, None for fold 0, or "all" to train on every case (validation then scores
+    training cases and is labelled so). `data` is scanned into `manifest` (default: `<out>/manifests/`)."""
+
+    task: str
+    config: str | Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    data: Path | None = None
+    manifest: Path | None = None
+    fold: int | str | None = None
+    device: str = "auto"
+    tracking_uri: str | None = None
+    tracking: bool = True
+    experiment: str | None = None
+    run_name: str | None = None
+    register: str | None = None
+    resume: str | None = None
+    out: Path = Path("outputs")
+
+
+@dataclass
+class TrainOutcome:
+    result: TrainResult
+    run_id: str | None
+    experiment_id: str | None
+    target: TrackingTarget
+    manifest_path: Path
+    split: Split
+    runtime: Runtime
+
+
+def _resume_payload(resume: str, uri: str) -> dict:
+    """A checkpoint path, or an MLflow run id whose output folder holds `last.pt`."""
+    if Path(resume).is_file():
+        return load_checkpoint(resume)
+    from medseg.tracking.review import run_output_dir
+
+    return load_checkpoint(Path(run_output_dir(resume, uri)) / "last.pt")
+
+
+def _split(fold: int | str | None, manifest: Manifest) -> Split:
+    folds = sorted({c.fold for c in manifest.cases})
+    if fold == ALL_FOLDS:
+        return Split(None, "training cases (fold all: nothing held out, validation scores seen cases)")
+    if fold is None:
+        if len(folds) < 2:
+            raise MedsegError(
+                "the manifest has a single fold, so no case can be held out for validation",
+                hint="scan with --folds 5, or pass --fold all to validate on training cases",
+            )
+        fold = folds[0]
+    if int(fold) not in folds:
+        raise MedsegError(f"fold {fold} not in the manifest's folds {folds}", hint="pick an existing fold or all")
+    return Split(int(fold), f"held-out fold {fold}")
+
+
+def _task_and_manifest_path(req: TrainRequest) -> tuple[Task, Path]:
+    if req.data is None and req.manifest is None:
+        raise MedsegError("give --data DIR or --manifest FILE", hint="--data scans a dataset folder")
+    if req.data is not None:
+        path = req.manifest or req.out / "manifests" / f"{req.data.resolve().name}.json"
+        return get_task(req.task, req.data), path
+    return task_for_manifest(req.task, load_manifest(req.manifest)), req.manifest
+
+
+def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> TrainOutcome:
+    """Train as `req` says; torchrun processes each call this, rank 0 scans, tracks and checkpoints."""
+    hooks = hooks or SilentHooks()
+    runtime = current_runtime()
+    task, manifest_path = _task_and_manifest_path(req)
+    cfg = load_config(req.config or task.default_config, req.overrides)
+    uri = resolve_tracking_uri(req.tracking_uri, cfg.tracking.uri)
+    payload = None
+    if req.resume:
+        payload = _resume_payload(req.resume, uri)
+        # A resumed run keeps its own config; explicit overrides still apply (e.g. more epochs).
+        cfg = ExperimentConfig.model_validate(apply_overrides(copy.deepcopy(payload["config"]), req.overrides))
+    device = resolve_device(req.device, runtime)
+    world = init_world(device.type, runtime)
+    try:
+        if req.data is not None and runtime.is_main:
+            scanned = scan(req.data, req.task, manifest_path, folds=5, seed=cfg.train.seed)
+            hooks.message(f"manifest of {len(scanned.manifest.cases)} cases -> {manifest_path}")
+            for case, err in scanned.bad:
+                hooks.message(f"excluded {case.id}: {err}")
+        barrier(world)  # other ranks read the manifest once rank 0 has written it
+        manifest = load_manifest(manifest_path)
+        task = task_for_manifest(req.task, manifest)
+        split = _split(req.fold, manifest)
+        hooks.message(f"validation: {split.label}")
+        target = TrackingTarget(
+            uri if req.tracking and cfg.tracking.enabled else None,
+            req.experiment or cfg.tracking.experiment,
+            req.run_name,
+            req.register or cfg.tracking.register_name,
+            cfg.tracking.system_metrics,
+        )
+        result, tracker = train_task(
+            task,
+            manifest,
+            manifest_path,
+            cfg,
+            split=split,
+            device=device,
+            world=world,
+            target=target,
+            out_root=req.out,
+            resume=payload,
+            hooks=hooks,
+        )
+    finally:
+        shutdown(world)
+    return TrainOutcome(
+        result, tracker.run_id, getattr(tracker, "experiment_id", None), target, manifest_path, split, runtime
+    )
