@@ -106,26 +106,96 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _start_mlflow_server(backend: str, root: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd += ["--artifacts-destination", str(root / "artifacts")]
+    server = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2)
+            return server, uri
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.terminate()
+                pytest.fail(f"mlflow server did not start: {server.communicate(timeout=30)[1][-1500:]}")
+            time.sleep(0.5)
+
+
 @pytest.fixture()
 def mlflow_server(tmp_path) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 (SQLite backend, proxied artifacts) for the duration of a test."""
-    port = free_port()
     root = tmp_path / "server"
     root.mkdir()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'srv.db'}"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    server = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"http://127.0.0.1:{port}"
+    server, uri = _start_mlflow_server(f"sqlite:///{root / 'srv.db'}", root)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail("mlflow server did not start")
-                time.sleep(0.5)
+        yield uri
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _postgres_bin(name: str) -> str:
+    """A PostgreSQL server program: on PATH, or where Debian's `postgresql` package puts it."""
+    import glob
+    import shutil
+
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if found is None:
+        pytest.fail(f"PostgreSQL's {name} is not installed: run tools/install_test_services.sh (as .ci/run does)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def postgres_uri(tmp_path_factory) -> Iterator[str]:
+    """A real PostgreSQL server on 127.0.0.1 (a fresh cluster, password login) for the session.
+
+    PostgreSQL refuses to run as root: as root, the cluster is owned and run by the `postgres` user that Debian's
+    package creates.
+    """
+    import os
+    import pwd
+    import shutil
+    import tempfile
+
+    as_root = os.geteuid() == 0
+    run_as = ["runuser", "-u", "postgres", "--"] if as_root else []
+    base = Path(tempfile.mkdtemp(prefix="medseg-pg-"))
+    data = base / "data"
+    if as_root:
+        pg = pwd.getpwnam("postgres")
+        os.chmod(base, 0o755)
+        os.chown(base, pg.pw_uid, pg.pw_gid)
+    port = free_port()
+    secret = base / "pw"
+    secret.write_text("medseg-test-pw\n")
+    if as_root:
+        os.chown(secret, pwd.getpwnam("postgres").pw_uid, -1)
+    init = [*run_as, _postgres_bin("initdb"), "-D", str(data), "-U", "medseg", "--pwfile", str(secret)]
+    subprocess.run([*init, "-A", "scram-sha-256", "--no-sync"], check=True, capture_output=True)
+    opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+    ctl = [*run_as, _postgres_bin("pg_ctl"), "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w"]
+    subprocess.run([*ctl, "start"], check=True, capture_output=True)
+    env = {**os.environ, "PGPASSWORD": "medseg-test-pw"}
+    createdb = [_postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "medseg", "mlflow"]
+    subprocess.run(createdb, check=True, capture_output=True, env=env)
+    try:
+        yield f"postgresql://medseg:medseg-test-pw@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run([*ctl, "stop", "-m", "fast"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture()
+def mlflow_postgres_server(postgres_uri, tmp_path) -> Iterator[str]:
+    """`mlflow server` backed by the PostgreSQL server (the team set-up in the README)."""
+    root = tmp_path / "pg_server"
+    root.mkdir()
+    server, uri = _start_mlflow_server(postgres_uri, root)
+    try:
         yield uri
     finally:
         server.terminate()

@@ -1,4 +1,6 @@
-"""Training checkpoints: model bundle + optimiser/scheduler/scaler/RNG state, weights-only loadable."""
+"""Training checkpoints: model bundle + optimiser/scaler/RNG state and history, weights-only loadable.
+
+The learning rate needs no saved state: it is a function of the epoch and the elapsed time in the history."""
 
 from __future__ import annotations
 
@@ -39,7 +41,6 @@ def save_training_checkpoint(
     bundle: ModelBundle,
     *,
     optimizer: torch.optim.Optimizer,
-    scheduler: Any,
     scaler: torch.amp.GradScaler | None,
     epoch: int,
     best: float,
@@ -52,7 +53,6 @@ def save_training_checkpoint(
         {
             "bundle": bundle.to_dict(),
             "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else {},
             "epoch": epoch,
             "best": best,

@@ -9,6 +9,7 @@ import numpy as np
 from monai.data import DataLoader, Dataset, list_data_collate
 from monai.transforms import (
     Compose,
+    DeleteItemsd,
     EnsureTyped,
     MapTransform,
     RandCropByPosNegLabeld,
@@ -34,20 +35,36 @@ class LoadCachedd(MapTransform):
         pre = read_entry(Path(data["entry"]))
         if pre.regions is None:
             raise DataError("case has no label", case=data["id"], hint="training needs labelled cases")
-        return {"id": data["id"], "image": np.array(pre.image), "label": np.array(pre.regions)}
+        regions = np.array(pre.regions)
+        # One foreground channel for patch sampling: MONAI reads a multi-channel label as one-hot and drops its
+        # first channel as background, which would never centre a patch on a first-region-only voxel.
+        return {"id": data["id"], "image": np.array(pre.image), "label": regions, "fg": regions.any(0, keepdims=True)}
 
 
 def train_transforms(patch_size: Sequence[int], samples: int, pos_neg_ratio: float) -> Compose:
-    """Foreground-biased random patches, flips and intensity scale/shift (MONAI)."""
+    """Foreground-biased random patches, flips and intensity scale/shift (MONAI).
+
+    Negative patches are centred inside the image (a voxel nonzero in some channel), not in the air around it:
+    healthy tissue that looks like tumour (CSF, vessels, bright grey matter) is what a model must learn to leave
+    alone, and air teaches it nothing.
+    """
     keys = ["image", "label"]
     pos = pos_neg_ratio / (1 + pos_neg_ratio)
     return Compose(
         [
             LoadCachedd(),
-            SpatialPadd(keys, spatial_size=list(patch_size)),
+            SpatialPadd([*keys, "fg"], spatial_size=list(patch_size)),
             RandCropByPosNegLabeld(
-                keys, "label", list(patch_size), pos=pos, neg=1 - pos, num_samples=samples, image_key=None
+                keys,
+                "fg",
+                list(patch_size),
+                pos=pos,
+                neg=1 - pos,
+                num_samples=samples,
+                image_key="image",
+                image_threshold=0.0,
             ),
+            DeleteItemsd("fg"),
             RandFlipd(keys, prob=0.5, spatial_axis=0),
             RandFlipd(keys, prob=0.5, spatial_axis=1),
             RandFlipd(keys, prob=0.5, spatial_axis=2),

@@ -6,7 +6,7 @@ UI-free: progress is reported through `ProgressHooks`, tracking through a `Track
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -18,7 +18,7 @@ from medseg.tracking import Tracker
 from medseg.training.checkpoint import save_training_checkpoint, set_rng_state
 from medseg.training.data import train_loader
 from medseg.training.distributed import barrier, mean_across
-from medseg.training.optim import build_loss, build_optimizer, warmup_cosine
+from medseg.training.optim import build_loss, build_optimizer, lr_factor, run_progress
 from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult, TrainSpec
 from medseg.training.steps import grad_scaler, seed_epoch, train_epoch
 from medseg.training.validate import validate_epoch
@@ -26,28 +26,31 @@ from medseg.training.validate import validate_epoch
 
 @dataclass
 class _Progress:
-    """Where the loop stands: the next epoch, the best validation so far and the history."""
+    """Where the loop stands: the next epoch, the best validation so far, the history, the seconds spent (training
+    and validation, across resumes: what the time budget counts) and the last validation's duration."""
 
     start: int = 0
     best: float = -1.0
     best_epoch: int = -1
-    history: list[dict] | None = None
+    history: list[dict] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    val_s: float = 0.0
 
 
-def _restore(spec: TrainSpec, model, optimizer, scheduler, scaler) -> _Progress:
-    """Load a resumed run's model, optimiser, scheduler, scaler and RNG states; where to continue."""
+def _restore(spec: TrainSpec, model, optimizer, scaler) -> _Progress:
+    """Load a resumed run's model, optimiser, scaler and RNG states; where to continue."""
     r = spec.resume
     if not r:
-        return _Progress(history=[])
+        return _Progress()
     model.load_state_dict(r["bundle"]["state_dict"])
     optimizer.load_state_dict(r["optimizer"])
-    scheduler.load_state_dict(r["scheduler"])
     if scaler is not None and r["scaler"]:
         scaler.load_state_dict(r["scaler"])
     set_rng_state(r["rng"])
     history = list(r["history"])
     best_epoch = max((h["epoch"] for h in history if h.get("val_dice_mean") == r["best"]), default=-1)
-    return _Progress(r["epoch"] + 1, r["best"], best_epoch, history)
+    elapsed = history[-1].get("elapsed_s", 0.0) if history else 0.0
+    return _Progress(r["epoch"] + 1, r["best"], best_epoch, history, elapsed)
 
 
 def _epoch_metrics(loss: float, samples: int, elapsed: float, optimizer, spec: TrainSpec) -> dict[str, float]:
@@ -65,9 +68,8 @@ def fit(spec: TrainSpec, model: SegmentationModel, tracker: Tracker, hooks: Prog
     cfg, world, device = spec.cfg, spec.world, spec.device
     model = model.to(device)
     optimizer = build_optimizer(model, cfg.train.lr, cfg.train.weight_decay)
-    scheduler = warmup_cosine(optimizer, cfg.train.warmup_epochs, cfg.train.epochs)
     scaler = grad_scaler(spec)
-    state = _restore(spec, model, optimizer, scheduler, scaler)
+    state = _restore(spec, model, optimizer, scaler)
     ids = [device.index] if device.type == "cuda" else None
     net = DistributedDataParallel(model, device_ids=ids) if world.size > 1 else model
     t = cfg.train
@@ -84,30 +86,41 @@ def fit(spec: TrainSpec, model: SegmentationModel, tracker: Tracker, hooks: Prog
     loss_fn = build_loss(t.loss, getattr(model, "deep_supervision", False))
     last_path, best_path = spec.out_dir / "last.pt", spec.out_dir / "best.pt"
     best_bundle: ModelBundle | None = None
-    t_start, stale, epoch = time.monotonic(), 0, state.start - 1
+    best_val_cases = None
+    budget_s = 60 * t.max_minutes if t.max_minutes is not None else None
+    stale, epoch = 0, state.start - 1
     for epoch in range(state.start, t.epochs):
         seed_epoch(loader, t.seed, epoch, world.rank)
+        progress = run_progress(epoch, t.epochs, t.warmup_epochs, state.elapsed_s, t.max_minutes)
+        for group in optimizer.param_groups:
+            group["lr"] = t.lr * lr_factor(epoch, t.warmup_epochs, progress)
         hooks.epoch_start(epoch, t.epochs, len(loader))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.monotonic()
         net.train()
         loss, samples = train_epoch(net, loader, loss_fn, optimizer, scaler, spec, hooks)
-        scheduler.step()
-        metrics = _epoch_metrics(loss, samples, time.monotonic() - t0, optimizer, spec)
-        out_of_time = t.max_minutes is not None and (time.monotonic() - t_start) / 60 >= t.max_minutes
+        train_s = time.monotonic() - t0
+        metrics = _epoch_metrics(loss, samples, train_s, optimizer, spec)
+        # The last epoch within budget: another epoch (and its final validation) would not fit.
+        out_of_time = budget_s is not None and state.elapsed_s + 2 * train_s + state.val_s > budget_s
         if (epoch + 1) % t.val_every == 0 or epoch == t.epochs - 1 or out_of_time:
-            val = validate_epoch(model, spec, tracker, epoch)
+            t1 = time.monotonic()
+            val, val_cases = validate_epoch(model, spec, tracker, epoch)
+            state.val_s = time.monotonic() - t1
             metrics.update(val)
             if val and val["val_dice_mean"] > state.best:
                 state.best, state.best_epoch, stale = val["val_dice_mean"], epoch, 0
+                best_val_cases = val_cases
             else:
                 stale += 1
+        state.elapsed_s += time.monotonic() - t0
+        metrics["elapsed_s"] = state.elapsed_s
         state.history.append({"epoch": epoch, **metrics})
         if world.is_main:
             bundle = spec.bundle(model)
             extra = dict(epoch=epoch, best=state.best, history=state.history, config=redacted_dump(cfg))
-            extra |= dict(optimizer=optimizer, scheduler=scheduler, scaler=scaler, run_id=tracker.run_id)
+            extra |= dict(optimizer=optimizer, scaler=scaler, run_id=tracker.run_id)
             save_training_checkpoint(last_path, bundle, **extra)
             if state.best_epoch == epoch:
                 save_training_checkpoint(best_path, bundle, **extra)
@@ -117,10 +130,16 @@ def fit(spec: TrainSpec, model: SegmentationModel, tracker: Tracker, hooks: Prog
         hooks.epoch_end(epoch, metrics)
         barrier(world)
         if out_of_time or (t.early_stop_patience is not None and stale >= t.early_stop_patience):
-            hooks.message(
-                "time budget reached" if out_of_time else f"early stop: no improvement in {stale} validations"
-            )
+            why = "time budget reached" if out_of_time else f"early stop: no improvement in {stale} validations"
+            hooks.message(why)
             break
     return TrainResult(
-        state.best, state.best_epoch, epoch + 1, state.history, best_path, last_path, best_bundle=best_bundle
+        state.best,
+        state.best_epoch,
+        epoch + 1,
+        state.history,
+        best_path,
+        last_path,
+        best_bundle=best_bundle,
+        best_val_cases=best_val_cases if best_bundle is not None else None,
     )

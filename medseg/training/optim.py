@@ -37,13 +37,17 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.o
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over `warmup` epochs, then cosine decay to 0 at `total` (stepped once per epoch)."""
+def lr_factor(epoch: int, warmup: int, progress: float) -> float:
+    """Learning-rate multiplier: linear warm-up over the first `warmup` epochs, then cosine decay to 0 as
+    `progress` (the share of the run done, by epochs or by the time budget, whichever is further) reaches 1."""
+    if epoch < warmup:
+        return (epoch + 1) / (warmup + 1)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
-    def factor(epoch: int) -> float:
-        if epoch < warmup:
-            return (epoch + 1) / (warmup + 1)
-        progress = (epoch - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def run_progress(epoch: int, epochs: int, warmup: int, elapsed_s: float, max_minutes: float | None) -> float:
+    """How far a run is at the start of `epoch`: past warm-up by epochs, or by time when a budget is set, so a
+    time-bounded run still anneals to 0 by its end instead of stopping at a high learning rate."""
+    by_epochs = (epoch - warmup) / max(1, epochs - warmup)
+    by_time = elapsed_s / (60 * max_minutes) if max_minutes else 0.0
+    return max(by_epochs, by_time)

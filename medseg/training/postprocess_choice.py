@@ -41,22 +41,26 @@ def _summary(cases: Sequence[ScoredCase], scheme: LabelScheme, rules: dict[str, 
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 
-def choose_postprocess(
+def predict_validation(
     model: torch.nn.Module,
     val_items: Sequence[dict],
-    scheme: LabelScheme,
     roi: Sequence[int],
     infer: InferConfig,
     device: torch.device,
     amp: bool,
-) -> PostprocessChoice:
-    """Rules for `infer.postprocess is None` searched on `val_items`, else the configured ones evaluated."""
-    if not val_items:
-        return PostprocessChoice(dict(infer.postprocess or {}))
-    cases = [
+) -> list[ScoredCase]:
+    """The validation cases' raw masks and truth, predicted again (when training kept none: DDP, many cases)."""
+    return [
         ScoredCase(pred, np.asarray(pre.regions, bool), pre.meta.spacing)
         for _item, pre, pred in predicted_masks(model, val_items, roi, infer, device, amp)
     ]
+
+
+def choose_postprocess(cases: Sequence[ScoredCase], scheme: LabelScheme, infer: InferConfig) -> PostprocessChoice:
+    """Rules for `infer.postprocess is None` searched on the validation `cases`, else the configured ones
+    evaluated on them."""
+    if not cases:
+        return PostprocessChoice(dict(infer.postprocess or {}))
     if infer.postprocess is None:
         rules, table = search_postprocess(cases, scheme)
     else:

@@ -26,7 +26,7 @@ from medseg.tracking.review import MODEL_METRIC_TAG
 from medseg.training.data import prepare_cache
 from medseg.training.distributed import World, barrier
 from medseg.training.loop import fit
-from medseg.training.postprocess_choice import choose_postprocess
+from medseg.training.postprocess_choice import choose_postprocess, predict_validation
 from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult, TrainSpec
 from medseg.viz.curves import learning_curves
 from medseg.viz.overlays import save_png
@@ -161,15 +161,13 @@ def _finish(
         bundle = ModelBundle.from_dict(payload["bundle"])
     model = bundle.build_model().to(spec.device)
     hooks.message(f"choosing post-processing on {len(spec.val_items)} validation case(s)")
-    choice = choose_postprocess(
-        model,
-        spec.val_items,
-        spec.task.scheme,
-        spec.cfg.train.patch_size,
-        bundle.infer,
-        spec.device,
-        spec.cfg.train.amp,
-    )
+    cases = result.best_val_cases
+    if cases is None:  # not kept during training (DDP, many cases, resumed past the best epoch): predict again
+        cfg = spec.cfg
+        cases = predict_validation(
+            model, spec.val_items, cfg.train.patch_size, bundle.infer, spec.device, cfg.train.amp
+        )
+    choice = choose_postprocess(cases, spec.task.scheme, bundle.infer)
     result.postprocess = choice.rules
     bundle.infer = bundle.infer.override(postprocess=choice.rules)
     result.best_bundle = bundle

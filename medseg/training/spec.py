@@ -89,7 +89,8 @@ class TrainSpec:
 
 @dataclass
 class TrainResult:
-    """`best_bundle`: the best epoch's weights as inference will load them (post-processing included once chosen)."""
+    """`best_bundle`: the best epoch's weights as inference will load them (post-processing included once chosen);
+    `best_val_cases`: that epoch's validation masks, so choosing the post-processing needs no second pass."""
 
     best_dice: float
     best_epoch: int
@@ -98,6 +99,7 @@ class TrainResult:
     best_path: Path
     last_path: Path
     best_bundle: ModelBundle | None = None
+    best_val_cases: list | None = None  # the best epoch's validation masks (`ScoredCase`), when kept
     model_uri: str | None = None
     aliases: list[str] = field(default_factory=list)
     postprocess: dict[str, RegionRule] = field(default_factory=dict)

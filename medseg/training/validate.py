@@ -12,6 +12,7 @@ from medseg.config import InferConfig
 from medseg.core import Task
 from medseg.data.cache import read_entry
 from medseg.evaluation.metrics import dice
+from medseg.evaluation.postprocess_search import ScoredCase
 from medseg.inference.sliding import sliding_predict
 from medseg.io.tables import rows_to_csv
 from medseg.tracking import Tracker
@@ -60,18 +61,21 @@ def validate(
     device: torch.device,
     amp: bool,
     overlays: int = 0,
-) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """Returns per-case rows {id, dice_<region>...} and overlay pictures for the first `overlays` cases.
+    keep_masks: bool = False,
+) -> tuple[list[dict], dict[str, np.ndarray], list[ScoredCase]]:
+    """Per-case rows {id, dice_<region>...}, overlay pictures for the first `overlays` cases, and (`keep_masks`)
+    each case's raw masks and truth, so the post-processing search after training need not predict again.
 
     Fixed post-processing rules in `infer` are applied, so the Dice is what `medseg predict` would give; rules
     still to be chosen (None) are chosen after training (`training.postprocess_choice`).
     """
-    rows, pictures = [], {}
+    rows, pictures, kept = [], {}, []
     scheme, region_names = task.scheme, task.scheme.region_names
-    for n, (item, pre, pred) in enumerate(predicted_masks(model, items, roi, infer, device, amp)):
-        if infer.postprocess:
-            pred = postprocess(pred, scheme, infer.postprocess, pre.meta.spacing)
+    for n, (item, pre, raw) in enumerate(predicted_masks(model, items, roi, infer, device, amp)):
         gt = np.asarray(pre.regions)
+        if keep_masks:
+            kept.append(ScoredCase(raw, gt.astype(bool), pre.meta.spacing))
+        pred = postprocess(raw, scheme, infer.postprocess, pre.meta.spacing) if infer.postprocess else raw
         row = {"id": item["id"]}
         for i, name in enumerate(region_names):
             row[f"dice_{name.lower()}"] = dice(pred[i], gt[i])
@@ -87,14 +91,22 @@ def validate(
                 gt,
                 title=f"{item['id']}  Dice " + " ".join(f"{r}={row[f'dice_{r.lower()}']:.2f}" for r in region_names),
             )
-    return rows, pictures
+    return rows, pictures, kept
 
 
-def validate_epoch(model: torch.nn.Module, spec: TrainSpec, tracker: Tracker, epoch: int) -> dict[str, float]:
-    """Whole-volume validation, each rank on its share of cases; returns `val_dice_*` averaged over all cases.
-    Rank 0 logs the per-case CSV and overlay pictures."""
+# Validation masks are kept for the post-processing search up to this many cases (~20 MB each at BraTS size).
+KEEP_MASKS_UP_TO = 20
+
+
+def validate_epoch(
+    model: torch.nn.Module, spec: TrainSpec, tracker: Tracker, epoch: int
+) -> tuple[dict[str, float], list[ScoredCase] | None]:
+    """Whole-volume validation, each rank on its share of cases; returns `val_dice_*` averaged over all cases,
+    and in a single process the cases' masks (for the post-processing search). Rank 0 logs the per-case CSV and
+    overlay pictures."""
     cfg, world = spec.cfg, spec.world
-    rows, pictures = validate(
+    keep = world.size == 1 and len(spec.val_items) <= KEEP_MASKS_UP_TO
+    rows, pictures, kept = validate(
         model,
         spec.val_items[world.rank :: world.size],
         spec.task,
@@ -103,6 +115,7 @@ def validate_epoch(model: torch.nn.Module, spec: TrainSpec, tracker: Tracker, ep
         spec.device,
         cfg.train.amp,
         overlays=cfg.train.overlays if world.is_main else 0,
+        keep_masks=keep,
     )
     # The same keys on every rank (even one without cases), or the all-reduce would mismatch.
     keys = [f"dice_{r.lower()}" for r in spec.task.scheme.region_names] + ["dice_mean"]
@@ -113,4 +126,5 @@ def validate_epoch(model: torch.nn.Module, spec: TrainSpec, tracker: Tracker, ep
         for cid, rgb in pictures.items():
             tracker.log_image(rgb, key=f"overlay_{cid}", step=epoch)
             save_png(rgb, spec.out_dir / "overlays" / f"{cid}_epoch{epoch:04d}.png")
-    return {f"val_{k}": total[k] / total["n"] for k in keys} if total["n"] else {}
+    metrics = {f"val_{k}": total[k] / total["n"] for k in keys} if total["n"] else {}
+    return metrics, kept if keep else None

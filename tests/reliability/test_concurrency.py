@@ -47,11 +47,15 @@ def _wait_for_champion(uri: str, name: str, procs: list[subprocess.Popen], timeo
     pytest.fail("no training registered a champion: " + " | ".join((p.communicate()[1] or "")[-500:] for p in procs))
 
 
-@pytest.mark.parametrize("store", ["sqlite", "server"])
+SERVERS = {"server": "mlflow_server", "postgres": "mlflow_postgres_server"}
+
+
+@pytest.mark.parametrize("store", ["sqlite", "server", "postgres"])
 def test_two_trainings_a_prediction_and_a_review_at_once(store, brats2021_dir, brats2021_manifest, tmp_path, request):
-    """On SQLite the store does not exist yet: the two trainings and the review race to create it."""
+    """On SQLite the store does not exist yet: the two trainings and the review race to create it. `postgres` is
+    the team set-up of the README: `mlflow server` on a PostgreSQL database (a real server, started on loopback)."""
     db = tmp_path / "fresh" / "shared.db"
-    uri = f"sqlite:///{db}" if store == "sqlite" else request.getfixturevalue("mlflow_server")
+    uri = f"sqlite:///{db}" if store == "sqlite" else request.getfixturevalue(SERVERS[store])
     assert store != "sqlite" or not db.parent.exists()
     common = ["--tracking-uri", uri]
     procs = [

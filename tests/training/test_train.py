@@ -257,3 +257,15 @@ def test_credentials_in_the_config_never_reach_mlflow_checkpoints_or_saved_confi
     assert secret not in (result.last_path.parent / "config.yaml").read_text()
     for ckpt in (result.last_path, result.best_path):
         assert secret not in str(load_checkpoint(ckpt)["config"])
+
+
+def test_a_time_budget_anneals_the_learning_rate_to_its_end():
+    """With `train.max_minutes`, the cosine follows the budget: a run stopped by time ends near lr 0, not at the
+    high rate an epoch-based schedule would still be at (epoch 30 of a nominal 1000)."""
+    from medseg.training.optim import lr_factor, run_progress
+
+    assert lr_factor(0, 2, 0.0) == pytest.approx(1 / 3)  # warm-up
+    by_epochs = run_progress(30, 1000, 2, elapsed_s=0.0, max_minutes=None)
+    assert lr_factor(30, 2, by_epochs) > 0.99
+    by_time = run_progress(30, 1000, 2, elapsed_s=0.95 * 20 * 60, max_minutes=20)
+    assert by_time == pytest.approx(0.95) and lr_factor(30, 2, by_time) < 0.01
