@@ -1,29 +1,30 @@
-"""End-to-end folder inference: `medseg predict` against the pipeline a MONAI user writes by hand, same
-network and weights, same machine, alternating, on labelled synthetic cases.
+"""Folder inference: `medseg predict` (each engine) against the pipeline a competent MONAI user writes, same weights,
+same threads, alternating order, several rounds, warm-up excluded, on anatomy-based 240x240x155 cases with ground
+truth, so every speed figure stands next to its Dice.
 
-Reference: LoadImaged -> EnsureChannelFirstd -> Orientationd(RAS) -> Spacingd(1 mm) -> NormalizeIntensityd
--> sliding_window_inference(roi, overlap 0.5, gaussian) -> sigmoid -> Invertd -> threshold -> labels ->
-SaveImage. Also times `medseg predict --single-pass` (one forward over the foreground box). Reports cases/s,
-the ratio, mean region Dice of each against the ground truth, Dice agreement
-between the two outputs, peak RSS (and GPU memory on CUDA).
+MONAI reference ("fair"): LoadImaged -> EnsureChannelFirstd -> Orientationd(RAS) -> Spacingd(1 mm) ->
+CropForegroundd -> NormalizeIntensityd(nonzero, channel-wise) -> sliding_window_inference(roi, overlap 0.5, gaussian)
+-> sigmoid -> Invertd -> threshold -> labels -> SaveImage, as the SwinUNETR BraTS tutorial does. The same without
+CropForegroundd is the second reference row. medseg runs without post-processing here (`postprocess={}`), so both
+sides produce the network's raw masks; the post-processed numbers are bench_quality's.
 
-    python benchmarks/bench_infer.py --quick            # trains the smoke model on the fly (a few minutes)
-    python benchmarks/bench_infer.py --model best.pt --cases 4 --shape 240 240 155
+    python benchmarks/bench_infer.py --model outputs/bench_quality/runs/<run>/best.pt --cases 3 --rounds 3
+    python benchmarks/bench_infer.py --model best.pt --engines torch,torch-bf16,onnxruntime,openvino
 
-Last line: `infer_speedup_vs_monai=<ratio> dice_delta=<medseg mean Dice - reference mean Dice>`.
+One line per pipeline: `infer pipeline=<name> s_per_case=.. dice_mean=.. dice_et=.. dice_tc=.. dice_wt=..`, then
+`infer_speedup_vs_fair_monai=<best medseg engine> dice_delta=..`.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
@@ -33,6 +34,7 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from monai.transforms import (
     Compose,
+    CropForegroundd,
     EnsureChannelFirstd,
     Invertd,
     LoadImaged,
@@ -43,52 +45,27 @@ from monai.transforms import (
 )
 
 from medseg.data.layouts import detect_cases
-from medseg.data.manifest import save_manifest
-from medseg.data.validate import scan_dataset
-from medseg.evaluation.metrics import dice
-from medseg.inference.model_source import load_bundle
-from medseg.inference.predictor import PredictOptions, predict_folder
-from medseg.pipelines import get_task
 from medseg.pipelines.brats import LAYOUTS, write_synthetic_dataset
-from medseg.transforms.labels import labels_to_regions, regions_to_labels
-from medseg.workflows.train import TrainRequest, run_training
+from medseg.transforms.labels import regions_to_labels
+from medseg.workflows.evaluate import evaluate
+from medseg.workflows.predict import FolderPredictor, PredictPlan
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train_quick_model(work: Path) -> Path:
-    """The smoke model trained on synthetic data as in `medseg demo` (CPU, ~3 minutes on 2 cores)."""
-    # Same volume size as the quick test cases: synthetic anatomy scales with the volume, so a model trained
-    # on smaller volumes sees differently sized structures.
-    write_synthetic_dataset(work / "train", 16, "brats2021", (96, 96, 72), seed=11)
-    manifest, _ = scan_dataset(work / "train", get_task("brats"), folds=4)
-    save_manifest(manifest, work / "train.json")
-    overrides = ["train.epochs=25", "train.val_every=25", "train.samples_per_volume=4", "train.overlays=0"]
-    request = TrainRequest(
-        "brats",
-        config="brats_smoke",
-        overrides=[*overrides, f"data.cache_dir={work / 'cache'}"],
-        manifest=work / "train.json",
-        fold=0,
-        device="cpu",
-        tracking=False,
-        out=work / "runs",
-    )
-    return run_training(request).result.best_path
-
-
-def monai_reference(cases, bundle, out_dir: Path, device: torch.device, sw_batch: int) -> None:
-    """The hand-written MONAI pipeline, one case at a time."""
-    model = bundle.build_model().to(device)
-    pre = Compose(
-        [
-            LoadImaged("image", image_only=True),
-            EnsureChannelFirstd("image"),
-            Orientationd("image", axcodes="RAS"),
-            Spacingd("image", pixdim=(1.0, 1.0, 1.0), mode="bilinear"),
-            NormalizeIntensityd("image", nonzero=True, channel_wise=True),
-        ]
-    )
+def monai_reference(cases, bundle, out_dir: Path, sw_batch: int, crop: bool) -> None:
+    """The hand-written MONAI pipeline, one case at a time, the network in PyTorch fp32 on the CPU."""
+    model = bundle.build_model().eval()
+    steps = [
+        LoadImaged("image", image_only=True),
+        EnsureChannelFirstd("image"),
+        Orientationd("image", axcodes="RAS"),
+        Spacingd("image", pixdim=(1.0, 1.0, 1.0), mode="bilinear"),
+    ]
+    if crop:
+        steps.append(CropForegroundd("image", source_key="image", allow_smaller=True))
+    steps.append(NormalizeIntensityd("image", nonzero=True, channel_wise=True))
+    pre = Compose(steps)
     post = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False)
     saver = SaveImage(
         output_dir=str(out_dir),
@@ -100,94 +77,80 @@ def monai_reference(cases, bundle, out_dir: Path, device: torch.device, sw_batch
     )
     for case in cases:
         data = pre({"image": list(case.images)})
-        with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.no_grad():
             logits = sliding_window_inference(
-                data["image"][None].to(device), bundle.patch_size, sw_batch, model, overlap=0.5, mode="gaussian"
+                data["image"][None], bundle.patch_size, sw_batch, model, overlap=0.5, mode="gaussian"
             )
-        data["pred"] = torch.sigmoid(logits.float())[0].cpu()
+        data["pred"] = torch.sigmoid(logits.float())[0]
         inverted = post(data)["pred"]  # probabilities back on the input grid, then threshold
         labels = regions_to_labels((inverted > 0.5).numpy(), bundle.scheme, case.label_map)
         saver(MetaTensor(labels[None], affine=inverted.affine, meta={**inverted.meta, "filename_or_obj": case.id}))
 
 
-def mean_dice(pred_dir: Path, cases, scheme) -> float:
-    scores = []
-    for c in cases:
-        gt = np.asarray(nib.load(c.label).dataobj)
-        pr = np.asarray(nib.load(pred_dir / f"{c.id}.nii.gz").dataobj)
-        g, p = labels_to_regions(gt, scheme, c.label_map), labels_to_regions(pr, scheme, c.label_map)
-        scores.append([dice(p[i], g[i]) for i in range(len(g))])
-    return float(np.mean(scores))
-
-
-def agreement(a: Path, b: Path, cases, scheme) -> float:
-    vals = []
-    for c in cases:
-        x = labels_to_regions(np.asarray(nib.load(a / f"{c.id}.nii.gz").dataobj), scheme, c.label_map)
-        y = labels_to_regions(np.asarray(nib.load(b / f"{c.id}.nii.gz").dataobj), scheme, c.label_map)
-        vals += [dice(x[i], y[i]) for i in range(len(x))]
-    return float(np.mean(vals))
+def ensure_cases(root: Path, n: int, seed: int) -> Path:
+    folder = root / f"anatomy_{seed}_{n}_240x240x155"
+    if not (folder / ".complete").exists():
+        write_synthetic_dataset(folder, n, "brats2021", (240, 240, 155), seed=seed, workers=os.cpu_count() or 1)
+        (folder / ".complete").write_text("")
+    return folder
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", help="medseg checkpoint/bundle; default: train the smoke model on the fly")
-    p.add_argument("--cases", type=int, default=4)
-    p.add_argument("--shape", type=int, nargs=3, default=[240, 240, 155])
-    p.add_argument("--rounds", type=int, default=2, help="alternating timed rounds per pipeline")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a trained medseg checkpoint (e.g. bench_quality's best.pt)")
+    p.add_argument("--cases", type=int, default=3, help="timed cases (one more is the warm-up)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating timed rounds per pipeline")
     p.add_argument("--sw-batch", type=int, default=4)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--quick", action="store_true", help="3 cases of 96x96x72, one round")
+    p.add_argument("--engines", default="torch,torch-bf16,onnxruntime,openvino")
+    p.add_argument("--data", type=Path, default=ROOT / "outputs" / "bench_infer", help="where the cases are made")
+    p.add_argument("--seed", type=int, default=1000, help="bench_quality's test cases are seed 1000")
     a = p.parse_args()
-    if a.quick:
-        a.cases, a.shape, a.rounds = 3, [96, 96, 72], 1
+    torch.set_num_threads(os.cpu_count() or 1)
+    folder = ensure_cases(a.data, a.cases + 1, a.seed)
+    _, cases = detect_cases(folder, LAYOUTS)
+    warm, timed = cases[:1], cases[1:]
     work = Path(tempfile.mkdtemp(prefix="bench_infer-"))
-    model_path = Path(a.model) if a.model else train_quick_model(work)
-    bundle = load_bundle(str(model_path))
-    write_synthetic_dataset(work / "test", a.cases, "brats2021", tuple(a.shape), seed=99)
-    _, cases = detect_cases(work / "test", LAYOUTS)
-    device = torch.device(a.device)
-    infer = bundle.infer.override(overlap=0.5, sw_batch_size=a.sw_batch, postprocess={})
-    opts = PredictOptions(infer=infer, overwrite=True, device=device)
-    single = PredictOptions(infer=infer, overwrite=True, device=device, single_pass=True)
-    names = ["monai", "medseg", "medseg_single"]
-    times: dict[str, list[float]] = {n: [] for n in names}
+    predictors = {}
+    for engine in a.engines.split(","):
+        predictors[f"medseg-{engine}"] = FolderPredictor.from_model(
+            a.model, device="cpu", engine=engine, postprocess=False, sw_batch_size=a.sw_batch, overlap=0.5
+        )
+    bundle = next(iter(predictors.values())).bundle
+    pipelines = {
+        **{
+            name: (lambda cs, out, pr=pr: pr.run(PredictPlan(cs, [], (0, 1), "brats2021"), out))
+            for name, pr in predictors.items()
+        },
+        "monai-fair": lambda cs, out: monai_reference(cs, bundle, out, a.sw_batch, crop=True),
+        "monai-no-crop": lambda cs, out: monai_reference(cs, bundle, out, a.sw_batch, crop=False),
+    }
+    for name, run in pipelines.items():  # warm-up: first calls, allocator, ONNX sessions
+        run(warm, work / "warm" / name)
+    times: dict[str, list[float]] = {n: [] for n in pipelines}
+    names = list(pipelines)
     for r in range(a.rounds):
-        for name in names if r % 2 == 0 else list(reversed(names)):
-            out = work / f"out_{name}"
+        for name in names if r % 2 == 0 else names[::-1]:
+            out = work / name
             shutil.rmtree(out, ignore_errors=True)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            out.mkdir(parents=True)
             t0 = time.perf_counter()
-            if name.startswith("medseg"):
-                predict_folder(cases, bundle, out, single if name == "medseg_single" else opts)
-            else:
-                out.mkdir(parents=True)
-                monai_reference(cases, bundle, out, device, a.sw_batch)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - t0)
-    rate = {k: a.cases / min(v) for k, v in times.items()}
-    d_medseg = mean_dice(work / "out_medseg", cases, bundle.scheme)
-    d_monai = mean_dice(work / "out_monai", cases, bundle.scheme)
-    d_single = mean_dice(work / "out_medseg_single", cases, bundle.scheme)
-    agree = agreement(work / "out_medseg", work / "out_monai", cases, bundle.scheme)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    shape = "x".join(map(str, a.shape))
-    print(
-        f"{a.cases} cases of {shape}, model {bundle.model_name}, patch {bundle.patch_size}, device {device}, "
-        f"sw_batch {a.sw_batch}, best of {a.rounds} round(s)"
-    )
-    print(f"medseg: {rate['medseg']:.3f} cases/s, mean Dice {d_medseg:.4f}")
-    print(f"MONAI reference: {rate['monai']:.3f} cases/s, mean Dice {d_monai:.4f}")
-    print(
-        f"medseg --single-pass: {rate['medseg_single']:.3f} cases/s, mean Dice {d_single:.4f} "
-        f"(speedup {rate['medseg_single'] / rate['monai']:.2f}, dice_delta {d_single - d_monai:+.4f})"
-    )
-    print(f"Dice agreement medseg vs reference: {agree:.4f}; peak RSS (both, one process): {rss:.2f} GB")
-    if device.type == "cuda":
-        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 1e9:.2f} GB")
-    print(f"infer_speedup_vs_monai={rate['medseg'] / rate['monai']:.2f} dice_delta={d_medseg - d_monai:+.4f}")
+            pipelines[name](timed, out)
+            times[name].append((time.perf_counter() - t0) / len(timed))
+    setting = f"overlap 0.5, gaussian, sw_batch {a.sw_batch}, {torch.get_num_threads()} threads, best of {a.rounds}"
+    print(f"{len(timed)} cases of 240x240x155 (+1 warm-up), {bundle.model_name}, roi {bundle.patch_size}, {setting}")
+    dice = {}
+    for name in names:
+        s = evaluate(work / name, folder, "brats").summary
+        dice[name] = {r: s[f"dice_{r}"]["mean"] for r in ("et", "tc", "wt")}
+        mean = float(np.mean(list(dice[name].values())))
+        regions = " ".join(f"dice_{k}={v:.4f}" for k, v in dice[name].items())
+        speed = f"s_per_case={min(times[name]):.2f} median_s={np.median(times[name]):.2f}"
+        print(f"infer pipeline={name} {speed} dice_mean={mean:.4f} {regions}", flush=True)
+    fair = min(times["monai-fair"])
+    fair_dice = float(np.mean(list(dice["monai-fair"].values())))
+    best = min((n for n in names if n.startswith("medseg")), key=lambda n: min(times[n]))
+    delta = float(np.mean(list(dice[best].values()))) - fair_dice
+    print(f"infer_speedup_vs_fair_monai={fair / min(times[best]):.2f} best={best} dice_delta={delta:+.4f}")
 
 
 if __name__ == "__main__":

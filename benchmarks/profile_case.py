@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from untrained import untrained_bundle
 
 from medseg.data.layouts import detect_cases
+from medseg.inference.engines import TorchEngine
 from medseg.inference.sliding import sliding_predict
 from medseg.io.bundle import ModelBundle, load_checkpoint
 from medseg.io.nifti import read_case, save_nifti
@@ -62,14 +63,13 @@ def profile(cases, model, bundle, a, device: torch.device) -> dict[str, list[flo
         pre = preprocess_case(vols, case, None, bundle.crop_foreground)
         t = tick("preprocess", t)
         probs = sliding_predict(
-            model,
+            TorchEngine(model, device, bf16=not a.fp32 and device.type == "cuda"),
             pre.image,
             bundle.patch_size,
             overlap=a.overlap,
             mode="gaussian",
             sw_batch_size=a.sw_batch,
             device=device,
-            amp=not a.fp32,
         ).numpy()
         t = tick("sliding_window", t)
         labels = regions_to_labels(restore_grid(probs > 0.5, pre.meta, fill=False), bundle.scheme, case.label_map)

@@ -37,7 +37,7 @@ def _root(
 
 
 def _register() -> None:
-    from medseg.cli import config, data, demo, evaluate, models, predict, runs, train, ui
+    from medseg.cli import config, data, demo, evaluate, export, models, predict, runs, train, ui
 
     app.add_typer(data.app, name="data")
     app.add_typer(config.app, name="config")
@@ -46,6 +46,7 @@ def _register() -> None:
     app.command("train")(train.train)
     app.command("predict")(predict.predict)
     app.command("evaluate")(evaluate.evaluate)
+    app.command("export")(export.export)
     app.command("ui")(ui.ui)
     app.command("demo")(demo.demo)
 

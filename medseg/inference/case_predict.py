@@ -10,6 +10,7 @@ import torch
 from medseg.config import InferConfig
 from medseg.core import Case, CaseVolumes
 from medseg.errors import DataError
+from medseg.inference.engines import Engine
 from medseg.inference.sliding import sliding_predict
 from medseg.io.bundle import ModelBundle
 from medseg.transforms.geometry import restore_grid
@@ -43,7 +44,7 @@ def intensity_warnings(stats: np.ndarray, bundle: ModelBundle, missing: tuple[in
     return out
 
 
-def modality_mask(vols: CaseVolumes, case: Case, model: torch.nn.Module, allow_missing: bool) -> torch.Tensor | None:
+def modality_mask(vols: CaseVolumes, case: Case, engine: Engine, allow_missing: bool) -> torch.Tensor | None:
     if not vols.missing:
         return None
     names = ", ".join(case.images[i].rsplit("/", 1)[-1] for i in vols.missing)
@@ -53,7 +54,7 @@ def modality_mask(vols: CaseVolumes, case: Case, model: torch.nn.Module, allow_m
             case=case.id,
             hint="add them or pass --allow-missing-modality",
         )
-    if not getattr(model, "supports_modality_mask", False):
+    if not engine.supports_modality_mask:
         raise DataError(
             f"missing channel file(s) {names} and this model cannot mask modalities",
             case=case.id,
@@ -67,14 +68,13 @@ def modality_mask(vols: CaseVolumes, case: Case, model: torch.nn.Module, allow_m
 def predict_case(
     vols: CaseVolumes,
     case: Case,
-    model: torch.nn.Module,
+    engine: Engine,
     bundle: ModelBundle,
     infer: InferConfig,
     *,
     device: torch.device,
     allow_missing: bool = False,
     keep_probabilities: bool = False,
-    amp: bool = True,
     single_pass: bool = False,
     stitch_on_cpu: bool = False,
 ) -> tuple[CasePrediction, Preprocessed]:
@@ -83,17 +83,16 @@ def predict_case(
     `infer` holds the sliding-window settings, threshold and post-processing rules (the bundle's, with any
     per-run overrides). Saved probabilities are the network's, before post-processing.
     """
-    mask = modality_mask(vols, case, model, allow_missing)
+    mask = modality_mask(vols, case, engine, allow_missing)
     pre = preprocess_case(vols, case, None, bundle.crop_foreground)
     probs = sliding_predict(
-        model,
+        engine,
         pre.image,
         bundle.patch_size,
         overlap=infer.overlap,
         mode=infer.mode,
         sw_batch_size=infer.sw_batch_size,
         device=device,
-        amp=amp,
         tta=infer.tta,
         single_pass=single_pass,
         modality_mask=mask,

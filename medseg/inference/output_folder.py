@@ -41,6 +41,7 @@ class CaseResult:
 def predictions_fingerprint(bundle: ModelBundle, infer: InferConfig) -> str:
     """Identifies what produced a folder's labels: the weights and every setting that changes them."""
     h = hashlib.sha256(bundle.model_name.encode())
+    h.update(bundle.weights_digest.encode())
     for k in sorted(bundle.state_dict):
         h.update(k.encode())
         h.update(bundle.state_dict[k].detach().cpu().numpy().tobytes()[:4096])

@@ -21,6 +21,7 @@ from medseg.config import InferConfig
 from medseg.core import Case, CaseVolumes
 from medseg.errors import DataError, MedsegError
 from medseg.inference.case_predict import CasePrediction, predict_case
+from medseg.inference.engines import Engine, TorchEngine
 from medseg.inference.output_folder import (
     CaseResult,
     claim_output_dir,
@@ -42,10 +43,12 @@ PREFETCH = 2
 @dataclass
 class PredictOptions:
     """Per-run choices that are not properties of the model; how the model predicts is `infer` (by default the
-    bundle's own settings, see `config.InferConfig.override`). `shard` = (i, n): this process writes part i of n
-    of a shared output folder. `overlay_channels`: the task's channels to draw (default: the first)."""
+    bundle's own settings, see `config.InferConfig.override`). `engine` runs the network (default: PyTorch, bf16
+    autocast on CUDA unless `amp` is off). `shard` = (i, n): this process writes part i of n of a shared output
+    folder. `overlay_channels`: the task's channels to draw (default: the first)."""
 
     infer: InferConfig | None = None
+    engine: Engine | None = None
     save_probabilities: bool = False
     overwrite: bool = False
     allow_missing: bool = False
@@ -89,21 +92,20 @@ def _write(pred: CasePrediction, pre, case: Case, bundle: ModelBundle, out_dir: 
         save_png(rgb, out_dir / "overlays" / f"{case.id}.png")
 
 
-def _predict_with_retry(vols, case, model, bundle, infer: InferConfig, opts: PredictOptions):
+def _predict_with_retry(vols, case, engine: Engine, bundle, infer: InferConfig, opts: PredictOptions):
     """`predict_case`; on CUDA out-of-memory, once more with one window at a time stitched on the CPU."""
     kwargs = dict(
         device=opts.device,
         allow_missing=opts.allow_missing,
         keep_probabilities=opts.save_probabilities,
-        amp=opts.amp,
         single_pass=opts.single_pass,
     )
     try:
-        return predict_case(vols, case, model, bundle, infer, **kwargs), ""
+        return predict_case(vols, case, engine, bundle, infer, **kwargs), ""
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         lean = infer.override(sw_batch_size=1)
-        pred = predict_case(vols, case, model, bundle, lean, stitch_on_cpu=True, **kwargs)
+        pred = predict_case(vols, case, engine, bundle, lean, stitch_on_cpu=True, **kwargs)
         return pred, "out of GPU memory: retried with --sw-batch-size 1 and CPU stitching"
 
 
@@ -129,7 +131,7 @@ def predict_folder(
     infer = opts.infer or bundle.infer
     claim_output_dir(out_dir, predictions_fingerprint(bundle, infer), bundle.model_name, opts.overwrite)
     remove_stale_temporaries(cases, out_dir)
-    model = bundle.build_model().to(opts.device)
+    engine = opts.engine or TorchEngine(bundle.build_model(), opts.device, bf16=opts.amp and opts.device.type == "cuda")
     if opts.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every window has the same shape: autotune once per folder
     results: list[CaseResult] = []
@@ -159,7 +161,7 @@ def predict_folder(
                 if isinstance(vols, DataError):
                     raise vols
                 result.missing_modalities = [bundle.channels[j] for j in vols.missing]
-                (pred, pre), retried = _predict_with_retry(vols, case, model, bundle, infer, opts)
+                (pred, pre), retried = _predict_with_retry(vols, case, engine, bundle, infer, opts)
                 result.warnings = [*([retried] if retried else []), *pred.warnings]
                 result.status = "writing"
                 writes.append((writers.submit(_write, pred, pre, case, bundle, out_dir, opts), result))

@@ -10,13 +10,10 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
+from medseg.inference.engines import Engine
+
 # Above this many output voxels x channels, stitch on the CPU so GPU memory stays bounded (sw runs on GPU).
 GPU_STITCH_LIMIT = 3 * 256**3
-
-
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (fp32 elsewhere): no GradScaler needed, same exponent range as fp32."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
 def _whole_volume(x: torch.Tensor, predictor, stride: int) -> torch.Tensor:
@@ -29,7 +26,7 @@ def _whole_volume(x: torch.Tensor, predictor, stride: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sliding_predict(
-    model: torch.nn.Module,
+    network: Engine,
     image: np.ndarray | torch.Tensor,
     roi: Sequence[int],
     *,
@@ -37,13 +34,13 @@ def sliding_predict(
     mode: str,
     sw_batch_size: int,
     device: torch.device | str = "cpu",
-    amp: bool = True,
     tta: bool = False,
     modality_mask: torch.Tensor | None = None,
     single_pass: bool = False,
     stitch_on_cpu: bool = False,
 ) -> torch.Tensor:
-    """Sigmoid probabilities (R, x, y, z) float32 on the CPU for a (M, x, y, z) image.
+    """Sigmoid probabilities (R, x, y, z) float32 on the CPU for a (M, x, y, z) image; `network` is an inference
+    engine (`inference.engines`: PyTorch, ONNX Runtime, OpenVINO), which also owns the arithmetic precision.
 
     Overlap, blending and window batch are required (their defaults live in `config.InferConfig` alone; MONAI's
     own, 0.25 and constant, differ from the BraTS references). `tta` averages over all 8 axis-flip combinations.
@@ -58,19 +55,17 @@ def sliding_predict(
     mask = None if modality_mask is None else modality_mask.to(device)[None]
 
     def predictor(patch: torch.Tensor) -> torch.Tensor:
-        m = None if mask is None else mask.expand(patch.shape[0], -1)
-        with autocast(device, amp):
-            return model(patch, m) if m is not None else model(patch)
+        return network(patch, None if mask is None else mask.expand(patch.shape[0], -1))
 
-    out_channels = getattr(model, "out_channels", 1)
+    out_channels = network.out_channels
     small = x[0, 0].numel() * out_channels <= GPU_STITCH_LIMIT
     stitch_device = device if small and not stitch_on_cpu else torch.device("cpu")
     flips = [()] if not tta else [c for r in range(4) for c in itertools.combinations((2, 3, 4), r)]
     probs = None
     for dims in flips:
         xi = torch.flip(x, dims) if dims else x
-        if single_pass and getattr(model, "fixed_size", None) is None:
-            logits = _whole_volume(xi, predictor, getattr(model, "stride", 1))
+        if single_pass and network.fixed_size is None:
+            logits = _whole_volume(xi, predictor, network.stride)
         else:
             logits = sliding_window_inference(
                 xi,

@@ -29,6 +29,7 @@ class ModelBundle:
 
     `norm_stats`: per channel [mean, std] of raw nonzero intensities in the training data (for warnings).
     `infer`: how the model predicts (sliding window, threshold, post-processing chosen after training).
+    A bundle read from an ONNX file has no `state_dict`: its graph holds the weights, `weights_digest` names them.
     """
 
     model_name: str
@@ -43,6 +44,7 @@ class ModelBundle:
     crop_foreground: bool = True
     infer: InferConfig = field(default_factory=InferConfig)
     medseg_version: str = __version__
+    weights_digest: str = ""  # the weights' identity when they live elsewhere (an ONNX graph), not serialised
 
     def to_dict(self) -> dict[str, Any]:
         return {

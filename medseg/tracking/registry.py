@@ -13,7 +13,7 @@ from pathlib import Path
 
 from medseg.errors import TrackingError
 from medseg.redact import redact_secrets
-from medseg.tracking.store import client, mlflow_module, scoped_tracking_uri
+from medseg.tracking.store import client, mlflow_module, retry_lost_race, scoped_tracking_uri
 
 METRIC_TAG = "val_dice_mean"
 CHAMPION = "champion"
@@ -27,8 +27,13 @@ def _tagged_metric(version) -> float | None:
 
 
 def promote_best(uri: str, name: str) -> str | None:
-    """Point `champion` at the version with the highest tagged metric; returns that version (None if none)."""
+    """Point `champion` at the version with the highest tagged metric; returns that version (None if none).
+    Setting an alias is itself a look-up-then-insert in MLflow: a registration that loses that race re-derives."""
     c = client(uri)
+    return retry_lost_race(lambda: _promote(c, name))
+
+
+def _promote(c, name: str) -> str | None:
     scored = [
         (m, int(v.version)) for v in c.search_model_versions(f"name='{name}'") if (m := _tagged_metric(v)) is not None
     ]
@@ -56,7 +61,7 @@ def register_version(uri: str, model_uri: str, name: str, metric: float | None, 
         if metric is not None:
             c.set_model_version_tag(name, version, METRIC_TAG, f"{metric:.6f}")
         for alias in aliases:
-            c.set_registered_model_alias(name, alias, version)
+            retry_lost_race(lambda alias=alias: c.set_registered_model_alias(name, alias, version))
         champion = promote_best(uri, name) if metric is not None and CHAMPION not in aliases else None
     except Exception as exc:
         raise TrackingError(

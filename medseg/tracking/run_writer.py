@@ -17,7 +17,7 @@ import numpy as np
 from medseg.errors import TrackingError
 from medseg.redact import redact_secrets
 from medseg.tracking.registry import register_version
-from medseg.tracking.store import client, mlflow_module, prepare_experiment, scoped_tracking_uri
+from medseg.tracking.store import client, mlflow_module, prepare_experiment, retry_lost_race, scoped_tracking_uri
 
 
 class MlflowTracker:
@@ -95,7 +95,8 @@ class MlflowTracker:
             warnings.simplefilter("ignore", UserWarning)
             ds = mlflow_module().data.from_pandas(pd.DataFrame(rows), source=source, name=name, digest=digest)
             entry = DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])
-        self._client.log_inputs(self.run_id, datasets=[entry])
+        # Two runs logging the same manifest at once collide on its unique row: the retry links the other's row.
+        retry_lost_race(lambda: self._client.log_inputs(self.run_id, datasets=[entry]))
 
     def log_bundle_model(self, model: Any, bundle_path: Path, example: np.ndarray) -> str | None:
         """Log the network as an MLflow model, with our weights-only bundle inside as an extra file.

@@ -11,13 +11,16 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from medseg.errors import TrackingError
 from medseg.redact import redact_secrets
 
 ML_VIEW = "?workflowType=machine_learning"
+T = TypeVar("T")
 
 
 def mlflow_module():
@@ -31,10 +34,23 @@ def mlflow_module():
 
 def client(uri: str):
     """An MlflowClient bound to `uri`. An unreachable server is one clear error at once, not a traceback after
-    MLflow's HTTP retries (about two minutes)."""
+    MLflow's HTTP retries (about two minutes). A SQLite store is opened under the store lock: MLflow opens its
+    stores lazily and runs schema migrations on first open, which race when a review and a training open a
+    fresh database at once."""
     if uri.startswith(("http://", "https://")):
         check_server(uri)
-    return mlflow_module().MlflowClient(tracking_uri=uri)
+    with store_lock(uri):
+        return _opened_client(uri)
+
+
+def _opened_client(uri: str):
+    """A client whose tracking and registry stores are open (for SQLite: created and migrated). Call under
+    `store_lock`."""
+    c = mlflow_module().MlflowClient(tracking_uri=uri)
+    if uri.startswith("sqlite:///"):
+        c.search_experiments(max_results=1)
+        c.search_registered_models(max_results=1)
+    return c
 
 
 def check_server(uri: str) -> None:
@@ -95,6 +111,25 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def lost_insert_race(exc: Exception) -> bool:
+    """MLflow's stores look a row up, then insert it: two writers at once collide on the unique key (a dataset both
+    runs log, an alias both set). Such a write can simply be retried; it then finds the other writer's row."""
+    text = str(exc).lower()
+    return "unique constraint" in text or "duplicate key" in text
+
+
+def retry_lost_race(write: Callable[[], T], attempts: int = 5) -> T:
+    """`write()`, retried (with a short growing pause) while it loses an insert race to another writer."""
+    for attempt in range(attempts):
+        try:
+            return write()
+        except Exception as exc:
+            if attempt == attempts - 1 or not lost_insert_race(exc):
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def artifact_location(uri: str, experiment: str) -> str | None:
     """Artifacts of a SQLite store live beside the database file, not in `./mlruns` of whatever folder
     the command happened to run in (MLflow's default for database stores)."""
@@ -110,9 +145,11 @@ def prepare_experiment(uri: str, experiment: str) -> str:
 
     Sets the experiment-kind tag the MLflow UI's own selector writes, so it opens the training view.
     """
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
     with store_lock(uri):
         try:
-            c = client(uri)
+            c = _opened_client(uri)
             exp = c.get_experiment_by_name(experiment)
             exp_id = exp.experiment_id if exp else c.create_experiment(experiment, artifact_location(uri, experiment))
             c.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
@@ -121,7 +158,7 @@ def prepare_experiment(uri: str, experiment: str) -> str:
             raise
         except Exception as exc:
             if "already exists" in str(exc):  # another process created it between our two calls
-                return client(uri).get_experiment_by_name(experiment).experiment_id
+                return _opened_client(uri).get_experiment_by_name(experiment).experiment_id
             raise TrackingError(
                 f"cannot open MLflow store {redact_secrets(uri)} ({exc.__class__.__name__})",
                 hint="check --tracking-uri / MLFLOW_TRACKING_URI and that the server is running",

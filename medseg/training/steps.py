@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from monai.data.utils import set_rnd
 
-from medseg.inference.sliding import autocast
 from medseg.training.spec import ProgressHooks, TrainSpec
 
 
@@ -25,6 +24,11 @@ def optimizer_steps(batch: dict, batch_size: int) -> Iterator[tuple[torch.Tensor
     for i in range(0, len(order), batch_size):
         idx = order[i : i + batch_size]
         yield batch["image"][idx], batch["label"][idx]
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (fp32 elsewhere): no GradScaler needed, same exponent range as fp32."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
 def grad_scaler(spec: TrainSpec) -> torch.amp.GradScaler | None:

@@ -13,6 +13,7 @@ from medseg.core import Task
 from medseg.data.cache import read_entry
 from medseg.evaluation.metrics import dice
 from medseg.evaluation.postprocess_search import ScoredCase
+from medseg.inference.engines import TorchEngine
 from medseg.inference.sliding import sliding_predict
 from medseg.io.tables import rows_to_csv
 from medseg.tracking import Tracker
@@ -33,19 +34,18 @@ def predicted_masks(
 ) -> Iterator[tuple[dict, Preprocessed, np.ndarray]]:
     """(item, cached case, raw thresholded region masks (R, x, y, z)) per validation item, model in eval mode."""
     was_training = model.training
-    model.eval()
+    engine = TorchEngine(model, device, bf16=amp and device.type == "cuda")
     try:
         for item in items:
             pre = read_entry(Path(item["entry"]))
             probs = sliding_predict(
-                model,
+                engine,
                 pre.image,
                 roi,
                 overlap=infer.overlap,
                 mode=infer.mode,
                 sw_batch_size=infer.sw_batch_size,
                 device=device,
-                amp=amp,
             )
             yield item, pre, (probs > infer.threshold).numpy()
     finally:

@@ -10,10 +10,14 @@ from pathlib import Path
 from medseg.config import InferConfig
 from medseg.core import Case, Task
 from medseg.data.layouts import detect_cases, unused_files
+from medseg.errors import ModelFileError
+from medseg.inference.engine_choice import choose_engine, open_engine
+from medseg.inference.engines import NetworkFacts
 from medseg.inference.model_source import MLFLOW_SCHEMES, load_bundle
-from medseg.inference.output_folder import CaseResult
+from medseg.inference.output_folder import CaseResult, predictions_fingerprint
 from medseg.inference.predictor import PredictOptions, predict_folder
 from medseg.io.bundle import ModelBundle
+from medseg.io.onnx_bundle import read_onnx_bundle
 from medseg.pipelines import task_for_model
 from medseg.runtime import current_runtime, resolve_device
 
@@ -38,6 +42,8 @@ class FolderPredictor:
         postprocess: apply the model's post-processing rules (False keeps every component).
         amp: bf16 autocast on CUDA. allow_missing: mask missing channels (cross-modal models).
         single_pass: one forward over the foreground box instead of sliding windows.
+        engine: `torch`, `torch-bf16`, `onnxruntime`, `openvino`, or `auto` (the fastest accurate one of this
+            machine, measured once and cached). onnx: the exported graph when the model is an `.onnx` file.
     """
 
     def __init__(
@@ -52,7 +58,10 @@ class FolderPredictor:
         amp: bool = True,
         allow_missing: bool = False,
         single_pass: bool = False,
+        engine: str = "torch",
+        onnx: tuple[Path, NetworkFacts] | None = None,
         source: str = "a model bundle",
+        on_message=None,
     ) -> None:
         self.bundle = bundle
         self.task: Task = task_for_model(bundle.task, bundle.channels, bundle.label_map)
@@ -63,15 +72,32 @@ class FolderPredictor:
         )
         self.amp, self.allow_missing, self.single_pass = amp, allow_missing, single_pass
         self.source = source
+        onnx_path, facts = onnx or (None, None)
+        fingerprint = predictions_fingerprint(bundle, self.infer)
+        if engine == "auto":
+            self.engine = choose_engine(
+                bundle, self.device, amp, fingerprint, self.infer.sw_batch_size, onnx_path, facts, on_message
+            )
+        else:
+            self.engine = open_engine(engine, bundle, self.device, amp, fingerprint, onnx_path, facts)
 
     @property
     def model_can_mask(self) -> bool:
-        """Whether the network can leave out missing modalities (cross-modal), read from the model itself."""
-        return self.bundle.build_model().supports_modality_mask
+        """Whether the network can leave out missing modalities (cross-modal models)."""
+        return self.engine.supports_modality_mask
 
     @classmethod
     def from_model(cls, model_ref: str, tracking_uri: str | None = None, **kwargs) -> FolderPredictor:
-        """From a checkpoint/bundle file or an MLflow model URI (`runs:/`, `models:/`)."""
+        """From a checkpoint/bundle file, an exported `.onnx` file or an MLflow model URI (`runs:/`, `models:/`)."""
+        if model_ref.endswith(".onnx"):
+            path = Path(model_ref)
+            if not path.is_file():
+                raise ModelFileError("model not found", path=str(path), hint="pass a file from `medseg export`")
+            bundle, facts, export = read_onnx_bundle(path)
+            if kwargs.get("engine", "torch") == "torch":
+                kwargs["engine"] = "onnxruntime"
+            source = f"an exported ONNX graph ({export['precision']})"
+            return cls(bundle, source=source, onnx=(path, NetworkFacts(**facts)), **kwargs)
         source = (
             "the weights-only bundle inside the MLflow model (its pickled module is never loaded)"
             if model_ref.startswith(MLFLOW_SCHEMES)
@@ -100,6 +126,7 @@ class FolderPredictor:
         """Predict the planned cases into `output_dir` (guarded, resumable, atomic); per-case results."""
         opts = PredictOptions(
             infer=self.infer,
+            engine=self.engine,
             save_probabilities=save_probabilities,
             overwrite=overwrite,
             allow_missing=self.allow_missing,

@@ -199,7 +199,9 @@ def test_single_pass_is_one_forward_over_the_padded_volume():
     from medseg.nets import create_model
 
     torch.manual_seed(0)
-    model = create_model("transunet3d_tiny", img_size=32).eval()
+    from medseg.inference.engines import TorchEngine
+
+    model = TorchEngine(create_model("transunet3d_tiny", img_size=32), torch.device("cpu"), bf16=False)
     image = np.random.default_rng(0).standard_normal((4, 32, 32, 32)).astype(np.float32)
     # A volume of exactly one window: both paths are the same single forward pass.
     sw = {"overlap": 0.5, "mode": "gaussian", "sw_batch_size": 2}

@@ -75,3 +75,55 @@ def test_tracking_leaves_no_process_wide_uri_behind(brats2021_manifest, tmp_path
     outcome = run_training(request)
     assert outcome.result.model_uri and "v1" in outcome.result.aliases
     assert mlflow.get_tracking_uri() == before and "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_two_runs_logging_the_same_manifest_at_once_both_record_it(tmp_path, monkeypatch):
+    """MLflow looks a dataset up, then inserts it: when another run inserts the same manifest in between, the
+    insert hits the unique row. The run must still record its dataset, not die at start-up."""
+    from mlflow.exceptions import MlflowException
+
+    from medseg.tracking.run_writer import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    manifest = {"cases": [{"id": "c0", "fold": 0, "shape": [8, 8, 8]}]}
+    first, second = MlflowTracker(uri, "exp", "a"), MlflowTracker(uri, "exp", "b")
+    real = second._client.log_inputs
+
+    def lose_the_race(run_id, datasets):
+        monkeypatch.setattr(second._client, "log_inputs", real)
+        first.log_dataset(manifest, "file:///m.json", "manifest", "d1")
+        raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id")
+
+    monkeypatch.setattr(second._client, "log_inputs", lose_the_race)
+    second.log_dataset(manifest, "file:///m.json", "manifest", "d1")
+    for tracker in (first, second):
+        inputs = tracker._client.get_run(tracker.run_id).inputs.dataset_inputs
+        assert [d.dataset.digest for d in inputs] == ["d1"]
+        tracker.end()
+
+
+def test_a_registration_that_loses_the_alias_race_still_leaves_the_best_champion(tmp_path, monkeypatch):
+    """Setting an alias is a look-up-then-insert in MLflow; on PostgreSQL two registrations setting `champion` at
+    once collide on its key. The loser must re-derive the champion, not fail the training that registered."""
+    from mlflow.exceptions import MlflowException
+
+    from medseg.tracking import registry
+    from medseg.tracking.store import client
+
+    uri = f"sqlite:///{tmp_path / 'reg.db'}"
+    c = client(uri)
+    c.create_registered_model("m")
+    for metric in ("0.5", "0.9"):
+        v = c.create_model_version("m", source=str(tmp_path)).version
+        c.set_model_version_tag("m", v, registry.METRIC_TAG, metric)
+    real = c.set_registered_model_alias
+
+    def lose_the_race(name, alias, version):
+        monkeypatch.setattr(c, "set_registered_model_alias", real)
+        real(name, alias, "1")  # the other registration, which saw only version 1, got there first
+        raise MlflowException('duplicate key value violates unique constraint "registered_model_alias_pk"')
+
+    monkeypatch.setattr(c, "set_registered_model_alias", lose_the_race)
+    monkeypatch.setattr(registry, "client", lambda _uri: c)
+    assert registry.promote_best(uri, "m") == "2"
+    assert str(c.get_model_version_by_alias("m", registry.CHAMPION).version) == "2"

@@ -1,0 +1,161 @@
+"""Opening an engine by name, and `auto`: the fastest engine of this machine, measured once and remembered.
+
+`auto` times every available engine on windows of the model's patch size (after a warm-up), keeps only those whose
+probabilities match PyTorch fp32 (mean difference <= 5e-3, max <= 0.1), and caches the winner per model, device,
+window batch, CPU and library versions in `~/.cache/medseg/engines.json`: a measured choice, never a guess.
+ONNX graphs exported on the fly for a PyTorch model are cached beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medseg.errors import MedsegError
+from medseg.inference.engines import (
+    Engine,
+    NetworkFacts,
+    OnnxRuntimeEngine,
+    OpenVinoEngine,
+    TorchEngine,
+    cpu_has_bf16,
+)
+from medseg.io.atomic import atomic_write_text
+from medseg.io.bundle import ModelBundle
+
+MEAN_TOLERANCE, MAX_TOLERANCE = 5e-3, 0.1
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medseg"
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def available_engines(device: torch.device, onnx_only: bool = False) -> list[str]:
+    """Engines this machine can run for this model (an ONNX file has no PyTorch weights)."""
+    names = [] if onnx_only else ["torch"]
+    if device.type == "cpu" and cpu_has_bf16() and not onnx_only:
+        names.append("torch-bf16")
+    if _installed("onnxruntime"):
+        names.append("onnxruntime")
+    if device.type == "cpu" and _installed("openvino"):
+        names.append("openvino")
+    return names
+
+
+def _onnx_for(bundle: ModelBundle, onnx_path: Path | None, fingerprint: str) -> Path:
+    if onnx_path is not None:
+        return onnx_path
+    from medseg.inference.onnx_export import export_onnx
+
+    path = cache_dir() / "onnx" / f"{fingerprint}.onnx"
+    if not path.exists():
+        export_onnx(bundle, path)
+    return path
+
+
+def open_engine(
+    name: str,
+    bundle: ModelBundle,
+    device: torch.device,
+    amp: bool,
+    fingerprint: str,
+    onnx_path: Path | None = None,
+    facts: NetworkFacts | None = None,
+) -> Engine:
+    """The engine `name` for `bundle` on `device` (`onnx_path`: the model is an exported graph)."""
+    if name in ("torch", "torch-bf16"):
+        if onnx_path is not None:
+            raise MedsegError(f"--engine {name} needs PyTorch weights, not an ONNX file", hint="use onnxruntime")
+        if name == "torch-bf16" and device.type == "cpu" and not cpu_has_bf16():
+            raise MedsegError("this CPU has no native bf16 (AVX-512 BF16 / AMX)", hint="use --engine torch")
+        return TorchEngine(bundle.build_model(), device, bf16=(amp and device.type == "cuda") or name == "torch-bf16")
+    if name not in ("onnxruntime", "openvino"):
+        raise MedsegError(f"unknown engine '{name}'", hint="use auto, torch, torch-bf16, onnxruntime or openvino")
+    if not _installed(name):
+        raise MedsegError(f"engine {name} is not installed", hint=f"pip install {name}")
+    path = _onnx_for(bundle, onnx_path, fingerprint)
+    if facts is None:
+        facts = NetworkFacts.of(bundle.build_model())
+    if name == "onnxruntime":
+        return OnnxRuntimeEngine(path, facts, device)
+    return OpenVinoEngine(path, facts)
+
+
+def _machine_key(device: torch.device, fingerprint: str, sw_batch: int) -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    versions = [torch.__version__]
+    for module in ("onnxruntime", "openvino"):
+        if _installed(module):
+            versions.append(f"{module}={__import__(module).__version__}")
+    return "|".join([fingerprint, str(device), f"sw{sw_batch}", f"threads{torch.get_num_threads()}", cpu, *versions])
+
+
+def measure(engine: Engine, windows: torch.Tensor, mask: torch.Tensor | None, rounds: int = 3) -> float:
+    """Median seconds of one call on `windows`, after a warm-up call."""
+    engine(windows, mask)
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        engine(windows, mask)
+        if windows.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def choose_engine(
+    bundle: ModelBundle,
+    device: torch.device,
+    amp: bool,
+    fingerprint: str,
+    sw_batch: int,
+    onnx_path: Path | None = None,
+    facts: NetworkFacts | None = None,
+    on_message=None,
+) -> Engine:
+    """The fastest accurate engine for this model on this machine (measured on first use, then cached)."""
+    key = _machine_key(device, fingerprint, sw_batch)
+    store = cache_dir() / "engines.json"
+    try:
+        known = json.loads(store.read_text())
+    except (OSError, ValueError):
+        known = {}
+    candidates = available_engines(device, onnx_only=onnx_path is not None)
+    if key in known and known[key]["engine"] in candidates:
+        return open_engine(known[key]["engine"], bundle, device, amp, fingerprint, onnx_path, facts)
+    channels = len(bundle.channels)
+    g = torch.Generator().manual_seed(0)
+    windows = torch.randn(sw_batch, channels, *bundle.patch_size, generator=g).to(device)
+    engines = {name: open_engine(name, bundle, device, amp, fingerprint, onnx_path, facts) for name in candidates}
+    first = next(iter(engines.values()))
+    mask = torch.ones(sw_batch, channels, dtype=torch.bool, device=device) if first.supports_modality_mask else None
+    reference = torch.sigmoid(engines[candidates[0]](windows, mask))
+    timings, accepted = {}, {}
+    for name, engine in engines.items():
+        diff = (torch.sigmoid(engine(windows, mask)) - reference).abs()
+        timings[name] = measure(engine, windows, mask)
+        if float(diff.mean()) <= MEAN_TOLERANCE and float(diff.max()) <= MAX_TOLERANCE:
+            accepted[name] = timings[name]
+    best = min(accepted, key=accepted.get)
+    known[key] = {"engine": best, "seconds_per_call": timings, "accurate": sorted(accepted)}
+    store.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(store, json.dumps(known, indent=1))
+    if on_message:
+        parts = ", ".join(f"{n} {t * 1000:.0f} ms" for n, t in sorted(timings.items(), key=lambda x: x[1]))
+        on_message(f"engine auto: measured {parts} per {sw_batch} window(s); chose {best} (cached)")
+    return engines[best]

@@ -1,0 +1,129 @@
+"""Inference engines: the same network run by PyTorch, ONNX Runtime or OpenVINO, behind one call.
+
+An engine maps a batch of windows `(B, M, D, H, W)` float32 (and an optional `(B, M)` modality mask) to logits
+`(B, R, D, H, W)`, and says what the sliding window needs to know (`out_channels`, `stride`, `fixed_size`,
+`supports_modality_mask`). Precision belongs to the engine: `torch` runs fp32 on the CPU and bf16 autocast on CUDA,
+`torch-bf16` also uses bf16 on a CPU that has it (AVX-512 BF16 / AMX), the ONNX engines run the exported graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+ENGINES = ("auto", "torch", "torch-bf16", "onnxruntime", "openvino")
+
+
+class Engine(Protocol):
+    name: str
+    out_channels: int
+    stride: int
+    fixed_size: tuple[int, int, int] | None
+    supports_modality_mask: bool
+
+    def __call__(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class NetworkFacts:
+    """What the sliding window and masking need from a network, whichever engine runs it."""
+
+    out_channels: int
+    stride: int
+    fixed_size: tuple[int, int, int] | None
+    supports_modality_mask: bool
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> NetworkFacts:
+        fixed = getattr(model, "fixed_size", None)
+        return cls(
+            int(model.out_channels),
+            int(getattr(model, "stride", 1)),
+            tuple(fixed) if fixed else None,
+            bool(getattr(model, "supports_modality_mask", False)),
+        )
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's check: AVX-512 BF16 or AMX)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check and check())
+
+
+class TorchEngine:
+    """The PyTorch network. `bf16`: autocast to bfloat16 (on CUDA by default, on the CPU when asked for)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, bf16: bool) -> None:
+        self.model = model.to(device).eval()
+        self.device, self.bf16 = device, bf16
+        self.name = "torch-bf16" if bf16 and device.type == "cpu" else "torch"
+        facts = NetworkFacts.of(model)
+        self.out_channels, self.stride = facts.out_channels, facts.stride
+        self.fixed_size, self.supports_modality_mask = facts.fixed_size, facts.supports_modality_mask
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(x, modality_mask) if modality_mask is not None else self.model(x)
+        return out.float()
+
+
+class _OnnxBase:
+    """Feeds an exported graph: inputs `image` (and `modality_mask` for cross-modal models), output `logits`."""
+
+    def __init__(self, facts: NetworkFacts, takes_mask: bool) -> None:
+        self.out_channels, self.stride = facts.out_channels, facts.stride
+        self.fixed_size, self.supports_modality_mask = facts.fixed_size, facts.supports_modality_mask
+        self.takes_mask = takes_mask
+
+    def _feed(self, x: torch.Tensor, modality_mask: torch.Tensor | None) -> dict[str, np.ndarray]:
+        feed = {"image": x.detach().cpu().float().numpy()}
+        if self.takes_mask:
+            mask = modality_mask if modality_mask is not None else torch.ones(x.shape[:2], dtype=torch.bool)
+            feed["modality_mask"] = mask.detach().cpu().numpy().astype(bool)
+        return feed
+
+
+class OnnxRuntimeEngine(_OnnxBase):
+    """ONNX Runtime on the CPU (or CUDA when onnxruntime-gpu is installed and the device is CUDA)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, facts: NetworkFacts, device: torch.device, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        super().__init__(facts, any(i.name == "modality_mask" for i in self.session.get_inputs()))
+
+    def __call__(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor:
+        (out,) = self.session.run(["logits"], self._feed(x, modality_mask))
+        return torch.from_numpy(out).to(x.device).float()
+
+
+class OpenVinoEngine(_OnnxBase):
+    """OpenVINO on the CPU (it reads the ONNX file directly)."""
+
+    name = "openvino"
+
+    def __init__(self, path: Path, facts: NetworkFacts) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(path))
+        self.compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        super().__init__(facts, any(i.get_any_name() == "modality_mask" for i in model.inputs))
+
+    def __call__(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor:
+        result = self.compiled(self._feed(x, modality_mask))
+        return torch.from_numpy(np.asarray(result[self.compiled.output("logits")])).to(x.device).float()

@@ -1,0 +1,177 @@
+"""Export a bundle's network to ONNX, verified against PyTorch before the file is kept.
+
+Batch is always dynamic; spatial axes are dynamic where the network allows it (fully convolutional and windowed
+attention) and fixed to the patch size where learned position embeddings pin them (TransUNet-3D, UNETR): sliding
+windows are always the patch size anyway. fp16 converts the graph's weights and arithmetic (for GPUs; inputs and
+outputs stay fp32); int8 quantises statically with ONNX Runtime, calibrated on windows of real cases.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medseg.errors import MedsegError
+from medseg.inference.engines import NetworkFacts
+from medseg.io.atomic import atomic_path
+from medseg.io.bundle import ModelBundle
+from medseg.io.onnx_bundle import bundle_metadata, write_metadata
+
+# Verification tolerances on sigmoid probabilities (max abs difference to PyTorch fp32 over random windows).
+TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 0.25}
+
+
+class ExportError(MedsegError):
+    """A network that cannot be exported, or whose export does not reproduce PyTorch."""
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    precision: str
+    spatial: str  # dynamic | fixed
+    max_prob_diff: float
+    tolerance: float
+    size_mb: float
+
+
+def _inputs(facts: NetworkFacts, channels: int, size: Sequence[int], batch: int, seed: int = 0) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, channels, *size, generator=g)
+    if not facts.supports_modality_mask:
+        return (x,)
+    mask = torch.ones(batch, channels, dtype=torch.bool)
+    mask[0, -1] = False  # one sample with a masked modality: the mask input must work
+    return x, mask
+
+
+def _export_graph(model: torch.nn.Module, args: tuple, path: Path, dynamic_spatial: bool) -> None:
+    names = ["image", "modality_mask"][: len(args)]
+    axes = {"image": {0: "batch"}, "logits": {0: "batch"}}
+    if dynamic_spatial:
+        for k in ("image", "logits"):
+            axes[k].update({2: "d", 3: "h", 4: "w"})
+    if len(args) > 1:
+        axes["modality_mask"] = {0: "batch"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about Python values in shapes
+        torch.onnx.export(
+            model,
+            args,
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def _max_prob_diff(path: Path, model: torch.nn.Module, facts: NetworkFacts, channels: int, sizes) -> float:
+    """Largest sigmoid difference between ONNX Runtime and PyTorch fp32, over batches of 2 at each size."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for i, size in enumerate(sizes):
+        args = _inputs(facts, channels, size, batch=2, seed=i + 1)
+        with torch.no_grad():
+            ref = torch.sigmoid(model(*args)).numpy()
+        feed = {"image": args[0].numpy(), **({"modality_mask": args[1].numpy()} if len(args) > 1 else {})}
+        (out,) = session.run(["logits"], feed)
+        worst = max(worst, float(np.abs(1 / (1 + np.exp(-out.astype(np.float64))) - ref).max()))
+    return worst
+
+
+def export_onnx(
+    bundle: ModelBundle,
+    out: Path,
+    precision: str = "fp32",
+    calibration: Sequence[np.ndarray] = (),
+) -> ExportReport:
+    """Write `out` (atomically) with the bundle's metadata; raise ExportError if the graph does not reproduce
+    PyTorch within `TOLERANCE[precision]` on random windows (and a larger size when spatial axes are dynamic)."""
+    if precision == "int8" and not calibration:
+        raise ExportError("int8 needs calibration windows", hint="pass --calibration DATA_DIR")
+    model = bundle.build_model().cpu().eval()
+    facts = NetworkFacts.of(model)
+    roi = list(bundle.patch_size)
+    channels = len(bundle.channels)
+    dynamic = facts.fixed_size is None and not _pins_spatial_size(bundle.model_name)
+    sizes = [roi, [roi[0] + facts.stride, *roi[1:]]] if dynamic else [roi]
+    args = _inputs(facts, channels, roi, batch=1)
+    with atomic_path(out) as tmp:
+        try:
+            _export_graph(model, args, tmp, dynamic)
+        except Exception as exc:  # the exporter's own failures: one line, the family named
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            why = f"{bundle.model_name} cannot be exported to ONNX ({exc.__class__.__name__}: {first})"
+            raise ExportError(why) from None
+        if precision == "fp16":
+            _to_fp16(tmp)
+        elif precision == "int8":
+            _quantise_int8(tmp, calibration, facts, channels)
+        diff = _max_prob_diff(tmp, model, facts, channels, sizes)
+        tolerance = TOLERANCE[precision]
+        if not diff <= tolerance:
+            raise ExportError(
+                f"the {precision} ONNX graph differs from PyTorch by {diff:.3g} in probability (tolerance "
+                f"{tolerance:g}); not written",
+                path=str(out),
+                hint="export fp32, or check the model with `medseg predict --engine torch`",
+            )
+        record = {"precision": precision, "spatial": "dynamic" if dynamic else "fixed", "max_prob_diff": diff}
+        write_metadata(tmp, bundle_metadata(bundle, facts.__dict__, record))
+    return ExportReport(out, precision, record["spatial"], diff, tolerance, out.stat().st_size / 2**20)
+
+
+def _pins_spatial_size(model_name: str) -> bool:
+    from medseg.nets import model_info
+
+    return model_info(model_name).img_size_kwarg
+
+
+def _to_fp16(path: Path) -> None:
+    import onnx
+    from onnxconverter_common import float16
+
+    model = float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    onnx.save(model, str(path))
+
+
+def _quantise_int8(path: Path, windows: Sequence[np.ndarray], facts: NetworkFacts, channels: int) -> None:
+    """Static QDQ quantisation (per-channel weights) calibrated on real windows (M, D, H, W)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Windows(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(windows)
+
+        def get_next(self):
+            w = next(self.items, None)
+            if w is None:
+                return None
+            feed = {"image": np.ascontiguousarray(w[None], dtype=np.float32)}
+            if facts.supports_modality_mask:
+                feed["modality_mask"] = np.ones((1, channels), bool)
+            return feed
+
+    source = path.with_name(path.name + ".fp32.onnx")
+    path.replace(source)
+    try:
+        quantize_static(
+            str(source),
+            str(path),
+            Windows(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+        )
+    finally:
+        source.unlink(missing_ok=True)
