@@ -28,6 +28,9 @@ from monai.transforms import (
     NormalizeIntensityd,
     Orientationd,
     RandCropByPosNegLabeld,
+    RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
     SpatialPadd,
 )
 
@@ -50,6 +53,10 @@ def monai_reference(cases, patch: int, samples: int) -> Compose:
             NormalizeIntensityd("image", nonzero=True, channel_wise=True),
             SpatialPadd(keys, [patch] * 3),
             RandCropByPosNegLabeld(keys, "label", [patch] * 3, pos=2 / 3, neg=1 / 3, num_samples=samples),
+            # The augmentations medseg's training loader applies, so both sides do the same work per patch.
+            *(RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(3)),
+            RandScaleIntensityd("image", factors=0.1, prob=1.0),
+            RandShiftIntensityd("image", offsets=0.1, prob=1.0),
         ]
     )
 

@@ -9,17 +9,23 @@ CropForegroundd is the second reference row. medseg runs without post-processing
 sides produce the network's raw masks; the post-processed numbers are bench_quality's.
 
     python benchmarks/bench_infer.py --model outputs/bench_quality/runs/<run>/best.pt --cases 3 --rounds 3
-    python benchmarks/bench_infer.py --model best.pt --engines torch,torch-bf16,onnxruntime,openvino
+    python benchmarks/bench_infer.py --model best.pt --engines torch,torch-bf16,onnxruntime,openvino \
+        --int8-calibration outputs/bench_quality/data/anatomy_0_24_240x240x155 --memory
 
-One line per pipeline: `infer pipeline=<name> s_per_case=.. dice_mean=.. dice_et=.. dice_tc=.. dice_wt=..`, then
-`infer_speedup_vs_fair_monai=<best medseg engine> dice_delta=..`.
+One line per pipeline: `infer pipeline=<name> s_per_case=.. dice_mean=.. dice_et=.. dice_tc=.. dice_wt=..` (medseg
+engines also `prob_diff_max=.. prob_diff_mean=..`: sigmoid probabilities against PyTorch fp32 on real windows of the
+first case; with `--memory`, `peak_rss_gb=..` of `medseg predict` on one case in its own process), then
+`infer_speedup_vs_fair_monai=<best medseg engine> dice_delta=..`. `--int8-calibration DIR` adds the int8 export
+(calibrated on DIR's cases, not the test cases) run by onnxruntime and openvino.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,9 +51,12 @@ from monai.transforms import (
 )
 
 from medseg.data.layouts import detect_cases
+from medseg.errors import MedsegError
+from medseg.inference.engine_choice import open_engine
 from medseg.pipelines.brats import LAYOUTS, write_synthetic_dataset
 from medseg.transforms.labels import regions_to_labels
 from medseg.workflows.evaluate import evaluate
+from medseg.workflows.export import calibration_windows, export_model
 from medseg.workflows.predict import FolderPredictor, PredictPlan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +104,25 @@ def ensure_cases(root: Path, n: int, seed: int) -> Path:
     return folder
 
 
+def prob_diffs(predictors: dict, windows: torch.Tensor) -> dict[str, tuple[float, float]]:
+    """Max and mean |sigmoid difference| of each engine against PyTorch fp32 on the same windows."""
+    bundle = next(iter(predictors.values())).bundle
+    reference = open_engine("torch", bundle, torch.device("cpu"), False, "ref")
+    ref = torch.sigmoid(reference(windows))
+    out = {}
+    for name, predictor in predictors.items():
+        diff = (torch.sigmoid(predictor.engine(windows)) - ref).abs()
+        out[name] = (float(diff.max()), float(diff.mean()))
+    return out
+
+
+def peak_rss_gb(model: str, engine: str, case_dir: Path, out: Path) -> float:
+    """Peak resident memory of `medseg predict` on one case, in its own process (GiB)."""
+    cmd = [sys.executable, "-m", "medseg", "predict", "--model", model, str(case_dir), str(out), "--no-postprocess"]
+    subprocess.run([*cmd, "--engine", engine], check=True, capture_output=True, cwd=ROOT)
+    return json.loads((out / "predict_report.json").read_text())["peak_memory_gb"]["rss"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="a trained medseg checkpoint (e.g. bench_quality's best.pt)")
@@ -104,18 +132,45 @@ def main() -> None:
     p.add_argument("--engines", default="torch,torch-bf16,onnxruntime,openvino")
     p.add_argument("--data", type=Path, default=ROOT / "outputs" / "bench_infer", help="where the cases are made")
     p.add_argument("--seed", type=int, default=1000, help="bench_quality's test cases are seed 1000")
+    p.add_argument("--int8-calibration", type=Path, help="training cases to calibrate an int8 export on")
+    p.add_argument("--memory", action="store_true", help="also peak RSS per engine, one case per process")
     a = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     folder = ensure_cases(a.data, a.cases + 1, a.seed)
     _, cases = detect_cases(folder, LAYOUTS)
     warm, timed = cases[:1], cases[1:]
     work = Path(tempfile.mkdtemp(prefix="bench_infer-"))
+    models = {engine: a.model for engine in a.engines.split(",")}
+    if a.int8_calibration:
+        int8 = work / "model_int8.onnx"
+        export_model(a.model, int8, "int8", a.int8_calibration)
+        models |= {"int8-onnxruntime": str(int8), "int8-openvino": str(int8)}
     predictors = {}
-    for engine in a.engines.split(","):
-        predictors[f"medseg-{engine}"] = FolderPredictor.from_model(
-            a.model, device="cpu", engine=engine, postprocess=False, sw_batch_size=a.sw_batch, overlap=0.5
-        )
+    for label, model in list(models.items()):
+        try:
+            predictor = FolderPredictor.from_model(
+                model,
+                device="cpu",
+                engine=label.removeprefix("int8-"),
+                postprocess=False,
+                sw_batch_size=a.sw_batch,
+                overlap=0.5,
+            )
+        except MedsegError as exc:  # an engine that cannot run this graph is a finding, not a crash
+            print(f"infer pipeline=medseg-{label} skipped: {exc}", flush=True)
+            del models[label]
+            continue
+        predictors[f"medseg-{label}"] = predictor
     bundle = next(iter(predictors.values())).bundle
+    windows = torch.from_numpy(np.stack(calibration_windows(bundle, folder, count=4, seed=1)))
+    diffs = prob_diffs(predictors, windows)
+    memory = {}
+    if a.memory:
+        one = work / "one_case"
+        one.mkdir()
+        os.symlink(Path(warm[0].images[0]).parent, one / Path(warm[0].images[0]).parent.name)
+        for label, model in models.items():
+            memory[f"medseg-{label}"] = peak_rss_gb(model, label.removeprefix("int8-"), one, work / f"mem_{label}")
     pipelines = {
         **{
             name: (lambda cs, out, pr=pr: pr.run(PredictPlan(cs, [], (0, 1), "brats2021"), out))
@@ -145,7 +200,9 @@ def main() -> None:
         mean = float(np.mean(list(dice[name].values())))
         regions = " ".join(f"dice_{k}={v:.4f}" for k, v in dice[name].items())
         speed = f"s_per_case={min(times[name]):.2f} median_s={np.median(times[name]):.2f}"
-        print(f"infer pipeline={name} {speed} dice_mean={mean:.4f} {regions}", flush=True)
+        extra = f" prob_diff_max={diffs[name][0]:.2g} prob_diff_mean={diffs[name][1]:.2g}" if name in diffs else ""
+        extra += f" peak_rss_gb={memory[name]:.2f}" if name in memory else ""
+        print(f"infer pipeline={name} {speed} dice_mean={mean:.4f} {regions}{extra}", flush=True)
     fair = min(times["monai-fair"])
     fair_dice = float(np.mean(list(dice["monai-fair"].values())))
     best = min((n for n in names if n.startswith("medseg")), key=lambda n: min(times[n]))

@@ -1,6 +1,6 @@
 """Training throughput through the real `medseg train` code path, and the training data pipeline against the
 MONAI pipelines a user would write (`Dataset` decoding NIfTI every time, `CacheDataset` holding the
-deterministic part in memory).
+deterministic part in memory, `PersistentDataset` keeping it on disk), with the same augmentations on both sides.
 
     python benchmarks/bench_train.py --quick                          # 2-core CPU, a few minutes
     python benchmarks/bench_train.py --device cuda --model transunet3d_base --patch 128 --workers 8
@@ -10,7 +10,8 @@ epoch; samples/s and seconds per epoch of the last epoch (the first includes sta
 memory of that training epoch on CUDA. DataLoader workers start afresh each epoch (per-epoch seeding keeps
 `--resume` exact), so short epochs with many workers pay their start-up: use enough `--samples`.
 Data: random training patches/s through a DataLoader, medseg (preprocessed cache, cold = first epoch building
-the cache, warm = memory-mapped hits) against MONAI `Dataset` and `CacheDataset` with the same patch sampling.
+the cache, warm = memory-mapped hits) against MONAI `Dataset`, `CacheDataset` and `PersistentDataset` with the
+same patch sampling and augmentations.
 
 Last line: `train_samples_per_s=<x> data_speedup_vs_monai_dataset=<y> data_speedup_vs_monai_cachedataset=<z>`.
 """
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_data import monai_reference
-from monai.data import CacheDataset, DataLoader, Dataset, list_data_collate
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, list_data_collate
 
 from medseg.data.manifest import save_manifest
 from medseg.data.validate import scan_dataset
@@ -73,6 +74,13 @@ def data_pipeline(cases, work: Path, a) -> dict[str, float]:
     build_s = time.perf_counter() - t0
     cached = DataLoader(cached_ds, batch_size=a.batch, num_workers=a.workers, collate_fn=list_data_collate)
     monai_cached = patches_per_s(cached, a.data_epochs)
+    # MONAI's own disk cache: the deterministic prefix (load .. pad) saved as .pt files on the first epoch.
+    persistent_ds = PersistentDataset(items, ref, cache_dir=work / "monai_persistent")
+    persistent = DataLoader(persistent_ds, batch_size=a.batch, num_workers=a.workers, collate_fn=list_data_collate)
+    t0 = time.perf_counter()
+    persistent_cold = patches_per_s(persistent, 1)
+    persistent_cold_s = time.perf_counter() - t0
+    persistent_warm = patches_per_s(persistent, a.data_epochs)
     return {
         "medseg_cold": cold,
         "medseg_cold_s": cold_s,
@@ -80,6 +88,9 @@ def data_pipeline(cases, work: Path, a) -> dict[str, float]:
         "monai_dataset": monai_plain,
         "monai_cachedataset": monai_cached,
         "cachedataset_build_s": build_s,
+        "monai_persistent_cold": persistent_cold,
+        "monai_persistent_cold_s": persistent_cold_s,
+        "monai_persistent": persistent_warm,
     }
 
 
@@ -150,7 +161,9 @@ def main() -> None:
         f"data: medseg cache cold {data['medseg_cold']:.1f} patches/s (first epoch, {data['medseg_cold_s']:.1f} s "
         f"incl. building the cache), warm {data['medseg_warm']:.1f} patches/s; MONAI Dataset "
         f"{data['monai_dataset']:.1f} patches/s; MONAI CacheDataset {data['monai_cachedataset']:.1f} patches/s "
-        f"(+{data['cachedataset_build_s']:.1f} s to build, held in RAM)"
+        f"(+{data['cachedataset_build_s']:.1f} s to build, held in RAM); MONAI PersistentDataset "
+        f"{data['monai_persistent']:.1f} patches/s (cold {data['monai_persistent_cold']:.1f}, "
+        f"{data['monai_persistent_cold_s']:.1f} s incl. writing its cache)"
     )
     gpu = f", peak GPU memory {train['gpu_peak_gb']:.1f} GB" if "gpu_peak_gb" in train else ""
     print(
@@ -160,7 +173,8 @@ def main() -> None:
     print(
         f"train_samples_per_s={train['samples_per_s']:.2f} "
         f"data_speedup_vs_monai_dataset={data['medseg_warm'] / data['monai_dataset']:.2f} "
-        f"data_speedup_vs_monai_cachedataset={data['medseg_warm'] / data['monai_cachedataset']:.2f}"
+        f"data_speedup_vs_monai_cachedataset={data['medseg_warm'] / data['monai_cachedataset']:.2f} "
+        f"data_speedup_vs_monai_persistent={data['medseg_warm'] / data['monai_persistent']:.2f}"
     )
 
 

@@ -141,10 +141,16 @@ def choose_engine(
     channels = len(bundle.channels)
     g = torch.Generator().manual_seed(0)
     windows = torch.randn(sw_batch, channels, *bundle.patch_size, generator=g).to(device)
-    engines = {name: open_engine(name, bundle, device, amp, fingerprint, onnx_path, facts) for name in candidates}
+    engines = {}
+    for name in candidates:
+        try:
+            engines[name] = open_engine(name, bundle, device, amp, fingerprint, onnx_path, facts)
+        except MedsegError as exc:  # e.g. a graph OpenVINO cannot compile: not a candidate here
+            if on_message:
+                on_message(f"engine auto: {name} left out ({exc})")
     first = next(iter(engines.values()))
     mask = torch.ones(sw_batch, channels, dtype=torch.bool, device=device) if first.supports_modality_mask else None
-    reference = torch.sigmoid(engines[candidates[0]](windows, mask))
+    reference = torch.sigmoid(first(windows, mask))
     timings, accepted = {}, {}
     for name, engine in engines.items():
         diff = (torch.sigmoid(engine(windows, mask)) - reference).abs()

@@ -15,6 +15,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from medseg.errors import MedsegError
+
 ENGINES = ("auto", "torch", "torch-bf16", "onnxruntime", "openvino")
 
 
@@ -120,8 +122,14 @@ class OpenVinoEngine(_OnnxBase):
         import openvino as ov
 
         core = ov.Core()
-        model = core.read_model(str(path))
-        self.compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        try:
+            model = core.read_model(str(path))
+            self.compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        except RuntimeError as exc:  # graphs its CPU plugin cannot compile (e.g. some int8 attention graphs)
+            last = [line for line in str(exc).splitlines() if line.strip()][-1][:160]
+            raise MedsegError(
+                f"openvino cannot compile {path.name} ({last})", hint="use --engine onnxruntime"
+            ) from None
         super().__init__(facts, any(i.get_any_name() == "modality_mask" for i in model.inputs))
 
     def __call__(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -8,6 +8,7 @@ outputs stay fp32); int8 quantises statically with ONNX Runtime, calibrated on w
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,11 +113,18 @@ def export_onnx(
             first = (str(exc).strip().splitlines() or [""])[0][:160]
             why = f"{bundle.model_name} cannot be exported to ONNX ({exc.__class__.__name__}: {first})"
             raise ExportError(why) from None
-        if precision == "fp16":
-            _to_fp16(tmp)
-        elif precision == "int8":
-            _quantise_int8(tmp, calibration, facts, channels)
-        diff = _max_prob_diff(tmp, model, facts, channels, sizes)
+        try:
+            if precision == "fp16":
+                _to_fp16(tmp)
+            elif precision == "int8":
+                _quantise_int8(tmp, calibration, facts, channels)
+            diff = _max_prob_diff(tmp, model, facts, channels, sizes)
+        except Exception as exc:  # a converted graph ONNX Runtime cannot load or run
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ExportError(
+                f"the {precision} graph of {bundle.model_name} does not run in ONNX Runtime ({first})",
+                hint="export fp32",
+            ) from None
         tolerance = TOLERANCE[precision]
         if not diff <= tolerance:
             raise ExportError(
@@ -140,7 +148,15 @@ def _to_fp16(path: Path) -> None:
     import onnx
     from onnxconverter_common import float16
 
-    model = float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    model = onnx.load(str(path))
+    # Casts to float32 the tracer recorded (e.g. attention masks) would be left as they are and feed fp32 into fp16
+    # nodes: keep them fp32, with casts around them.
+    to_float = [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "Cast" and any(a.name == "to" and a.i == 1 for a in n.attribute)
+    ]
+    model = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=to_float)
     onnx.save(model, str(path))
 
 
@@ -164,6 +180,8 @@ def _quantise_int8(path: Path, windows: Sequence[np.ndarray], facts: NetworkFact
     source = path.with_name(path.name + ".fp32.onnx")
     path.replace(source)
     try:
+        # The quantiser warns on the root logger about every normalisation bias it leaves in float: not news.
+        logging.disable(logging.WARNING)
         quantize_static(
             str(source),
             str(path),
@@ -174,4 +192,5 @@ def _quantise_int8(path: Path, windows: Sequence[np.ndarray], facts: NetworkFact
             activation_type=QuantType.QUInt8,
         )
     finally:
+        logging.disable(logging.NOTSET)
         source.unlink(missing_ok=True)

@@ -90,3 +90,62 @@ def test_auto_measures_once_and_remembers(exported, tmp_path, monkeypatch):
     again = engine_choice.choose_engine(bundle, torch.device("cpu"), True, "fp", 2)
     assert len(calls) == 2 and again.name == first.name  # from the cache, not measured again
     assert list((tmp_path / "medseg" / "onnx").glob("*.onnx"))  # the graph onnxruntime ran, exported on the fly
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_medseg_export_then_predict_with_the_file_alone(precision, exported, brats2021_dir, tmp_path):
+    """The user's path: `medseg export` (int8 calibrated on a data folder), then `medseg predict` with only the
+    .onnx file; the masks agree with PyTorch's on nearly every voxel."""
+    from tests.cli.test_cli import medseg
+
+    root, _, _ = exported
+    flags = {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8", "--calibration", str(brats2021_dir)]}[precision]
+    out = medseg("export", "--model", str(root / "model.pt"), "--out", str(tmp_path / "m.onnx"), *flags, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"{precision}" in out.stdout and "max probability difference" in " ".join(out.stdout.split())
+    pred = medseg("predict", "--model", str(tmp_path / "m.onnx"), str(brats2021_dir), "pred", cwd=tmp_path)
+    assert pred.returncode == 0, pred.stderr
+    assert "onnxruntime" in pred.stdout
+    ref = medseg("predict", "--model", str(root / "model.pt"), str(brats2021_dir), "ref", cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr
+    for path in sorted((tmp_path / "ref").glob("*.nii.gz")):
+        mine = np.asarray(nib.load(tmp_path / "pred" / path.name).dataobj)
+        assert (mine == np.asarray(nib.load(path).dataobj)).mean() > 0.99, path.name
+
+
+def test_int8_without_calibration_is_a_usage_error(exported, tmp_path):
+    from tests.cli.test_cli import medseg
+
+    root, _, _ = exported
+    out = medseg("export", "--model", str(root / "model.pt"), "--out", str(tmp_path / "m.onnx"), "--int8")
+    assert out.returncode == 1 and "int8 needs calibration windows" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("name", ["torch-bf16", "onnxruntime", "openvino"])
+def test_every_engine_gives_pytorch_fp32_probabilities(name, exported):
+    """Within the tolerances `auto` keeps an engine by, with and without a masked modality."""
+    from medseg.inference.engine_choice import MAX_TOLERANCE, MEAN_TOLERANCE, available_engines, open_engine
+
+    root, bundle, _ = exported
+    if name not in available_engines(torch.device("cpu")):
+        pytest.skip(f"{name} is not available on this machine")
+    onnx = None if name == "torch-bf16" else root / "model.onnx"
+    engine = open_engine(name, bundle, torch.device("cpu"), False, "fp", onnx)
+    reference = open_engine("torch", bundle, torch.device("cpu"), False, "fp")
+    x = torch.randn(2, 4, *bundle.patch_size)
+    for mask in (None, torch.tensor([[True, True, True, True], [True, False, True, True]])):
+        diff = (torch.sigmoid(engine(x, mask)) - torch.sigmoid(reference(x, mask))).abs()
+        assert diff.mean() <= MEAN_TOLERANCE and diff.max() <= MAX_TOLERANCE, (name, mask)
+
+
+def test_a_converted_graph_that_does_not_load_is_one_line_and_no_file(tmp_path, monkeypatch):
+    from medseg.inference import onnx_export
+
+    def broken(path):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Type Error: Type (tensor(float16)) does not match\nmore")
+
+    monkeypatch.setattr(onnx_export, "_to_fp16", broken)
+    with pytest.raises(MedsegError, match=r"fp16 graph of transunet3d_tiny does not run in ONNX Runtime \(\["):
+        onnx_export.export_onnx(make_bundle(), tmp_path / "x.onnx", "fp16")
+    assert list(tmp_path.iterdir()) == []
