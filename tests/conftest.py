@@ -20,6 +20,19 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 TINY_SHAPE = (48, 48, 32)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _engine_cache(tmp_path_factory):
+    """`medseg predict --engine auto` (the CLI default) measures engines once per model and caches the choice and
+    ONNX graphs under $XDG_CACHE_HOME: the suite, and the commands it starts, share one it throws away."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def brats2021_dir(tmp_path_factory) -> Path:
     from medseg.pipelines.brats import write_synthetic_dataset

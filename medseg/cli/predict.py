@@ -68,10 +68,10 @@ def predict(
         "lower Dice for models trained on small patches: see benchmarks/RESULTS.md).",
     ),
     engine: str = typer.Option(
-        "torch",
+        "auto",
         "--engine",
-        help="torch, torch-bf16 (CPUs with AVX-512 BF16), onnxruntime, openvino, or auto: the fastest accurate "
-        "engine of this machine, measured on first use and cached. An .onnx model runs on onnxruntime by default.",
+        help="auto: the fastest engine of this machine that matches PyTorch fp32, measured on first use per model "
+        "and cached; or torch, torch-bf16 (CPUs with AVX-512 BF16 / AMX), onnxruntime, openvino.",
     ),
     part: str | None = typer.Option(None, "--part", help="Predict shard i of n: --part 0/4."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),

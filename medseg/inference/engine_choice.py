@@ -48,9 +48,10 @@ def available_engines(device: torch.device, onnx_only: bool = False) -> list[str
     names = [] if onnx_only else ["torch"]
     if device.type == "cpu" and cpu_has_bf16() and not onnx_only:
         names.append("torch-bf16")
-    if _installed("onnxruntime"):
+    exportable = onnx_only or (_installed("onnx") and _installed("onnxruntime"))  # export verifies in onnxruntime
+    if exportable and _installed("onnxruntime"):
         names.append("onnxruntime")
-    if device.type == "cpu" and _installed("openvino"):
+    if exportable and device.type == "cpu" and _installed("openvino"):
         names.append("openvino")
     return names
 

@@ -94,7 +94,7 @@ class FolderPredictor:
             if not path.is_file():
                 raise ModelFileError("model not found", path=str(path), hint="pass a file from `medseg export`")
             bundle, facts, export = read_onnx_bundle(path)
-            if kwargs.get("engine", "torch") == "torch":
+            if kwargs.get("engine", "torch") == "torch":  # the library's default; `auto` picks among ONNX engines
                 kwargs["engine"] = "onnxruntime"
             source = f"an exported ONNX graph ({export['precision']})"
             return cls(bundle, source=source, onnx=(path, NetworkFacts(**facts)), **kwargs)

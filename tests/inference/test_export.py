@@ -103,10 +103,12 @@ def test_medseg_export_then_predict_with_the_file_alone(precision, exported, bra
     out = medseg("export", "--model", str(root / "model.pt"), "--out", str(tmp_path / "m.onnx"), *flags, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert f"{precision}" in out.stdout and "max probability difference" in " ".join(out.stdout.split())
-    pred = medseg("predict", "--model", str(tmp_path / "m.onnx"), str(brats2021_dir), "pred", cwd=tmp_path)
+    onnx = ("--model", str(tmp_path / "m.onnx"), "--engine", "onnxruntime")
+    pred = medseg("predict", *onnx, str(brats2021_dir), "pred", cwd=tmp_path)
     assert pred.returncode == 0, pred.stderr
     assert "onnxruntime" in pred.stdout
-    ref = medseg("predict", "--model", str(root / "model.pt"), str(brats2021_dir), "ref", cwd=tmp_path)
+    torch_ref = ("--model", str(root / "model.pt"), "--engine", "torch")
+    ref = medseg("predict", *torch_ref, str(brats2021_dir), "ref", cwd=tmp_path)
     assert ref.returncode == 0, ref.stderr
     for path in sorted((tmp_path / "ref").glob("*.nii.gz")):
         mine = np.asarray(nib.load(tmp_path / "pred" / path.name).dataobj)
@@ -149,3 +151,17 @@ def test_a_converted_graph_that_does_not_load_is_one_line_and_no_file(tmp_path, 
     with pytest.raises(MedsegError, match=r"fp16 graph of transunet3d_tiny does not run in ONNX Runtime \(\["):
         onnx_export.export_onnx(make_bundle(), tmp_path / "x.onnx", "fp16")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_measures_the_engines_once_then_uses_the_cached_choice(exported, brats2021_dir, tmp_path):
+    """The CLI default is `auto`: the first run times the engines and says what it chose; the next one reuses it."""
+    from tests.cli.test_cli import medseg
+
+    root, _, _ = exported
+    model = ("--model", str(root / "model.pt"))
+    runs = [medseg("predict", *model, str(brats2021_dir), f"p{i}", cwd=tmp_path) for i in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    first, second = (" ".join(r.stdout.split()) for r in runs)
+    assert "engine auto: measured" in first and "(cached)" in first and "engine auto" not in second
+    chosen = first.split("chose ")[1].split()[0]
+    assert f"with {chosen}" in first and f"with {chosen}" in second
