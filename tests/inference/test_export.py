@@ -153,10 +153,11 @@ def test_a_converted_graph_that_does_not_load_is_one_line_and_no_file(tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_predict_measures_the_engines_once_then_uses_the_cached_choice(exported, brats2021_dir, tmp_path):
+def test_predict_measures_the_engines_once_then_uses_the_cached_choice(exported, brats2021_dir, tmp_path, monkeypatch):
     """The CLI default is `auto`: the first run times the engines and says what it chose; the next one reuses it."""
     from tests.cli.test_cli import medseg
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # not the suite's cache, where it may be known
     root, _, _ = exported
     model = ("--model", str(root / "model.pt"))
     runs = [medseg("predict", *model, str(brats2021_dir), f"p{i}", cwd=tmp_path) for i in range(2)]
