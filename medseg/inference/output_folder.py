@@ -38,13 +38,23 @@ class CaseResult:
     output: str = ""
 
 
-def predictions_fingerprint(bundle: ModelBundle, infer: InferConfig) -> str:
-    """Identifies what produced a folder's labels: the weights and every setting that changes them."""
+def _weights_hash(bundle: ModelBundle):
     h = hashlib.sha256(bundle.model_name.encode())
     h.update(bundle.weights_digest.encode())
     for k in sorted(bundle.state_dict):
         h.update(k.encode())
         h.update(bundle.state_dict[k].detach().cpu().numpy().tobytes()[:4096])
+    return h
+
+
+def weights_fingerprint(bundle: ModelBundle) -> str:
+    """Identifies the network alone (name and weights): what an exported graph or an engine choice depends on."""
+    return _weights_hash(bundle).hexdigest()[:16]
+
+
+def predictions_fingerprint(bundle: ModelBundle, infer: InferConfig) -> str:
+    """Identifies what produced a folder's labels: the weights and every setting that changes them."""
+    h = _weights_hash(bundle)
     h.update(json.dumps(infer.model_dump(mode="json", exclude={"sw_batch_size"}), sort_keys=True).encode())
     return h.hexdigest()[:16]
 

@@ -14,7 +14,7 @@ from medseg.errors import ModelFileError
 from medseg.inference.engine_choice import choose_engine, open_engine
 from medseg.inference.engines import NetworkFacts
 from medseg.inference.model_source import MLFLOW_SCHEMES, load_bundle
-from medseg.inference.output_folder import CaseResult, predictions_fingerprint
+from medseg.inference.output_folder import CaseResult, weights_fingerprint
 from medseg.inference.predictor import PredictOptions, predict_folder
 from medseg.io.bundle import ModelBundle
 from medseg.io.onnx_bundle import read_onnx_bundle
@@ -73,7 +73,7 @@ class FolderPredictor:
         self.amp, self.allow_missing, self.single_pass = amp, allow_missing, single_pass
         self.source = source
         onnx_path, facts = onnx or (None, None)
-        fingerprint = predictions_fingerprint(bundle, self.infer)
+        fingerprint = weights_fingerprint(bundle)  # overlap, TTA or post-processing change no graph, no engine choice
         if engine == "auto":
             self.engine = choose_engine(
                 bundle, self.device, amp, fingerprint, self.infer.sw_batch_size, onnx_path, facts, on_message

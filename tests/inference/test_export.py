@@ -161,8 +161,11 @@ def test_predict_measures_the_engines_once_then_uses_the_cached_choice(exported,
     root, _, _ = exported
     model = ("--model", str(root / "model.pt"))
     runs = [medseg("predict", *model, str(brats2021_dir), f"p{i}", cwd=tmp_path) for i in range(2)]
+    # Other sliding-window settings change the labels, not the network: the choice still holds.
+    runs.append(medseg("predict", *model, str(brats2021_dir), "p2", "--overlap", "0.25", cwd=tmp_path))
     assert all(r.returncode == 0 for r in runs), runs[0].stderr
-    first, second = (" ".join(r.stdout.split()) for r in runs)
+    first, second, third = (" ".join(r.stdout.split()) for r in runs)
     assert "engine auto: measured" in first and "(cached)" in first and "engine auto" not in second
     chosen = first.split("chose ")[1].split()[0]
     assert f"with {chosen}" in first and f"with {chosen}" in second
+    assert "engine auto" not in third and f"with {chosen}" in third
