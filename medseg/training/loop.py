@@ -55,7 +55,7 @@ def _restore(spec: TrainSpec, model, optimizer, scaler) -> _Progress:
 
 def _epoch_metrics(loss: float, samples: int, elapsed: float, optimizer, spec: TrainSpec) -> dict[str, float]:
     metrics = mean_across({"train_loss": loss, "train_samples_per_s": samples / max(elapsed, 1e-9)}, spec.world)
-    metrics["train_samples_per_s"] *= spec.world.size
+    metrics["train_samples_per_s"] *= spec.world.world_size
     metrics.update(lr=optimizer.param_groups[0]["lr"], epoch_time_s=elapsed)
     if spec.device.type == "cuda":
         metrics["gpu_mem_peak_gb"] = torch.cuda.max_memory_allocated(spec.device) / 1e9
@@ -71,7 +71,7 @@ def fit(spec: TrainSpec, model: SegmentationModel, tracker: Tracker, hooks: Prog
     scaler = grad_scaler(spec)
     state = _restore(spec, model, optimizer, scaler)
     ids = [device.index] if device.type == "cuda" else None
-    net = DistributedDataParallel(model, device_ids=ids) if world.size > 1 else model
+    net = DistributedDataParallel(model, device_ids=ids) if world.distributed else model
     t = cfg.train
     loader = train_loader(
         spec.train_items,
@@ -81,7 +81,7 @@ def fit(spec: TrainSpec, model: SegmentationModel, tracker: Tracker, hooks: Prog
         t.pos_neg_ratio,
         cfg.data.num_workers,
         t.seed,
-        (world.rank, world.size),
+        (world.rank, world.world_size),
     )
     loss_fn = build_loss(t.loss, getattr(model, "deep_supervision", False))
     last_path, best_path = spec.out_dir / "last.pt", spec.out_dir / "best.pt"

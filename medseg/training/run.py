@@ -21,10 +21,11 @@ from medseg.io.bundle import BUNDLE_FILE, load_checkpoint, save_checkpoint
 from medseg.io.tables import rows_to_csv
 from medseg.nets import model_info
 from medseg.nets.profile import count_parameters
+from medseg.runtime import Runtime
 from medseg.tracking import NullTracker, Tracker, TrackingTarget
 from medseg.tracking.review import MODEL_METRIC_TAG
 from medseg.training.data import prepare_cache
-from medseg.training.distributed import World, barrier
+from medseg.training.distributed import barrier
 from medseg.training.loop import fit
 from medseg.training.postprocess_choice import choose_postprocess, predict_validation
 from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult, TrainSpec
@@ -50,7 +51,7 @@ def _git_commit() -> str:
         return ""
 
 
-def _seed(cfg: ExperimentConfig, world: World) -> None:
+def _seed(cfg: ExperimentConfig, world: Runtime) -> None:
     monai.utils.set_determinism(seed=cfg.train.seed + world.rank)
     if cfg.train.deterministic:
         # Bitwise determinism is opt-in; CUDA has no deterministic 3D upsampling backward, so warn only.
@@ -76,7 +77,7 @@ def _params(cfg: ExperimentConfig, manifest: Manifest, split: Split, n_params: i
     }
 
 
-def _open_tracker(target: TrackingTarget, cfg: ExperimentConfig, task: Task, resume_run: str | None, world: World):
+def _open_tracker(target: TrackingTarget, cfg: ExperimentConfig, task: Task, resume_run: str | None, world: Runtime):
     if target.uri is None or not world.is_main:
         return NullTracker()
     from medseg.tracking.run_writer import MlflowTracker
@@ -98,7 +99,7 @@ def train_task(
     *,
     split: Split,
     device: torch.device,
-    world: World,
+    world: Runtime,
     target: TrackingTarget,
     out_root: Path,
     resume: dict | None = None,

@@ -13,7 +13,7 @@ from medseg.core import Task
 from medseg.errors import ConfigError
 from medseg.io.bundle import ModelBundle
 from medseg.nets import SegmentationModel, create_model
-from medseg.training.distributed import World
+from medseg.runtime import Runtime
 
 
 class ProgressHooks(Protocol):
@@ -49,7 +49,7 @@ class TrainSpec:
     norm_stats: list[list[float]]
     out_dir: Path
     device: torch.device
-    world: World = field(default_factory=World)
+    world: Runtime = field(default_factory=Runtime)
     resume: dict | None = None
 
     @property

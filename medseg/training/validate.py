@@ -105,10 +105,10 @@ def validate_epoch(
     and in a single process the cases' masks (for the post-processing search). Rank 0 logs the per-case CSV and
     overlay pictures."""
     cfg, world = spec.cfg, spec.world
-    keep = world.size == 1 and len(spec.val_items) <= KEEP_MASKS_UP_TO
+    keep = not world.distributed and len(spec.val_items) <= KEEP_MASKS_UP_TO
     rows, pictures, kept = validate(
         model,
-        spec.val_items[world.rank :: world.size],
+        spec.val_items[world.rank :: world.world_size],
         spec.task,
         cfg.train.patch_size,
         cfg.infer,

@@ -201,19 +201,17 @@ def test_a_step_holds_batch_size_patches_whatever_the_samples_per_volume():
     assert [x.shape[0] for x, _ in optimizer_steps({k: v[:5] for k, v in batch.items()}, 2)] == [2, 2, 1]
 
 
+def _one_untracked_epoch(tmp: Path, out: Path, **source) -> TrainRequest:
+    """One epoch without MLflow or `--fold` (the workflow picks the split), from `manifest=` or `data=`."""
+    overrides = [*FAST, "train.epochs=1", f"data.cache_dir={tmp / 'cache'}"]
+    return TrainRequest("brats", config=SMOKE, overrides=overrides, device="cpu", tracking=False, out=out, **source)
+
+
 def test_without_fold_a_fold_is_held_out_and_fold_all_is_labelled(brats2021_manifest, tmp_path):
     from medseg.data.manifest import load_manifest
 
     manifest = load_manifest(brats2021_manifest)
-    request = TrainRequest(
-        "brats",
-        config=SMOKE,
-        overrides=[*FAST, "train.epochs=1", f"data.cache_dir={tmp_path / 'cache'}"],
-        manifest=brats2021_manifest,
-        device="cpu",
-        tracking=False,
-        out=tmp_path / "runs",
-    )
+    request = _one_untracked_epoch(tmp_path, tmp_path / "runs", manifest=brats2021_manifest)
     held_out = run_training(request)
     first_fold = min(c.fold for c in manifest.cases)
     assert held_out.split.fold == first_fold and "held-out fold" in held_out.split.label
@@ -227,15 +225,7 @@ def test_without_fold_a_fold_is_held_out_and_fold_all_is_labelled(brats2021_mani
 
 def test_scanned_manifest_goes_beside_the_outputs_not_into_the_working_folder(brats2021_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    request = TrainRequest(
-        "brats",
-        config=SMOKE,
-        overrides=[*FAST, "train.epochs=1", f"data.cache_dir={tmp_path / 'cache'}"],
-        data=brats2021_dir,
-        device="cpu",
-        tracking=False,
-        out=tmp_path / "outputs",
-    )
+    request = _one_untracked_epoch(tmp_path, tmp_path / "outputs", data=brats2021_dir)
     outcome = run_training(request)
     assert outcome.manifest_path == tmp_path / "outputs" / "manifests" / f"{brats2021_dir.name}.json"
     assert outcome.manifest_path.is_file() and not (tmp_path / "data_manifests").exists()
