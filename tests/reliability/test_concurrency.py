@@ -15,6 +15,7 @@ import pytest
 from medseg.data.manifest import load_manifest
 from medseg.io.bundle import save_checkpoint
 from medseg.tracking.run_writer import MlflowTracker
+from medseg.tracking.store import client as store_client
 from tests.conftest import make_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,9 @@ def _medseg(*args: str, cwd: Path) -> subprocess.Popen:
 
 
 def _wait_for_champion(uri: str, name: str, procs: list[subprocess.Popen], timeout: float = 600) -> None:
-    client = mlflow.MlflowClient(uri)
+    # Opened like medseg opens it (under the store lock): a bare MlflowClient would migrate the fresh SQLite store
+    # at the same time as the trainings, the race the lock exists to prevent.
+    client = store_client(uri)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
