@@ -40,6 +40,7 @@ from medseg.nets import model_info
 from medseg.pipelines import get_task
 from medseg.pipelines.brats import SCHEME, write_synthetic_dataset
 from medseg.training.data import prepare_cache, train_loader
+from medseg.transforms.preprocess import PreprocessPlan
 from medseg.workflows.train import TrainRequest, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +59,7 @@ def data_pipeline(cases, work: Path, a) -> dict[str, float]:
     patch = [a.patch] * 3
 
     def medseg_loader():
-        items = prepare_cache(cases, SCHEME, work / "cache", True)
+        items = prepare_cache(cases, SCHEME, work / "cache", PreprocessPlan())
         return train_loader(items, patch, a.batch, a.samples, 2.0, a.workers, 0)
 
     t0 = time.perf_counter()

@@ -60,7 +60,7 @@ def profile(cases, model, bundle, a, device: torch.device) -> dict[str, list[flo
         t = time.perf_counter()
         vols = read_case(case, with_label=False)
         t = tick("read", t)
-        pre = preprocess_case(vols, case, None, bundle.crop_foreground)
+        pre = preprocess_case(vols, case, None, bundle.preprocess)
         t = tick("preprocess", t)
         probs = sliding_predict(
             TorchEngine(model, device, bf16=not a.fp32 and device.type == "cuda"),

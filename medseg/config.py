@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator
 
 from medseg.errors import ConfigError
 from medseg.redact import redact_tree
@@ -17,11 +17,16 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    """Where cases come from and how volumes are preprocessed (identical for training and inference)."""
+    """Where cases come from and how volumes are preprocessed (identical for training and inference).
+
+    `spacing`: the voxel size (mm, along R, A, S) the network sees: `auto` plans it from the training cases
+    (median, nnU-Net's anisotropy rule), `native` never resamples, or three numbers.
+    """
 
     manifest: str | None = None
     cache_dir: str = ".medseg_cache"
     crop_foreground: bool = True
+    spacing: Literal["auto", "native"] | tuple[PositiveFloat, PositiveFloat, PositiveFloat] = "auto"
     num_workers: int = Field(2, ge=0)
 
 

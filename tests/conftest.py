@@ -82,6 +82,7 @@ def make_bundle(bias=None, cross_modal: bool = True, crop_foreground: bool = Tru
     from medseg.io.bundle import ModelBundle
     from medseg.nets import create_model
     from medseg.pipelines.brats import CHANNELS, LABELS_2021, SCHEME
+    from medseg.transforms.preprocess import PreprocessPlan
 
     torch.manual_seed(0)
     kwargs = {"in_channels": 4, "out_channels": 3, "cross_modal": cross_modal, "img_size": 32}
@@ -99,7 +100,7 @@ def make_bundle(bias=None, cross_modal: bool = True, crop_foreground: bool = Tru
         label_map=LABELS_2021,
         patch_size=[32, 32, 32],
         norm_stats=[[500.0, 200.0]] * 4,
-        crop_foreground=crop_foreground,
+        preprocess=PreprocessPlan(crop_foreground=crop_foreground),
         infer=InferConfig(overlap=0.25, sw_batch_size=2, mode="gaussian", threshold=0.5),
     )
 

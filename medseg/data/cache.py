@@ -19,10 +19,10 @@ from medseg.core import Case, LabelScheme
 from medseg.errors import DataError
 from medseg.io.nifti import read_case
 from medseg.transforms.geometry import GridMeta
-from medseg.transforms.preprocess import PREPROCESS_VERSION, Preprocessed, preprocess_case
+from medseg.transforms.preprocess import PREPROCESS_VERSION, Preprocessed, PreprocessPlan, preprocess_case
 
 
-def cache_key(case: Case, scheme: LabelScheme, crop_foreground: bool) -> str:
+def cache_key(case: Case, scheme: LabelScheme, plan: PreprocessPlan) -> str:
     files = [*case.images, *([case.label] if case.label else [])]
     stamp = []
     for f in files:
@@ -33,7 +33,7 @@ def cache_key(case: Case, scheme: LabelScheme, crop_foreground: bool) -> str:
         "channel_index": list(case.channel_index),
         "label_map": case.label_map,
         "regions": {k: list(v) for k, v in scheme.regions.items()},
-        "crop_foreground": crop_foreground,
+        "plan": plan.to_json(),
         "version": PREPROCESS_VERSION,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
@@ -77,25 +77,23 @@ def read_entry(entry: Path) -> Preprocessed:
     )
 
 
-def ensure_cached(
-    case: Case, scheme: LabelScheme, cache_dir: str | Path, crop_foreground: bool = True
-) -> tuple[Path, bool]:
+def ensure_cached(case: Case, scheme: LabelScheme, cache_dir: str | Path, plan: PreprocessPlan) -> tuple[Path, bool]:
     """Cache entry folder for `case`, computing and storing it on a miss; returns (entry, hit)."""
-    entry = Path(cache_dir) / f"{case.id}-{cache_key(case, scheme, crop_foreground)}"
+    entry = Path(cache_dir) / f"{case.id}-{cache_key(case, scheme, plan)}"
     if (entry / "meta.json").exists():
         return entry, True
-    _write_entry(entry, preprocess_case(read_case(case), case, scheme, crop_foreground))
+    _write_entry(entry, preprocess_case(read_case(case), case, scheme, plan))
     return entry, False
 
 
 def load_preprocessed(
-    case: Case, scheme: LabelScheme, cache_dir: str | Path | None, crop_foreground: bool = True
+    case: Case, scheme: LabelScheme, cache_dir: str | Path | None, plan: PreprocessPlan
 ) -> tuple[Preprocessed, bool]:
     """Preprocessed case from the cache (hit: memory-mapped) or computed and stored (miss).
 
     Returns (preprocessed, hit). `cache_dir=None` disables caching.
     """
     if cache_dir is None:
-        return preprocess_case(read_case(case), case, scheme, crop_foreground), False
-    entry, hit = ensure_cached(case, scheme, cache_dir, crop_foreground)
+        return preprocess_case(read_case(case), case, scheme, plan), False
+    entry, hit = ensure_cached(case, scheme, cache_dir, plan)
     return read_entry(entry), hit

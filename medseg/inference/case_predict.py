@@ -17,6 +17,7 @@ from medseg.transforms.geometry import restore_grid
 from medseg.transforms.labels import regions_to_labels
 from medseg.transforms.postprocess import postprocess
 from medseg.transforms.preprocess import Preprocessed, preprocess_case
+from medseg.transforms.resample import resample_probabilities
 
 
 @dataclass
@@ -84,7 +85,7 @@ def predict_case(
     per-run overrides). Saved probabilities are the network's, before post-processing.
     """
     mask = modality_mask(vols, case, engine, allow_missing)
-    pre = preprocess_case(vols, case, None, bundle.crop_foreground)
+    pre = preprocess_case(vols, case, None, bundle.preprocess)
     probs = sliding_predict(
         engine,
         pre.image,
@@ -97,15 +98,28 @@ def predict_case(
         single_pass=single_pass,
         modality_mask=mask,
         stitch_on_cpu=stitch_on_cpu,
-    ).numpy()
-    regions = probs > infer.threshold
+    )
+    regions, kept = _on_crop_grid(probs, pre, infer.threshold, keep_probabilities, device)
     if infer.postprocess:
         regions = postprocess(regions, bundle.scheme, infer.postprocess, pre.meta.spacing)
     # Back onto the input grid: uncrop + axis permutation/flip, no interpolation. Thresholding commutes with
     # these exact index operations, so only saved probabilities are inverted as floats (4x less to move).
-    full = restore_grid(probs, pre.meta, fill=0.0) if keep_probabilities else None
+    full = restore_grid(kept, pre.meta, fill=0.0) if kept is not None else None
     labels = regions_to_labels(restore_grid(regions, pre.meta, fill=False), bundle.scheme, case.label_map)
     warnings = intensity_warnings(pre.stats, bundle, vols.missing)
     if not labels.any():
         warnings.append("empty prediction (no region above threshold)")
     return CasePrediction(labels, full, vols.affine, warnings), pre
+
+
+def _on_crop_grid(
+    probs: torch.Tensor, pre: Preprocessed, threshold: float, keep: bool, device: torch.device
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(region masks, probabilities if `keep`) on the input's cropped RAS grid: a resampled case's probabilities
+    are interpolated back first and cut there, so masks and post-processing live at the input's own spacing."""
+    if not pre.meta.resampled:
+        p = probs.numpy()
+        return p > threshold, p if keep else None
+    shape = pre.meta.crop_shape
+    masks = resample_probabilities(probs, shape, threshold, device)
+    return masks, resample_probabilities(probs, shape, None, device) if keep else None

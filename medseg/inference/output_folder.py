@@ -56,6 +56,7 @@ def predictions_fingerprint(bundle: ModelBundle, infer: InferConfig) -> str:
     """Identifies what produced a folder's labels: the weights and every setting that changes them."""
     h = _weights_hash(bundle)
     h.update(json.dumps(infer.model_dump(mode="json", exclude={"sw_batch_size"}), sort_keys=True).encode())
+    h.update(json.dumps(bundle.preprocess.to_json(), sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 

@@ -18,6 +18,7 @@ from medseg.config import InferConfig
 from medseg.core import LabelScheme, scheme_from_json, scheme_to_json
 from medseg.errors import ModelFileError
 from medseg.io.atomic import atomic_path
+from medseg.transforms.preprocess import PreprocessPlan
 
 FORMAT = "medseg-bundle/1"
 BUNDLE_FILE = "medseg_bundle.pt"  # name of the weights-only bundle beside checkpoints and inside MLflow models
@@ -28,6 +29,7 @@ class ModelBundle:
     """Weights + how to rebuild the network + the task metadata inference needs.
 
     `norm_stats`: per channel [mean, std] of raw nonzero intensities in the training data (for warnings).
+    `preprocess`: crop and target spacing, so inference prepares a case exactly as training did.
     `infer`: how the model predicts (sliding window, threshold, post-processing chosen after training).
     A bundle read from an ONNX file has no `state_dict`: its graph holds the weights, `weights_digest` names them.
     """
@@ -41,7 +43,7 @@ class ModelBundle:
     label_map: dict[str, int]
     patch_size: list[int]
     norm_stats: list[list[float]]
-    crop_foreground: bool = True
+    preprocess: PreprocessPlan = field(default_factory=PreprocessPlan)
     infer: InferConfig = field(default_factory=InferConfig)
     medseg_version: str = __version__
     weights_digest: str = ""  # the weights' identity when they live elsewhere (an ONNX graph), not serialised
@@ -58,7 +60,7 @@ class ModelBundle:
             "label_map": self.label_map,
             "patch_size": list(self.patch_size),
             "norm_stats": self.norm_stats,
-            "crop_foreground": self.crop_foreground,
+            "preprocess": self.preprocess.to_json(),
             "infer": self.infer.model_dump(mode="json"),
             "medseg_version": self.medseg_version,
         }
@@ -75,7 +77,10 @@ class ModelBundle:
             label_map={k: int(v) for k, v in d["label_map"].items()},
             patch_size=list(d["patch_size"]),
             norm_stats=[list(x) for x in d["norm_stats"]],
-            crop_foreground=bool(d.get("crop_foreground", True)),
+            # bundles from before resampling carry only the crop flag: they predict at each input's own spacing
+            preprocess=PreprocessPlan.from_json(
+                d.get("preprocess", {"crop_foreground": d.get("crop_foreground", True)})
+            ),
             infer=InferConfig.model_validate(d.get("infer", {})),
             medseg_version=d.get("medseg_version", "?"),
         )

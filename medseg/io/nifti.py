@@ -80,6 +80,11 @@ def _check_geometry(ref_shape, ref_affine, shape, affine, path: str, case_id: st
         )
 
 
+def read_affine(case: Case) -> np.ndarray:
+    """The voxel-to-world affine of a case's first channel, from its header alone (no image data decoded)."""
+    return _load(case.images[0], case.id).affine
+
+
 def read_case(case: Case, *, with_label: bool = True, allow_missing: bool = False) -> CaseVolumes:
     """Read and validate all channels (and the label) of a case; raises DataError naming file and problem.
 

@@ -23,6 +23,7 @@ from torch.utils.data import DistributedSampler
 from medseg.core import Case, LabelScheme
 from medseg.data.cache import ensure_cached, read_entry
 from medseg.errors import DataError
+from medseg.transforms.preprocess import PreprocessPlan
 
 
 class LoadCachedd(MapTransform):
@@ -79,13 +80,13 @@ def prepare_cache(
     cases: Sequence[Case],
     scheme: LabelScheme,
     cache_dir: str | Path,
-    crop_foreground: bool,
+    plan: PreprocessPlan,
     on_case: Callable[[Case, bool], None] | None = None,
 ) -> list[dict]:
     """Make sure every case is cached (decode once); returns dataset items {id, entry}."""
     items = []
     for case in cases:
-        entry, hit = ensure_cached(case, scheme, cache_dir, crop_foreground)
+        entry, hit = ensure_cached(case, scheme, cache_dir, plan)
         items.append({"id": case.id, "entry": str(entry)})
         if on_case:
             on_case(case, hit)

@@ -16,6 +16,7 @@ from medseg.config import ExperimentConfig, config_to_yaml, flatten, redacted_du
 from medseg.core import Task
 from medseg.data.cache import read_entry
 from medseg.data.manifest import Manifest
+from medseg.data.planning import plan_preprocessing
 from medseg.io.atomic import atomic_write_text
 from medseg.io.bundle import BUNDLE_FILE, load_checkpoint, save_checkpoint
 from medseg.io.tables import rows_to_csv
@@ -29,6 +30,7 @@ from medseg.training.distributed import barrier
 from medseg.training.loop import fit
 from medseg.training.postprocess_choice import choose_postprocess, predict_validation
 from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult, TrainSpec
+from medseg.transforms.preprocess import PreprocessPlan
 from medseg.viz.curves import learning_curves
 from medseg.viz.overlays import save_png
 
@@ -60,9 +62,10 @@ def _seed(cfg: ExperimentConfig, world: Runtime) -> None:
         monai.utils.set_determinism(seed=cfg.train.seed + world.rank, use_deterministic_algorithms=False)
 
 
-def _params(cfg: ExperimentConfig, manifest: Manifest, split: Split, n_params: int) -> dict:
+def _params(cfg: ExperimentConfig, manifest: Manifest, split: Split, plan: PreprocessPlan, n_params: int) -> dict:
     return {
         **flatten(redacted_dump(cfg)),
+        "plan.spacing": "native" if plan.spacing is None else " x ".join(f"{v:g}" for v in plan.spacing),
         "model_name": cfg.model.name,
         "param_count": n_params,
         "manifest_hash": manifest.digest(),
@@ -110,12 +113,15 @@ def train_task(
     _seed(cfg, world)
     train_cases, val_cases = manifest.split(split.fold)
     cache_dir = Path(cfg.data.cache_dir)
+    plan = plan_preprocessing(cfg.data, train_cases)
     if world.is_main:
         hooks.message(f"preparing {len(train_cases) + len(val_cases)} cases (decoded once, then cached)")
-        prepare_cache([*train_cases, *val_cases], task.scheme, cache_dir, cfg.data.crop_foreground)
+        if plan.spacing:
+            hooks.message("voxel spacing for the network: " + " x ".join(f"{v:g}" for v in plan.spacing) + " mm")
+        prepare_cache([*train_cases, *val_cases], task.scheme, cache_dir, plan)
     barrier(world)
-    train_items = prepare_cache(train_cases, task.scheme, cache_dir, cfg.data.crop_foreground)
-    val_items = prepare_cache(val_cases, task.scheme, cache_dir, cfg.data.crop_foreground)
+    train_items = prepare_cache(train_cases, task.scheme, cache_dir, plan)
+    val_items = prepare_cache(val_cases, task.scheme, cache_dir, plan)
     stats = np.mean([read_entry(Path(i["entry"])).stats for i in train_items], axis=0).tolist()
 
     tracker = _open_tracker(target, cfg, task, resume.get("run_id") if resume else None, world)
@@ -125,10 +131,12 @@ def train_task(
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", config_to_yaml(cfg))
         tracker.set_tags({"medseg.out_dir": str(out_dir.resolve())})
-        spec = TrainSpec(cfg, task, manifest.label_map, train_items, val_items, stats, out_dir, device, world, resume)
+        spec = TrainSpec(
+            cfg, task, manifest.label_map, train_items, val_items, stats, out_dir, device, world, resume, plan
+        )
         model = spec.build_network()
         if world.is_main and not resume:
-            tracker.log_params(_params(cfg, manifest, split, count_parameters(model)))
+            tracker.log_params(_params(cfg, manifest, split, plan, count_parameters(model)))
             tracker.log_text(config_to_yaml(cfg), "config.yaml")
             tracker.log_artifact(manifest_path, "data")
             tracker.log_dataset(manifest.to_json(), str(manifest_path), manifest_path.stem, manifest.digest())

@@ -14,6 +14,7 @@ from medseg.errors import ConfigError
 from medseg.io.bundle import ModelBundle
 from medseg.nets import SegmentationModel, create_model
 from medseg.runtime import Runtime
+from medseg.transforms.preprocess import PreprocessPlan
 
 
 class ProgressHooks(Protocol):
@@ -51,6 +52,7 @@ class TrainSpec:
     device: torch.device
     world: Runtime = field(default_factory=Runtime)
     resume: dict | None = None
+    plan: PreprocessPlan = field(default_factory=PreprocessPlan)
 
     @property
     def model_kwargs(self) -> dict:
@@ -82,7 +84,7 @@ class TrainSpec:
             label_map=self.label_map,
             patch_size=list(self.cfg.train.patch_size),
             norm_stats=self.norm_stats,
-            crop_foreground=self.cfg.data.crop_foreground,
+            preprocess=self.plan,
             infer=self.cfg.infer,
         )
 

@@ -74,8 +74,8 @@ def validate(
     for n, (item, pre, raw) in enumerate(predicted_masks(model, items, roi, infer, device, amp)):
         gt = np.asarray(pre.regions)
         if keep_masks:
-            kept.append(ScoredCase(raw, gt.astype(bool), pre.meta.spacing))
-        pred = postprocess(raw, scheme, infer.postprocess, pre.meta.spacing) if infer.postprocess else raw
+            kept.append(ScoredCase(raw, gt.astype(bool), pre.meta.model_spacing))
+        pred = postprocess(raw, scheme, infer.postprocess, pre.meta.model_spacing) if infer.postprocess else raw
         row = {"id": item["id"]}
         for i, name in enumerate(region_names):
             row[f"dice_{name.lower()}"] = dice(pred[i], gt[i])

@@ -15,7 +15,9 @@ RAS = nib.orientations.axcodes2ornt(("R", "A", "S"))
 @dataclass(frozen=True)
 class GridMeta:
     """What was done to a (C, X, Y, Z) volume: original shape and orientation, and the crop box (in RAS);
-    `spacing` is the voxel size in mm along the RAS axes (for millimetre metrics and volume thresholds)."""
+    `spacing` is the input's voxel size in mm along the RAS axes, `model_spacing` that of the arrays the network
+    sees (the planned spacing when the crop was resampled, else `spacing`): millimetre metrics and volume
+    thresholds use the one that matches the array they measure."""
 
     orig_shape: tuple[int, int, int]
     ornt: tuple[tuple[float, float], ...]
@@ -23,6 +25,15 @@ class GridMeta:
     box_start: tuple[int, int, int]
     box_end: tuple[int, int, int]
     spacing: tuple[float, float, float]
+    model_spacing: tuple[float, float, float]
+
+    @property
+    def resampled(self) -> bool:
+        return self.model_spacing != self.spacing
+
+    @property
+    def crop_shape(self) -> tuple[int, int, int]:
+        return tuple(e - s for s, e in zip(self.box_start, self.box_end, strict=True))
 
     def to_json(self) -> dict:
         return {k: [list(x) for x in v] if k == "ornt" else list(v) for k, v in self.__dict__.items()}
@@ -42,6 +53,15 @@ def to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """(C, X, Y, Z) -> the same voxels with axes in RAS order; returns the array and its orientation."""
     ornt = nib.orientations.io_orientation(affine)
     return _apply(array, nib.orientations.ornt_transform(ornt, RAS)), ornt
+
+
+def ras_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along the R, A, S axes (the order of `to_ras` arrays), from a voxel-to-world affine."""
+    out = [0.0, 0.0, 0.0]
+    voxel = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    for axis, (target, _flip) in enumerate(nib.orientations.io_orientation(affine)):
+        out[int(target)] = float(voxel[axis])
+    return tuple(out)
 
 
 def from_ras(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Case preprocessing shared by training and inference: RAS, foreground crop, per-channel z-score."""
+"""Case preprocessing shared by training and inference: RAS, foreground crop, per-channel z-score, resampling to
+the planned voxel spacing."""
 
 from __future__ import annotations
 
@@ -7,11 +8,32 @@ from dataclasses import dataclass
 import numpy as np
 
 from medseg.core import Case, CaseVolumes, LabelScheme
-from medseg.transforms.geometry import GridMeta, crop, foreground_box, to_ras
+from medseg.transforms.geometry import GridMeta, crop, foreground_box, ras_spacing, to_ras
 from medseg.transforms.labels import labels_to_regions
+from medseg.transforms.resample import Spacing, needs_resampling, resample_channels, resample_masks, resampled_shape
 
 # Bumped whenever preprocessing changes, so stale cache entries are never reused.
-PREPROCESS_VERSION = 2
+PREPROCESS_VERSION = 3
+
+
+@dataclass(frozen=True)
+class PreprocessPlan:
+    """How a case becomes network input, the same in training and inference (stored in every model bundle).
+
+    `spacing`: target voxel size in mm along the RAS axes, planned from the training cases
+    (`resample.planned_spacing`); None keeps every case at its own spacing (bundles written before resampling).
+    """
+
+    crop_foreground: bool = True
+    spacing: Spacing | None = None
+
+    def to_json(self) -> dict:
+        return {"crop_foreground": self.crop_foreground, "spacing": list(self.spacing) if self.spacing else None}
+
+    @classmethod
+    def from_json(cls, d: dict) -> PreprocessPlan:
+        spacing = d.get("spacing")
+        return cls(bool(d.get("crop_foreground", True)), tuple(float(v) for v in spacing) if spacing else None)
 
 
 @dataclass
@@ -51,27 +73,34 @@ def zscore_nonzero(image: np.ndarray, stats: np.ndarray) -> np.ndarray:
 
 
 def preprocess_case(
-    vols: CaseVolumes, case: Case, scheme: LabelScheme | None, crop_foreground: bool = True
+    vols: CaseVolumes, case: Case, scheme: LabelScheme | None, plan: PreprocessPlan = PreprocessPlan()
 ) -> Preprocessed:
-    """Reorient to RAS, crop to the nonzero box, z-score each channel on its nonzero voxels (MONAI)."""
+    """Reorient to RAS, crop to the nonzero box, z-score each channel on its nonzero voxels (MONAI), then resample
+    to the plan's spacing (images trilinear, regions per region) when the case is not already at it."""
     image, ornt = to_ras(vols.image, vols.affine)
-    start, end = foreground_box(image, crop_foreground)
-    ras_spacing = [0.0, 0.0, 0.0]
-    for axis, (target, _flip) in enumerate(ornt):
-        ras_spacing[int(target)] = vols.spacing[axis]
+    start, end = foreground_box(image, plan.crop_foreground)
+    spacing = ras_spacing(vols.affine)
+    resample = needs_resampling(spacing, plan.spacing)
     meta = GridMeta(
         tuple(vols.image.shape[1:]),
         tuple(tuple(float(v) for v in row) for row in ornt),
         tuple(image.shape[1:]),
         start,
         end,
-        tuple(ras_spacing),
+        spacing,
+        plan.spacing if resample else spacing,
     )
     image = crop(image, start, end)
     stats = channel_stats(image)
+    # z-scored before resampling: the background stays exactly 0 where interpolation does not reach the brain.
     image = zscore_nonzero(image, stats)
+    shape = resampled_shape(image.shape[1:], spacing, plan.spacing) if resample else None
+    if shape is not None:
+        image = resample_channels(image, shape)
     regions = None
     if vols.label is not None and scheme is not None:
         label, _ = to_ras(vols.label[None], vols.affine)
         regions = labels_to_regions(crop(label, start, end)[0], scheme, case.label_map)
+        if shape is not None:
+            regions = resample_masks(regions, shape)
     return Preprocessed(image, regions, meta, stats)

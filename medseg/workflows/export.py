@@ -27,7 +27,7 @@ def calibration_windows(bundle: ModelBundle, data_dir: Path, count: int = 16, se
     windows = []
     for i in range(count):
         case = cases[i % len(cases)]
-        image = preprocess_case(read_case(case, with_label=False), case, None, bundle.crop_foreground).image
+        image = preprocess_case(read_case(case, with_label=False), case, None, bundle.preprocess).image
         shape = np.array(image.shape[1:])
         brain = np.argwhere(np.any(image != 0, axis=0))
         centre = brain[rng.integers(len(brain))] if i % 2 else np.unravel_index(image.max(0).argmax(), shape)

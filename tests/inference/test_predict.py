@@ -16,6 +16,7 @@ from medseg.errors import MedsegError
 from medseg.inference.predictor import PredictOptions, predict_folder
 from medseg.io.nifti import save_nifti
 from medseg.pipelines.brats import LAYOUTS, SUFFIXES_2021
+from medseg.transforms.preprocess import PreprocessPlan
 from tests.conftest import make_bundle
 
 SHAPE = (40, 36, 32)
@@ -54,14 +55,19 @@ ORIENTATIONS = {
 }
 
 
+@pytest.mark.parametrize("spacing", [None, (1.0, 1.0, 1.0)], ids=["native", "resampled"])
 @pytest.mark.parametrize("name", list(ORIENTATIONS))
-def test_output_geometry_matches_input_in_nibabel_and_simpleitk(tmp_path, name):
+def test_output_geometry_matches_input_in_nibabel_and_simpleitk(tmp_path, name, spacing):
+    """Also when the model works at another spacing (1 mm for this 1.2 x 1 x 1.5 mm input): probabilities are
+    resampled back onto the input's own grid."""
     affine, to_voxels = ORIENTATIONS[name]
     vol = _volume()
+    bundle = make_bundle(bias=0.3)
+    bundle.preprocess = PreprocessPlan(spacing=spacing)
     _write_case(tmp_path / "ref", "c1", vol, RAS)
     _write_case(tmp_path / "in", "c1", np.ascontiguousarray(to_voxels(vol)), affine, np.int16)
-    _predict(tmp_path / "ref", tmp_path / "ref_out")
-    results = _predict(tmp_path / "in", tmp_path / "out")
+    _predict(tmp_path / "ref", tmp_path / "ref_out", bundle)
+    results = _predict(tmp_path / "in", tmp_path / "out", bundle)
     assert results[0].status == "ok", results[0].error
     src = tmp_path / "in" / "c1" / "c1_t1.nii.gz"
     out = tmp_path / "out" / "c1.nii.gz"
@@ -269,3 +275,26 @@ def test_the_bundles_tta_setting_is_used_by_default(tmp_path, monkeypatch):
     bundle.infer = bundle.infer.override(tta=True)
     _predict(tmp_path / "in", tmp_path / "out", bundle=bundle)
     assert seen == [True]
+
+
+def test_the_network_sees_the_bundles_spacing(tmp_path, monkeypatch):
+    """A model planned at 0.6 x 1 x 0.75 mm gets this 1.2 x 1 x 1.5 mm case with twice the voxels on R and S."""
+    import medseg.inference.case_predict as case_predict
+
+    seen = []
+    real = case_predict.sliding_predict
+
+    def recording(engine, image, *args, **kwargs):
+        seen.append(image.shape[1:])
+        return real(engine, image, *args, **kwargs)
+
+    monkeypatch.setattr(case_predict, "sliding_predict", recording)
+    _write_case(tmp_path / "in", "c1", _volume(), RAS)
+    bundle = make_bundle(bias=0.3)
+    _predict(tmp_path / "in", tmp_path / "native", bundle)
+    bundle.preprocess = PreprocessPlan(spacing=(0.6, 1.0, 0.75))
+    results = _predict(tmp_path / "in", tmp_path / "fine", bundle)
+    assert results[0].status == "ok", results[0].error
+    (x, y, z), fine = seen
+    assert fine == (2 * x, y, 2 * z)
+    assert nib.load(tmp_path / "fine" / "c1.nii.gz").shape == SHAPE

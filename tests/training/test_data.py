@@ -14,7 +14,7 @@ SHAPE = (40, 40, 40)
 
 
 def _entry(tmp_path, regions: np.ndarray, image: np.ndarray) -> dict:
-    meta = GridMeta(SHAPE, ((0, 1), (1, 1), (2, 1)), SHAPE, (0, 0, 0), SHAPE, (1.0, 1.0, 1.0))
+    meta = GridMeta(SHAPE, ((0, 1), (1, 1), (2, 1)), SHAPE, (0, 0, 0), SHAPE, (1.0, 1.0, 1.0), (1.0, 1.0, 1.0))
     entry = tmp_path / "case"
     _write_entry(entry, Preprocessed(image, regions, meta, np.zeros((image.shape[0], 2))))
     return {"id": "case", "entry": str(entry)}

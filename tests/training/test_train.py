@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from medseg.data.manifest import load_manifest
 from medseg.io.bundle import load_checkpoint
 from medseg.workflows.train import TrainRequest, run_training
 from tests.conftest import free_port
@@ -73,6 +74,10 @@ def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tm
     from medseg.inference.model_source import load_bundle
 
     bundle = load_bundle(result.model_uri, uri)
+    spacing = load_manifest(brats2021_manifest).cases[0].spacing  # every fixture case has it: planned, no resampling
+    assert bundle.preprocess.spacing == spacing and run.data.params["plan.spacing"] == " x ".join(
+        f"{v:g}" for v in spacing
+    )
     with torch.no_grad():
         assert bundle.build_model()(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
     # Resume from the run id (its out_dir tag finds last.pt): same run, epochs continue, params untouched.
