@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
 
 from medseg.errors import ConfigError
 from medseg.redact import redact_tree
@@ -16,17 +16,41 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class IntensityRule(_Strict):
+    """How one channel is normalised: `zscore` per case on nonzero voxels (MRI), `ct` (clip to the dataset's
+    foreground 0.5-99.5 percentiles, z-score with its mean/std; needs a manifest scanned with labels) or `window`
+    (clip to `window` = [lower, upper] HU, scale to [0, 1])."""
+
+    kind: Literal["zscore", "ct", "window"] = "zscore"
+    window: tuple[float, float] | None = None
+
+    @field_validator("window")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and v[0] >= v[1]:
+            raise ValueError("window must be [lower, upper] with lower < upper")
+        return v
+
+    @model_validator(mode="after")
+    def _window_given(self) -> IntensityRule:
+        if self.kind == "window" and self.window is None:
+            raise ValueError("kind 'window' needs window: [lower, upper]")
+        return self
+
+
 class DataConfig(_Strict):
     """Where cases come from and how volumes are preprocessed (identical for training and inference).
 
     `spacing`: the voxel size (mm, along R, A, S) the network sees: `auto` plans it from the training cases
     (median, nnU-Net's anisotropy rule), `native` never resamples, or three numbers.
+    `intensity`: a rule per channel name; channels not listed use `ct` when named CT, else `zscore`.
     """
 
     manifest: str | None = None
     cache_dir: str = ".medseg_cache"
     crop_foreground: bool = True
     spacing: Literal["auto", "native"] | tuple[PositiveFloat, PositiveFloat, PositiveFloat] = "auto"
+    intensity: dict[str, IntensityRule] = Field(default_factory=dict)
     num_workers: int = Field(2, ge=0)
 
 

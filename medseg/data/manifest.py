@@ -25,13 +25,18 @@ class ManifestCase:
 
 @dataclass
 class Manifest:
-    """Task name, layout, channels and cases with folds; `root` is where relative paths resolve."""
+    """Task name, layout, channels and cases with folds; `root` is where relative paths resolve.
+
+    `intensity_stats`: for CT channels, the foreground intensity statistics of all cases (mean, std, p00_5,
+    p99_5 in HU), computed at scan time for the `ct` normalisation.
+    """
 
     task: str
     layout: str
     channels: list[str]
     label_map: dict[str, int]
     cases: list[ManifestCase] = field(default_factory=list)
+    intensity_stats: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def split(self, fold: int | None) -> tuple[list[Case], list[Case]]:
         """(train, val) cases: fold K validates on fold K and trains on the rest; None uses all for both."""
@@ -46,7 +51,7 @@ class Manifest:
         return train, val
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "task": self.task,
             "layout": self.layout,
             "channels": self.channels,
@@ -56,6 +61,7 @@ class Manifest:
                 for c in self.cases
             ],
         }
+        return out | ({"intensity_stats": self.intensity_stats} if self.intensity_stats else {})
 
     def digest(self) -> str:
         """Content hash (logged so a run names exactly the data it saw)."""
@@ -99,6 +105,7 @@ def load_manifest(path: str | Path) -> Manifest:
             if c.get("label"):
                 c["label"] = str((p.parent / c["label"]).resolve())
             cases.append(ManifestCase(Case.from_json(c), tuple(c["shape"]), tuple(c["spacing"]), int(c["fold"])))
-        return Manifest(raw["task"], raw["layout"], list(raw["channels"]), dict(raw["label_map"]), cases)
+        stats = {str(ch): {k: float(v) for k, v in s.items()} for ch, s in raw.get("intensity_stats", {}).items()}
+        return Manifest(raw["task"], raw["layout"], list(raw["channels"]), dict(raw["label_map"]), cases, stats)
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"malformed manifest ({exc.__class__.__name__}: {exc})", path=str(p)) from None

@@ -1,4 +1,5 @@
-"""Scanning: validate every case by reading its data, and build a manifest of the good ones."""
+"""Scanning: validate every case by reading its data, and build a manifest of the good ones (with the foreground
+intensity statistics of CT channels, which CT normalisation needs)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from medseg.core import Case, Task
 from medseg.data.layouts import detect_cases
 from medseg.data.manifest import Manifest, ManifestCase, assign_folds, check_case_id
 from medseg.errors import DataError
 from medseg.io.nifti import read_case
+from medseg.transforms.intensity import CT_CHANNELS, foreground_statistics, sample_foreground
 
 
 def scan_dataset(
@@ -25,10 +29,15 @@ def scan_dataset(
     layout, cases = detect_cases(data_dir, task.layouts)
     good: list[tuple[Case, tuple, tuple]] = []
     bad: list[tuple[Case, DataError]] = []
-    for case in cases:
+    ct = [i for i, name in enumerate(task.channels) if name in CT_CHANNELS]
+    samples: dict[int, list[np.ndarray]] = {i: [] for i in ct}
+    for n, case in enumerate(cases):
         try:
             check_case_id(case.id, str(data_dir))
             vols = read_case(case, with_label=True)
+            if ct and vols.label is not None:
+                for i in ct:
+                    samples[i].append(sample_foreground(vols.image[i], vols.label > 0, seed=seed + n))
             good.append((case, vols.image.shape[1:], vols.spacing))
             err = None
         except DataError as exc:
@@ -43,6 +52,9 @@ def scan_dataset(
         channels=list(task.channels),
         label_map=dict(cases[0].label_map),  # a layout's cases share one convention
         cases=[ManifestCase(c, tuple(s), tuple(sp), fold_of[c.id]) for c, s, sp in good],
+        intensity_stats={
+            task.channels[i]: foreground_statistics(np.concatenate(v)) for i, v in samples.items() if sum(map(len, v))
+        },
     )
     return manifest, bad
 
@@ -65,4 +77,6 @@ def relativise(manifest: Manifest, base: Path) -> Manifest:
             c.layout,
         )
         out.append(ManifestCase(new, mc.shape, mc.spacing, mc.fold))
-    return Manifest(manifest.task, manifest.layout, manifest.channels, manifest.label_map, out)
+    return Manifest(
+        manifest.task, manifest.layout, manifest.channels, manifest.label_map, out, manifest.intensity_stats
+    )

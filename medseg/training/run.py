@@ -113,7 +113,7 @@ def train_task(
     _seed(cfg, world)
     train_cases, val_cases = manifest.split(split.fold)
     cache_dir = Path(cfg.data.cache_dir)
-    plan = plan_preprocessing(cfg.data, train_cases)
+    plan = plan_preprocessing(cfg.data, train_cases, task.channels, manifest.intensity_stats)
     if world.is_main:
         hooks.message(f"preparing {len(train_cases) + len(val_cases)} cases (decoded once, then cached)")
         if plan.spacing:

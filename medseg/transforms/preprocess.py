@@ -9,6 +9,7 @@ import numpy as np
 
 from medseg.core import Case, CaseVolumes, LabelScheme
 from medseg.transforms.geometry import GridMeta, crop, foreground_box, ras_spacing, to_ras
+from medseg.transforms.intensity import ChannelNorm, normalise_fixed
 from medseg.transforms.labels import labels_to_regions
 from medseg.transforms.resample import Spacing, needs_resampling, resample_channels, resample_masks, resampled_shape
 
@@ -22,18 +23,42 @@ class PreprocessPlan:
 
     `spacing`: target voxel size in mm along the RAS axes, planned from the training cases
     (`resample.planned_spacing`); None keeps every case at its own spacing (bundles written before resampling).
+    `intensity`: one normalisation per channel; None z-scores every channel per case (MRI).
     """
 
     crop_foreground: bool = True
     spacing: Spacing | None = None
+    intensity: tuple[ChannelNorm, ...] | None = None
 
     def to_json(self) -> dict:
-        return {"crop_foreground": self.crop_foreground, "spacing": list(self.spacing) if self.spacing else None}
+        return {
+            "crop_foreground": self.crop_foreground,
+            "spacing": list(self.spacing) if self.spacing else None,
+            "intensity": [n.to_json() for n in self.intensity] if self.intensity else None,
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> PreprocessPlan:
-        spacing = d.get("spacing")
-        return cls(bool(d.get("crop_foreground", True)), tuple(float(v) for v in spacing) if spacing else None)
+        spacing, intensity = d.get("spacing"), d.get("intensity")
+        return cls(
+            bool(d.get("crop_foreground", True)),
+            tuple(float(v) for v in spacing) if spacing else None,
+            tuple(ChannelNorm.from_json(n) for n in intensity) if intensity else None,
+        )
+
+
+def normalise(image: np.ndarray, stats: np.ndarray, norms: tuple[ChannelNorm, ...] | None) -> np.ndarray:
+    """Each channel by its plan: MRI z-scored per case on nonzero voxels, CT / windows with the stored numbers."""
+    if norms is None or all(n.kind == "zscore" for n in norms):
+        return zscore_nonzero(image, stats)
+    out = np.empty(image.shape, np.float32)
+    for i, norm in enumerate(norms):
+        out[i] = (
+            zscore_nonzero(image[i : i + 1], stats[i : i + 1])[0]
+            if norm.kind == "zscore"
+            else normalise_fixed(image[i], norm)
+        )
+    return out
 
 
 @dataclass
@@ -75,7 +100,8 @@ def zscore_nonzero(image: np.ndarray, stats: np.ndarray) -> np.ndarray:
 def preprocess_case(
     vols: CaseVolumes, case: Case, scheme: LabelScheme | None, plan: PreprocessPlan = PreprocessPlan()
 ) -> Preprocessed:
-    """Reorient to RAS, crop to the nonzero box, z-score each channel on its nonzero voxels (MONAI), then resample
+    """Reorient to RAS, crop to the nonzero box, normalise each channel (MRI: z-score on its nonzero voxels, as
+    MONAI; CT: the plan's dataset statistics), then resample
     to the plan's spacing (images trilinear, regions per region) when the case is not already at it."""
     image, ornt = to_ras(vols.image, vols.affine)
     start, end = foreground_box(image, plan.crop_foreground)
@@ -92,8 +118,8 @@ def preprocess_case(
     )
     image = crop(image, start, end)
     stats = channel_stats(image)
-    # z-scored before resampling: the background stays exactly 0 where interpolation does not reach the brain.
-    image = zscore_nonzero(image, stats)
+    # Normalised before resampling: an MRI background stays exactly 0 where interpolation does not reach the brain.
+    image = normalise(image, stats, plan.intensity)
     shape = resampled_shape(image.shape[1:], spacing, plan.spacing) if resample else None
     if shape is not None:
         image = resample_channels(image, shape)
