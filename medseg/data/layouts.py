@@ -8,6 +8,7 @@ from pathlib import Path
 
 from medseg.core import Case, Layout
 from medseg.errors import DataError
+from medseg.io.dicom import is_series_ref, split_ref
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -122,7 +123,9 @@ def detect_cases(root: str | Path, layouts: Sequence[Layout]) -> tuple[Layout, l
 def unused_files(root: str | Path, cases: Sequence[Case]) -> list[Path]:
     """Files under `root` that no case reads (notes, spreadsheets, other data): ignored, listed on request."""
     root = Path(root)
-    used = {Path(p).resolve() for c in cases for p in (*c.images, *([c.label] if c.label else []))}
+    refs = [p for c in cases for p in (*c.images, *([c.label] if c.label else []))]
+    used = {Path(p).resolve() for p in refs if not is_series_ref(p)}
+    series_dirs = {split_ref(p)[0].resolve() for p in refs if is_series_ref(p)}  # a DICOM case reads its folder
     return sorted(
         p
         for p in root.rglob("*")
@@ -130,4 +133,5 @@ def unused_files(root: str | Path, cases: Sequence[Case]) -> list[Path]:
         and p.name != "dataset.json"
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
         and p.resolve() not in used
+        and not any(d == p.resolve().parent or d in p.resolve().parents for d in series_dirs)
     )

@@ -11,6 +11,7 @@ import numpy as np
 from medseg.core import Case, CaseVolumes
 from medseg.errors import DataError
 from medseg.io.atomic import atomic_path
+from medseg.io.dicom import is_series_ref, read_dicom_channels
 
 AFFINE_TOL_MM = 1e-3
 
@@ -95,8 +96,11 @@ def read_case(case: Case, *, with_label: bool = True, allow_missing: bool = Fals
     missing = []
     ref_shape = ref_affine = None
     decoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if is_series_ref(case.images[0]):  # DICOM series, checked and converted in memory
+        channels = read_dicom_channels(case.images, case.id)
+        decoded = {ref: (data, affine) for ref, (data, affine, _) in zip(case.images, channels, strict=True)}
     for i, (path, index) in enumerate(zip(case.images, case.channel_index, strict=True)):
-        if allow_missing and not Path(path).exists():
+        if allow_missing and not decoded and not Path(path).exists():
             missing.append(i)
             continue
         if path not in decoded:

@@ -14,6 +14,7 @@ import numpy as np
 from medseg.core import LabelScheme, Layout, Task
 from medseg.data.layouts import find_4d_cases, find_suffix_cases
 from medseg.errors import DataError
+from medseg.io.dicom import find_dicom_cases
 from medseg.io.nifti import save_nifti
 from medseg.pipelines import register_task
 from medseg.pipelines.brats_nnunet import find_brats_nnunet_cases
@@ -48,7 +49,8 @@ TASK = Task(
     CHANNELS,
     LAYOUTS,
     SCHEME,
-    prediction_layouts=LAYOUTS,
+    # DICOM: one folder per case, one series per channel named in its SeriesDescription
+    prediction_layouts=(*LAYOUTS, Layout("dicom", lambda root: find_dicom_cases(root, list(CHANNELS), LABELS_2021))),
     default_config="brats_cpu",
     overlay_channels=("flair", "t1ce"),
     empty_hd95_mm=EMPTY_HD95_MM,

@@ -13,6 +13,7 @@ from pathlib import Path
 from medseg.core import LabelScheme, Layout, Task
 from medseg.data.layouts import find_4d_cases, find_nnunet_cases, find_suffix_cases
 from medseg.errors import DataError
+from medseg.io.dicom import find_dicom_cases
 from medseg.pipelines import register_task
 
 
@@ -56,12 +57,13 @@ def task_from_description(channels: list[str], labels: dict[str, int]) -> Task:
     )
     layouts = _layouts(channels, labels)
     four_d = Layout("4d", lambda root: find_4d_cases(root, list(range(len(channels))), labels, "4d"))
+    dicom = Layout("dicom", lambda root: find_dicom_cases(root, channels, labels))
     return Task(
         "generic",
         tuple(channels),
         layouts,
         scheme,
-        prediction_layouts=(*layouts, four_d),
+        prediction_layouts=(*layouts, four_d, dicom),
         default_config="brats_smoke",
         overlay_channels=(channels[0],),
         empty_hd95_mm=None,

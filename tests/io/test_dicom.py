@@ -1,0 +1,156 @@
+"""DICOM series input: real series from pydicom's wheel, series written from NIfTI, and the bad inputs a hospital
+export produces (mixed series, missing slices, gantry tilt, localizers, wrong modality): one line each."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+from medseg.data.layouts import detect_cases
+from medseg.errors import DataError
+from medseg.inference.predictor import PredictOptions, predict_folder
+from medseg.io.dicom import LPS_TO_RAS
+from medseg.io.nifti import read_case, save_nifti
+from medseg.pipelines import get_task
+from medseg.pipelines.brats import CHANNELS, SUFFIXES_2021
+from medseg.pipelines.generic import task_from_description
+from tests.conftest import make_bundle
+
+REAL = Path(os.path.dirname(pydicom.__file__)) / "data" / "test_files" / "dicomdirtests"
+DESCRIPTIONS = {"t1": "T1 axial", "t1ce": "T1 post contrast", "t2": "T2 axial", "flair": "FLAIR axial"}
+
+
+def write_series(volume: np.ndarray, affine: np.ndarray, folder: Path, modality: str, description: str, uid: str):
+    """(X, Y, Z) int16 with a RAS affine -> one DICOM file per slice (positions, orientation, spacing from the
+    affine), as a scanner export would be."""
+    lps = LPS_TO_RAS @ affine
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.transpose(2, 1, 0)).astype(np.int16))
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
+    image.SetOrigin(lps[:3, 3].tolist())
+    d = image.GetDirection()
+    orientation = "\\".join(str(v) for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(image.GetDepth()):
+        s = image[:, :, k]
+        for tag, value in [
+            ("0008|0060", modality),
+            ("0008|103e", description),
+            ("0020|000e", uid),
+            ("0020|000d", "1.2.826.0.1.3680043.8.498.1"),
+            ("0020|0037", orientation),
+            ("0020|0032", "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, k)))),
+            ("0020|0013", str(k + 1)),
+        ]:
+            s.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"s{uid.rsplit('.', 1)[1]}_{k:03d}.dcm"))
+        writer.Execute(s)
+
+
+def _copy_real(name: str, dest: Path) -> Path:
+    shutil.copytree(REAL / name, dest)
+    return dest
+
+
+def _ct_case(root: Path, channel: str = "ct"):
+    task = task_from_description([channel], {"organ": 1})
+    _, cases = detect_cases(root, task.prediction_layouts)
+    return cases
+
+
+def test_a_real_ct_series_reads_with_hounsfield_units_and_the_scanner_geometry(tmp_path):
+    _copy_real("98892001/CT5N", tmp_path / "in" / "ct5n")
+    (case,) = _ct_case(tmp_path / "in")
+    assert case.id == "ct5n" and case.layout == "dicom"
+    vols = read_case(case, with_label=False)
+    assert vols.image.shape == (1, 16, 16, 5) and vols.image.min() == -888  # rescale slope/intercept applied
+    positions = [pydicom.dcmread(f).ImagePositionPatient for f in (tmp_path / "in" / "ct5n").iterdir()]
+    lps_origin = min(positions, key=lambda p: float(p[2]))  # the most inferior slice (axial, feet first)
+    np.testing.assert_allclose(vols.affine[:3, 3], [-float(lps_origin[0]), -float(lps_origin[1]), float(lps_origin[2])])
+    np.testing.assert_allclose(vols.spacing[2], 2.5, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("source", "channel", "problem"),
+    [
+        ("98892003/MR700", "t1", "different orientations"),  # a radial series
+        ("77654033/CT2", "ct", "uneven slice spacing"),  # slices 1.25 to 202 mm apart
+    ],
+)
+def test_real_series_that_are_not_volumes_are_refused_in_one_line(tmp_path, source, channel, problem):
+    _copy_real(source, tmp_path / "in" / "bad")
+    (case,) = _ct_case(tmp_path / "in", channel)
+    with pytest.raises(DataError, match=problem) as err:
+        read_case(case, with_label=False)
+    assert "bad" in str(err.value) and "\n" not in str(err.value)
+
+
+def _synthetic_ct(root: Path, shape=(12, 10, 6), spacing=(0.8, 0.8, 2.5)) -> tuple[np.ndarray, np.ndarray]:
+    vol = np.random.default_rng(0).integers(-1000, 1000, shape).astype(np.int16)
+    affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
+    affine[:3, 3] = [30, 40, -10]
+    write_series(vol, affine, root, "CT", "abdomen", "1.2.826.0.1.3680043.8.498.100")
+    return vol, affine
+
+
+def test_a_series_written_from_nifti_reads_back_to_the_same_voxels_and_affine(tmp_path):
+    vol, affine = _synthetic_ct(tmp_path / "in" / "c1")
+    vols = read_case(_ct_case(tmp_path / "in")[0], with_label=False)
+    np.testing.assert_array_equal(vols.image[0], vol)
+    np.testing.assert_allclose(vols.affine, affine, atol=1e-4)
+
+
+def test_missing_slices_gantry_tilt_mixed_series_and_wrong_modality(tmp_path):
+    _synthetic_ct(tmp_path / "gap" / "c1")
+    sorted((tmp_path / "gap" / "c1").iterdir())[2].unlink()
+    _synthetic_ct(tmp_path / "mixed" / "c1")
+    write_series(
+        np.zeros((12, 10, 6)), np.eye(4), tmp_path / "mixed" / "c1", "CT", "scout", "1.2.826.0.1.3680043.8.498.7"
+    )
+    tilted = np.diag([0.8, 0.8, 2.5, 1.0])
+    tilted[1, 2] = 0.6  # each slice shifted 0.6 mm along A: a tilted gantry
+    write_series(np.zeros((12, 10, 6)), tilted, tmp_path / "tilt" / "c1", "CT", "tilted", "1.2.826.0.1.3680043.8.498.8")
+    write_series(np.zeros((12, 10, 6)), np.eye(4), tmp_path / "mr" / "c1", "MR", "t1", "1.2.826.0.1.3680043.8.498.9")
+    for folder, problem in [
+        ("gap", "uneven slice spacing"),
+        ("mixed", "2 DICOM series in one case folder"),
+        ("tilt", "gantry tilt"),
+        ("mr", "modality MR where channel ct expects CT"),
+    ]:
+        with pytest.raises(DataError, match=problem):
+            read_case(_ct_case(tmp_path / folder)[0], with_label=False)
+
+
+def test_brats_dicom_study_predicts_the_same_labels_as_its_nifti(tmp_path):
+    """Four series in one study folder, matched to channels by description; the NIfTI output keeps the DICOM grid."""
+    from medseg.synth import synth_case
+
+    images, _, _ = synth_case("anatomy", (40, 36, 32), seed=0)
+    affine = np.diag([-1.2, -1.0, 1.5, 1.0])
+    for i, ch in enumerate(CHANNELS):
+        vol = np.round(images[ch]).astype(np.int16)
+        save_nifti(vol, affine, tmp_path / "nii" / "c1" / f"c1_{SUFFIXES_2021[i]}.nii.gz", np.int16)
+        write_series(
+            vol, affine, tmp_path / "dcm" / "c1", "MR", DESCRIPTIONS[ch], f"1.2.826.0.1.3680043.8.498.{20 + i}"
+        )
+    bundle = make_bundle(bias=0.3)
+    task = get_task("brats")
+    outs = {}
+    for kind in ("nii", "dcm"):
+        _, cases = detect_cases(tmp_path / kind, task.prediction_layouts)
+        results = predict_folder(cases, bundle, tmp_path / f"out_{kind}", PredictOptions(infer=bundle.infer))
+        assert results[0].status == "ok", results[0].error
+        outs[kind] = nib.load(tmp_path / f"out_{kind}" / "c1.nii.gz")
+    np.testing.assert_allclose(outs["dcm"].affine, outs["nii"].affine, atol=1e-4)
+    assert np.asarray(outs["nii"].dataobj).any()
+    np.testing.assert_array_equal(np.asarray(outs["dcm"].dataobj), np.asarray(outs["nii"].dataobj))
