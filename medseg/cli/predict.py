@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,8 +39,15 @@ def _part(part: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+class OutputFormat(str, Enum):
+    nifti = "nifti"
+    dicom_seg = "dicom-seg"
+
+
 def predict(
-    input_dir: Path = typer.Argument(..., help="Folder of cases (BraTS 2021/2023, MSD 4D, nnU-Net CASE_000X)."),
+    input_dir: Path = typer.Argument(
+        ..., help="Folder of cases (BraTS 2021/2023, MSD 4D, nnU-Net CASE_000X, or one DICOM folder per case)."
+    ),
     output_dir: Path = typer.Argument(..., help="Where <case_id>.nii.gz label maps are written."),
     model: str = typer.Option(
         ..., "--model", "-m", help="Checkpoint file, runs:/<id>/model or models:/<name>@<alias>."
@@ -57,6 +65,12 @@ def predict(
         False, "--allow-missing-modality", help="Mask missing channels (cross-modal models)."
     ),
     overlays: bool = typer.Option(False, "--overlays", help="Write overlay PNGs to OUTPUT_DIR/overlays."),
+    output_format: OutputFormat = typer.Option(
+        OutputFormat.nifti,
+        "--output-format",
+        help="nifti: <case>.nii.gz; dicom-seg: also <case>.dcm, a DICOM-SEG referencing the source series "
+        "(DICOM input only).",
+    ),
     fp32: bool = typer.Option(False, "--fp32", help="Disable bf16 autocast on CUDA."),
     no_postprocess: bool = typer.Option(
         False, "--no-postprocess", help="Keep every connected component (skip the model's chosen clean-up)."
@@ -138,6 +152,7 @@ def predict(
             overwrite=overwrite,
             save_probabilities=save_probabilities,
             overlays=overlays,
+            dicom_seg=output_format is OutputFormat.dicom_seg,
             on_case=on_case,
         )
     _summary(results, output_dir)

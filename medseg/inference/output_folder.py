@@ -83,6 +83,7 @@ def claim_output_dir(out_dir: Path, fingerprint: str, model_name: str, overwrite
 def outputs_of(case: Case, out_dir: Path) -> list[Path]:
     return [
         out_dir / f"{case.id}.nii.gz",
+        out_dir / f"{case.id}.dcm",
         out_dir / f"{case.id}_probabilities.npz",
         out_dir / "overlays" / f"{case.id}.png",
     ]

@@ -32,6 +32,7 @@ from medseg.inference.output_folder import (
 )
 from medseg.io.atomic import atomic_path
 from medseg.io.bundle import ModelBundle
+from medseg.io.dicom_seg import write_dicom_seg
 from medseg.io.nifti import read_case, save_nifti
 from medseg.transforms.geometry import crop, to_ras
 from medseg.transforms.labels import labels_to_regions
@@ -45,7 +46,8 @@ class PredictOptions:
     """Per-run choices that are not properties of the model; how the model predicts is `infer` (by default the
     bundle's own settings, see `config.InferConfig.override`). `engine` runs the network (default: PyTorch, bf16
     autocast on CUDA unless `amp` is off). `shard` = (i, n): this process writes part i of n of a shared output
-    folder. `overlay_channels`: the task's channels to draw (default: the first)."""
+    folder. `overlay_channels`: the task's channels to draw (default: the first). `dicom_seg`: also write
+    `<case>.dcm` (DICOM-SEG referencing the source series) for DICOM input."""
 
     infer: InferConfig | None = None
     engine: Engine | None = None
@@ -58,6 +60,7 @@ class PredictOptions:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     shard: tuple[int, int] = (0, 1)
     overlay_channels: tuple[str, ...] = ()
+    dicom_seg: bool = False
 
 
 def _read(case: Case, allow_missing: bool) -> CaseVolumes | DataError:
@@ -68,6 +71,8 @@ def _read(case: Case, allow_missing: bool) -> CaseVolumes | DataError:
 
 
 def _write(pred: CasePrediction, pre, case: Case, bundle: ModelBundle, out_dir: Path, opts: PredictOptions) -> None:
+    if opts.dicom_seg:  # before the NIfTI, whose presence marks the case done
+        write_dicom_seg(pred.labels, case, case.label_map, bundle.model_name, out_dir / f"{case.id}.dcm")
     save_nifti(pred.labels, pred.affine, out_dir / f"{case.id}.nii.gz", np.uint8)
     if pred.probabilities is not None:
         # NIfTI-1 has no float16: store (R, X, Y, Z) float16 compressed, as nnU-Net does, with the grid.
@@ -138,7 +143,8 @@ def predict_folder(
     todo = []
     for case in cases:
         out = out_dir / f"{case.id}.nii.gz"
-        if not opts.overwrite and out.exists() and output_is_complete(out):
+        seg_done = not opts.dicom_seg or (out_dir / f"{case.id}.dcm").exists()
+        if not opts.overwrite and out.exists() and output_is_complete(out) and seg_done:
             results.append(CaseResult(case.id, "skipped", output=str(out)))
             if on_case:
                 on_case(results[-1])

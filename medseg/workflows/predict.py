@@ -10,7 +10,7 @@ from pathlib import Path
 from medseg.config import InferConfig
 from medseg.core import Case, Task
 from medseg.data.layouts import detect_cases, unused_files
-from medseg.errors import ModelFileError
+from medseg.errors import DataError, ModelFileError
 from medseg.inference.engine_choice import choose_engine, open_engine
 from medseg.inference.engines import NetworkFacts
 from medseg.inference.model_source import MLFLOW_SCHEMES, load_bundle
@@ -121,9 +121,16 @@ class FolderPredictor:
         overwrite: bool = False,
         save_probabilities: bool = False,
         overlays: bool = False,
+        dicom_seg: bool = False,
         on_case: Callable[[CaseResult], None] | None = None,
     ) -> list[CaseResult]:
-        """Predict the planned cases into `output_dir` (guarded, resumable, atomic); per-case results."""
+        """Predict the planned cases into `output_dir` (guarded, resumable, atomic); per-case results.
+        `dicom_seg` adds a DICOM-SEG per case, which needs DICOM input to reference."""
+        if dicom_seg and plan.layout != "dicom":
+            raise DataError(
+                f"DICOM-SEG output needs DICOM input (these cases are {plan.layout} NIfTI files)",
+                hint="pass a folder of DICOM series or use --output-format nifti",
+            )
         opts = PredictOptions(
             infer=self.infer,
             engine=self.engine,
@@ -136,5 +143,6 @@ class FolderPredictor:
             device=self.device,
             shard=plan.shard,
             overlay_channels=self.task.overlay_channels,
+            dicom_seg=dicom_seg,
         )
         return predict_folder(plan.cases, self.bundle, output_dir, opts, on_case)

@@ -19,7 +19,7 @@ from medseg.inference.predictor import PredictOptions, predict_folder
 from medseg.io.dicom import LPS_TO_RAS
 from medseg.io.nifti import read_case, save_nifti
 from medseg.pipelines import get_task
-from medseg.pipelines.brats import CHANNELS, SUFFIXES_2021
+from medseg.pipelines.brats import CHANNELS, LABELS_2021, SUFFIXES_2021
 from medseg.pipelines.generic import task_from_description
 from tests.conftest import make_bundle
 
@@ -42,12 +42,15 @@ def write_series(volume: np.ndarray, affine: np.ndarray, folder: Path, modality:
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k in range(image.GetDepth()):
-        s = image[:, :, k]
+        s = image[:, :, k : k + 1]  # a one-slice 3D image keeps the slice spacing
         for tag, value in [
             ("0008|0060", modality),
             ("0008|103e", description),
             ("0020|000e", uid),
             ("0020|000d", "1.2.826.0.1.3680043.8.498.1"),
+            ("0020|0052", "1.2.826.0.1.3680043.8.498.2"),  # frame of reference, shared by the study's series
+            ("0018|0050", str(spacing[2])),  # slice thickness
+            ("0018|0088", str(spacing[2])),  # spacing between slices (SimpleITK would write 1)
             ("0020|0037", orientation),
             ("0020|0032", "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, k)))),
             ("0020|0013", str(k + 1)),
@@ -148,9 +151,41 @@ def test_brats_dicom_study_predicts_the_same_labels_as_its_nifti(tmp_path):
     outs = {}
     for kind in ("nii", "dcm"):
         _, cases = detect_cases(tmp_path / kind, task.prediction_layouts)
-        results = predict_folder(cases, bundle, tmp_path / f"out_{kind}", PredictOptions(infer=bundle.infer))
+        opts = PredictOptions(infer=bundle.infer, dicom_seg=kind == "dcm")
+        results = predict_folder(cases, bundle, tmp_path / f"out_{kind}", opts)
         assert results[0].status == "ok", results[0].error
         outs[kind] = nib.load(tmp_path / f"out_{kind}" / "c1.nii.gz")
     np.testing.assert_allclose(outs["dcm"].affine, outs["nii"].affine, atol=1e-4)
-    assert np.asarray(outs["nii"].dataobj).any()
-    np.testing.assert_array_equal(np.asarray(outs["dcm"].dataobj), np.asarray(outs["nii"].dataobj))
+    labels = np.asarray(outs["nii"].dataobj)
+    assert len(np.unique(labels)) > 2
+    np.testing.assert_array_equal(np.asarray(outs["dcm"].dataobj), labels)
+
+    # The DICOM-SEG: opens in pydicom and highdicom, references the T1 series' instances, and its segments
+    # (one per class, coded) rebuild the NIfTI label map.
+    import highdicom as hd
+
+    source = {pydicom.dcmread(f).SOPInstanceUID: f for f in (tmp_path / "dcm" / "c1").glob("s20_*.dcm")}
+    ds = pydicom.dcmread(tmp_path / "out_dcm" / "c1.dcm")
+    assert ds.Modality == "SEG" and ds.SegmentationType == "BINARY"
+    referenced = {r.ReferencedSOPInstanceUID for r in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == set(source)
+    seg = hd.seg.segread(tmp_path / "out_dcm" / "c1.dcm")
+    names = [s.SegmentLabel for s in seg.SegmentSequence]
+    assert names == ["necrotic", "edema", "enhancing"]
+    assert seg.SegmentSequence[1].SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Edema"
+    order = sorted(source, key=lambda uid: source[uid].name)  # files s20_000 ... are slices 0, 1, ...
+    frames = seg.get_pixels_by_source_instance(order, combine_segments=True, relabel=False)
+    rebuilt = np.zeros_like(labels)
+    for number, value in enumerate(LABELS_2021.values(), start=1):
+        rebuilt[frames.transpose(2, 1, 0) == number] = value
+    np.testing.assert_array_equal(rebuilt, labels)
+
+
+def test_dicom_seg_output_for_nifti_input_is_one_clear_error(brats2021_dir, bundle_file, tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "medseg", "predict", str(brats2021_dir), str(tmp_path / "out"), "-m", str(bundle_file)]
+    done = subprocess.run([*cmd, "--output-format", "dicom-seg"], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "DICOM-SEG output needs DICOM input" in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
