@@ -54,15 +54,23 @@ class LabelScheme:
     `regions` maps region name -> classes it contains (order = model output channels).
     `paint_order` lists (region, class): painting each region's voxels with that class's label value,
     in order, rebuilds a label map from thresholded regions (nnU-Net's `regions_class_order`).
+    `exclusive`: the regions are mutually exclusive classes (a plain label map, e.g. CT organs), predicted as
+    softmax over background + regions and decided by argmax; otherwise overlapping sigmoid regions (BraTS).
     """
 
     classes: tuple[str, ...]
     regions: dict[str, tuple[str, ...]]
     paint_order: tuple[tuple[str, str], ...]
+    exclusive: bool = False
 
     @property
     def region_names(self) -> list[str]:
         return list(self.regions)
+
+    @property
+    def out_channels(self) -> int:
+        """Network output channels: one per region, plus background for softmax classes."""
+        return len(self.regions) + int(self.exclusive)
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,7 @@ def scheme_to_json(scheme: LabelScheme) -> dict[str, Any]:
         "classes": list(scheme.classes),
         "regions": {k: list(v) for k, v in scheme.regions.items()},
         "paint_order": [list(p) for p in scheme.paint_order],
+        "exclusive": scheme.exclusive,
     }
 
 
@@ -107,6 +116,7 @@ def scheme_from_json(d: dict[str, Any]) -> LabelScheme:
         classes=tuple(d["classes"]),
         regions={k: tuple(v) for k, v in d["regions"].items()},
         paint_order=tuple((a, b) for a, b in d["paint_order"]),
+        exclusive=bool(d.get("exclusive", False)),  # bundles from before softmax classes: sigmoid regions
     )
 
 

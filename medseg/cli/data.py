@@ -59,6 +59,12 @@ def scan(
 def synth(
     out_dir: Path = typer.Argument(..., help="Folder to write the dataset into."),
     cases: int = typer.Option(8, "--cases", min=1),
+    task: str = typer.Option(
+        "brats",
+        "--task",
+        help="brats (BraTS-like MRI) or ct (abdominal CT with liver/kidney/spleen, nnU-Net layout, varying "
+        "spacing; --layout, --kind and --shape do not apply).",
+    ),
     layout: str = typer.Option("brats2021", "--layout", help="brats2021, brats2023 or msd."),
     kind: str = typer.Option(
         "anatomy", "--kind", help="anatomy (real MNI brain anatomy, BraTS-like) or simple (tiny test cases)."
@@ -69,7 +75,12 @@ def synth(
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(0, "--workers", min=0, help="Processes (default: one per core, at most 4)."),
 ) -> None:
-    """Write a synthetic BraTS-like dataset in a real release's exact on-disk layout."""
+    """Write a synthetic BraTS-like dataset in a real release's exact on-disk layout (or a synthetic CT dataset)."""
+    if task not in ("brats", "ct"):
+        raise typer.BadParameter("task must be brats or ct", param_hint="--task")
+    if task == "ct":
+        _synth_ct(out_dir, cases, seed)
+        return
     if layout not in SYNTH_LAYOUTS:
         raise typer.BadParameter(f"layout must be one of {', '.join(SYNTH_LAYOUTS)}", param_hint="--layout")
     if kind not in KINDS:
@@ -86,5 +97,19 @@ def synth(
         )
     console.print(
         f"[green]{cases} synthetic {layout} cases[/] ({kind}, {shape[0]}x{shape[1]}x{shape[2]}) -> {out_dir}",
+        highlight=False,
+    )
+
+
+def _synth_ct(out_dir: Path, cases: int, seed: int) -> None:
+    from medseg.pipelines.generic import write_synthetic_ct_dataset
+
+    with Progress(
+        TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        bar = progress.add_task("synth", total=cases)
+        write_synthetic_ct_dataset(out_dir, cases, seed, on_case=lambda _: progress.advance(bar))
+    console.print(
+        f"[green]{cases} synthetic CT cases[/] (nnU-Net layout, train with `medseg train generic`) -> {out_dir}",
         highlight=False,
     )

@@ -14,7 +14,7 @@ from medseg.inference.engines import Engine
 from medseg.inference.sliding import sliding_predict
 from medseg.io.bundle import ModelBundle
 from medseg.transforms.geometry import restore_grid
-from medseg.transforms.labels import regions_to_labels
+from medseg.transforms.labels import region_masks, regions_to_labels
 from medseg.transforms.postprocess import postprocess
 from medseg.transforms.preprocess import Preprocessed, preprocess_case
 from medseg.transforms.resample import resample_probabilities
@@ -98,8 +98,9 @@ def predict_case(
         single_pass=single_pass,
         modality_mask=mask,
         stitch_on_cpu=stitch_on_cpu,
+        exclusive=bundle.scheme.exclusive,
     )
-    regions, kept = _on_crop_grid(probs, pre, infer.threshold, keep_probabilities, device)
+    regions, kept = _on_crop_grid(probs, pre, infer.threshold, bundle.scheme.exclusive, keep_probabilities, device)
     if infer.postprocess:
         regions = postprocess(regions, bundle.scheme, infer.postprocess, pre.meta.spacing)
     # Back onto the input grid: uncrop + axis permutation/flip, no interpolation. Thresholding commutes with
@@ -113,13 +114,17 @@ def predict_case(
 
 
 def _on_crop_grid(
-    probs: torch.Tensor, pre: Preprocessed, threshold: float, keep: bool, device: torch.device
+    probs: torch.Tensor, pre: Preprocessed, threshold: float, exclusive: bool, keep: bool, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(region masks, probabilities if `keep`) on the input's cropped RAS grid: a resampled case's probabilities
-    are interpolated back first and cut there, so masks and post-processing live at the input's own spacing."""
+    are interpolated back first and decided there, so masks and post-processing live at the input's own spacing.
+    Sigmoid regions are cut one at a time while interpolating (less memory); softmax classes need all at once."""
     if not pre.meta.resampled:
         p = probs.numpy()
-        return p > threshold, p if keep else None
+        return region_masks(p, threshold, exclusive), p if keep else None
     shape = pre.meta.crop_shape
+    if exclusive:
+        p = resample_probabilities(probs, shape, None, device)
+        return region_masks(p, threshold, True), p if keep else None
     masks = resample_probabilities(probs, shape, threshold, device)
     return masks, resample_probabilities(probs, shape, None, device) if keep else None

@@ -38,8 +38,10 @@ def sliding_predict(
     modality_mask: torch.Tensor | None = None,
     single_pass: bool = False,
     stitch_on_cpu: bool = False,
+    exclusive: bool = False,
 ) -> torch.Tensor:
-    """Sigmoid probabilities (R, x, y, z) float32 on the CPU for a (M, x, y, z) image; `network` is an inference
+    """Region probabilities (R, x, y, z) float32 (sigmoid, or softmax without background when `exclusive`) on the
+    CPU for a (M, x, y, z) image; `network` is an inference
     engine (`inference.engines`: PyTorch, ONNX Runtime, OpenVINO), which also owns the arithmetic precision.
 
     Overlap, blending and window batch are required (their defaults live in `config.InferConfig` alone; MONAI's
@@ -77,7 +79,8 @@ def sliding_predict(
                 device=stitch_device,
                 sw_device=device,
             )
-        p = torch.sigmoid(logits.float())
+        # softmax classes: the regions' probabilities (background dropped: it is 1 - their sum)
+        p = torch.softmax(logits.float(), dim=1)[:, 1:] if exclusive else torch.sigmoid(logits.float())
         p = torch.flip(p, dims) if dims else p
         probs = p if probs is None else probs + p
     return (probs / len(flips))[0].cpu()

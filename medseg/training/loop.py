@@ -83,7 +83,7 @@ def fit(spec: TrainSpec, model: SegmentationModel, tracker: Tracker, hooks: Prog
         t.seed,
         (world.rank, world.world_size),
     )
-    loss_fn = build_loss(t.loss, getattr(model, "deep_supervision", False))
+    loss_fn = build_loss(t.loss, getattr(model, "deep_supervision", False), spec.task.scheme.exclusive)
     last_path, best_path = spec.out_dir / "last.pt", spec.out_dir / "best.pt"
     best_bundle: ModelBundle | None = None
     best_val_cases = None

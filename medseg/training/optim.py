@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from monai.losses import DeepSupervisionLoss, DiceFocalLoss, DiceLoss
+from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceFocalLoss, DiceLoss
 from torch import nn
 
 
@@ -26,10 +26,31 @@ class DiceBCELoss(nn.Module):
         return self.dice(logits, target) + self.bce(logits, target)
 
 
-def build_loss(name: str, deep_supervision: bool = False) -> nn.Module:
-    """The region loss; with deep supervision, MONAI's `DeepSupervisionLoss` over [full, 1/2, 1/4 ...] outputs
-    (target resized to each, weights halving per level)."""
-    loss = DiceFocalLoss(sigmoid=True) if name == "dice_focal" else DiceBCELoss()
+class SoftmaxDiceCELoss(nn.Module):
+    """Dice + cross-entropy over softmax classes (background + R exclusive regions), from region masks.
+
+    The target gains its background channel (1 - any region) so MONAI's `DiceCELoss` gets one-hot classes; Dice
+    leaves the background out, as nnU-Net does, cross-entropy keeps it.
+    """
+
+    def __init__(self, focal: bool = False) -> None:
+        super().__init__()
+        kwargs = {"softmax": True, "include_background": False, "smooth_nr": 1e-5, "smooth_dr": 1e-5}
+        self.loss = DiceFocalLoss(**kwargs) if focal else DiceCELoss(**kwargs)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = target.float()
+        background = (1 - target.sum(dim=1, keepdim=True)).clamp(min=0)
+        return self.loss(logits, torch.cat([background, target], dim=1))
+
+
+def build_loss(name: str, deep_supervision: bool = False, exclusive: bool = False) -> nn.Module:
+    """The region loss (sigmoid regions, or softmax classes when `exclusive`); with deep supervision, MONAI's
+    `DeepSupervisionLoss` over [full, 1/2, 1/4 ...] outputs (target resized to each, weights halving per level)."""
+    if exclusive:
+        loss = SoftmaxDiceCELoss(focal=name == "dice_focal")
+    else:
+        loss = DiceFocalLoss(sigmoid=True) if name == "dice_focal" else DiceBCELoss()
     return DeepSupervisionLoss(loss, weight_mode="exp") if deep_supervision else loss
 
 

@@ -48,11 +48,12 @@ def predict_validation(
     infer: InferConfig,
     device: torch.device,
     amp: bool,
+    exclusive: bool = False,
 ) -> list[ScoredCase]:
     """The validation cases' raw masks and truth, predicted again (when training kept none: DDP, many cases)."""
     return [
         ScoredCase(pred, np.asarray(pre.regions, bool), pre.meta.model_spacing)
-        for _item, pre, pred in predicted_masks(model, val_items, roi, infer, device, amp)
+        for _item, pre, pred in predicted_masks(model, val_items, roi, infer, device, amp, exclusive)
     ]
 
 

@@ -174,7 +174,13 @@ def _finish(
     if cases is None:  # not kept during training (DDP, many cases, resumed past the best epoch): predict again
         cfg = spec.cfg
         cases = predict_validation(
-            model, spec.val_items, cfg.train.patch_size, bundle.infer, spec.device, cfg.train.amp
+            model,
+            spec.val_items,
+            cfg.train.patch_size,
+            bundle.infer,
+            spec.device,
+            cfg.train.amp,
+            bundle.scheme.exclusive,
         )
     choice = choose_postprocess(cases, spec.task.scheme, bundle.infer)
     result.postprocess = choice.rules

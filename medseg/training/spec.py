@@ -56,7 +56,7 @@ class TrainSpec:
 
     @property
     def model_kwargs(self) -> dict:
-        return {"in_channels": len(self.task.channels), "out_channels": len(self.task.scheme.regions)} | dict(
+        return {"in_channels": len(self.task.channels), "out_channels": self.task.scheme.out_channels} | dict(
             self.cfg.model.kwargs
         )
 

@@ -19,6 +19,7 @@ from medseg.io.tables import rows_to_csv
 from medseg.tracking import Tracker
 from medseg.training.distributed import mean_across
 from medseg.training.spec import TrainSpec
+from medseg.transforms.labels import region_masks
 from medseg.transforms.postprocess import postprocess
 from medseg.transforms.preprocess import Preprocessed
 from medseg.viz.overlays import overlay_figure, save_png
@@ -31,6 +32,7 @@ def predicted_masks(
     infer: InferConfig,
     device: torch.device,
     amp: bool,
+    exclusive: bool = False,
 ) -> Iterator[tuple[dict, Preprocessed, np.ndarray]]:
     """(item, cached case, raw thresholded region masks (R, x, y, z)) per validation item, model in eval mode."""
     was_training = model.training
@@ -46,8 +48,9 @@ def predicted_masks(
                 mode=infer.mode,
                 sw_batch_size=infer.sw_batch_size,
                 device=device,
+                exclusive=exclusive,
             )
-            yield item, pre, (probs > infer.threshold).numpy()
+            yield item, pre, region_masks(probs.numpy(), infer.threshold, exclusive)
     finally:
         model.train(was_training)
 
@@ -71,7 +74,7 @@ def validate(
     """
     rows, pictures, kept = [], {}, []
     scheme, region_names = task.scheme, task.scheme.region_names
-    for n, (item, pre, raw) in enumerate(predicted_masks(model, items, roi, infer, device, amp)):
+    for n, (item, pre, raw) in enumerate(predicted_masks(model, items, roi, infer, device, amp, scheme.exclusive)):
         gt = np.asarray(pre.regions)
         if keep_masks:
             kept.append(ScoredCase(raw, gt.astype(bool), pre.meta.model_spacing))

@@ -21,3 +21,13 @@ def regions_to_labels(regions: np.ndarray, scheme: LabelScheme, label_map: dict[
     for region, cls in scheme.paint_order:
         out[regions[names.index(region)] > 0] = label_map[cls]
     return out
+
+
+def region_masks(probs: np.ndarray, threshold: float, exclusive: bool) -> np.ndarray:
+    """(R, X, Y, Z) region probabilities -> bool masks: each region above `threshold` (sigmoid regions), or the
+    argmax over background (1 - sum) and the regions (softmax classes, which the threshold does not apply to)."""
+    if not exclusive:
+        return probs > threshold
+    background = 1.0 - probs.sum(axis=0, keepdims=True)
+    winner = np.concatenate([background, probs]).argmax(axis=0)
+    return np.stack([winner == i for i in range(1, probs.shape[0] + 1)])
