@@ -96,11 +96,12 @@ def read_case(case: Case, *, with_label: bool = True, allow_missing: bool = Fals
     missing = []
     ref_shape = ref_affine = None
     decoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if is_series_ref(case.images[0]):  # DICOM series, checked and converted in memory
+    dicom = is_series_ref(case.images[0])
+    if dicom:  # DICOM series, checked and converted in memory
         channels = read_dicom_channels(case.images, case.id)
         decoded = {ref: (data, affine) for ref, (data, affine, _) in zip(case.images, channels, strict=True)}
     for i, (path, index) in enumerate(zip(case.images, case.channel_index, strict=True)):
-        if allow_missing and not decoded and not Path(path).exists():
+        if allow_missing and not dicom and not Path(path).exists():
             missing.append(i)
             continue
         if path not in decoded:
