@@ -3,6 +3,7 @@ export produces (mixed series, missing slices, gantry tilt, localizers, wrong mo
 
 from __future__ import annotations
 
+import locale
 import os
 import shutil
 from pathlib import Path
@@ -36,11 +37,19 @@ def write_series(volume: np.ndarray, affine: np.ndarray, folder: Path, modality:
     image.SetSpacing(spacing.tolist())
     image.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
     image.SetOrigin(lps[:3, 3].tolist())
-    d = image.GetDirection()
-    orientation = "\\".join(str(v) for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
     folder.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
+    ctype = locale.setlocale(locale.LC_CTYPE)
+    try:
+        _write_slices(writer, image, folder, modality, description, uid, spacing)
+    finally:  # GDCM's writer sets the C locale and leaves it: later text I/O of this process would turn ASCII
+        locale.setlocale(locale.LC_CTYPE, ctype)
+
+
+def _write_slices(writer, image, folder: Path, modality: str, description: str, uid: str, spacing) -> None:
+    d = image.GetDirection()
+    orientation = "\\".join(str(v) for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
     for k in range(image.GetDepth()):
         s = image[:, :, k : k + 1]  # a one-slice 3D image keeps the slice spacing
         for tag, value in [
