@@ -132,6 +132,9 @@ def unused_files(root: str | Path, cases: Sequence[Case]) -> list[Path]:
         if p.is_file()
         and p.name != "dataset.json"
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        and p.resolve() not in used
-        and not any(d == p.resolve().parent or d in p.resolve().parents for d in series_dirs)
+        and _unread(p.resolve(), used, series_dirs)
     )
+
+
+def _unread(path: Path, used: set[Path], series_dirs: set[Path]) -> bool:
+    return path not in used and series_dirs.isdisjoint(path.parents)

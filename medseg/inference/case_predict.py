@@ -17,7 +17,7 @@ from medseg.transforms.geometry import restore_grid
 from medseg.transforms.labels import region_masks, regions_to_labels
 from medseg.transforms.postprocess import postprocess
 from medseg.transforms.preprocess import Preprocessed, preprocess_case
-from medseg.transforms.resample import resample_probabilities
+from medseg.transforms.resample import resample_channels, resample_probabilities
 
 
 @dataclass
@@ -118,13 +118,12 @@ def _on_crop_grid(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(region masks, probabilities if `keep`) on the input's cropped RAS grid: a resampled case's probabilities
     are interpolated back first and decided there, so masks and post-processing live at the input's own spacing.
-    Sigmoid regions are cut one at a time while interpolating (less memory); softmax classes need all at once."""
+    Sigmoid regions whose probabilities are not kept are cut one at a time while interpolating (less memory);
+    softmax classes and kept probabilities are interpolated once, as floats."""
     if not pre.meta.resampled:
         p = probs.numpy()
-        return region_masks(p, threshold, exclusive), p if keep else None
-    shape = pre.meta.crop_shape
-    if exclusive:
-        p = resample_probabilities(probs, shape, None, device)
-        return region_masks(p, threshold, True), p if keep else None
-    masks = resample_probabilities(probs, shape, threshold, device)
-    return masks, resample_probabilities(probs, shape, None, device) if keep else None
+    elif exclusive or keep:
+        p = resample_channels(probs, pre.meta.crop_shape, device)
+    else:
+        return resample_probabilities(probs, pre.meta.crop_shape, threshold, device), None
+    return region_masks(p, threshold, exclusive), p if keep else None

@@ -38,11 +38,6 @@ class ChannelNorm:
     def from_json(cls, d: dict) -> ChannelNorm:
         return cls(**d)
 
-    def describe(self) -> str:
-        if self.kind == "ct":
-            return f"ct clip [{self.lower:g}, {self.upper:g}] z-score ({self.mean:g}, {self.std:g})"
-        return f"window [{self.lower:g}, {self.upper:g}]" if self.kind == "window" else "zscore per case"
-
 
 def sample_foreground(channel: np.ndarray, foreground: np.ndarray, seed: int) -> np.ndarray:
     """Up to `SAMPLES_PER_CASE` intensities of the labelled voxels of one case, drawn reproducibly."""

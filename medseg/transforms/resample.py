@@ -50,7 +50,9 @@ def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequ
     return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target, strict=True))
 
 
-def resample_channels(array: np.ndarray, shape: Sequence[int], device: torch.device | None = None) -> np.ndarray:
+def resample_channels(
+    array: np.ndarray | torch.Tensor, shape: Sequence[int], device: torch.device | None = None
+) -> np.ndarray:
     """(C, x, y, z) -> (C, *shape) float32, trilinear, one channel at a time so peak memory is one channel."""
     out = np.empty((array.shape[0], *shape), np.float32)
     for i, channel in enumerate(array):
@@ -68,19 +70,18 @@ def resample_masks(masks: np.ndarray, shape: Sequence[int], device: torch.device
 
 
 def resample_probabilities(
-    probs: torch.Tensor, shape: Sequence[int], threshold: float | None, device: torch.device | None = None
+    probs: torch.Tensor, shape: Sequence[int], threshold: float, device: torch.device | None = None
 ) -> np.ndarray:
-    """(R, x, y, z) probabilities -> (R, *shape): thresholded to bool when `threshold` is given (in probability
-    space, before any cut, so region borders land between voxels of the input grid), else float32."""
-    dtype = bool if threshold is not None else np.float32
-    out = np.empty((probs.shape[0], *shape), dtype)
+    """(R, x, y, z) probabilities -> (R, *shape) bool, each region cut at `threshold` as it is interpolated (in
+    probability space, so region borders land between voxels of the input grid; one float channel in memory).
+    For the probabilities themselves, `resample_channels`."""
+    out = np.empty((probs.shape[0], *shape), bool)
     for i in range(probs.shape[0]):
-        resampled = _interpolate(probs[i], shape, device)
-        out[i] = (resampled > threshold if threshold is not None else resampled).cpu().numpy()
+        out[i] = (_interpolate(probs[i], shape, device) > threshold).cpu().numpy()
     return out
 
 
 def _interpolate(volume: np.ndarray | torch.Tensor, shape: Sequence[int], device: torch.device | None) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(volume) if not isinstance(volume, torch.Tensor) else volume)
+    t = torch.as_tensor(volume)
     t = t.to(device=device or t.device, dtype=torch.float32)
     return F.interpolate(t[None, None], size=tuple(shape), mode="trilinear", align_corners=False)[0, 0]
