@@ -135,6 +135,16 @@ class TrackingConfig(_Strict):
     register_name: str | None = None
 
 
+class DistillConfig(_Strict):
+    """Knowledge distillation (`medseg distill`): the student trains on `(1 - alpha)` x the task loss plus `alpha` x
+    T^2 x the KL divergence to the teacher's outputs softened by `temperature` T. `teacher`: a checkpoint or MLflow
+    model URI."""
+
+    teacher: str
+    temperature: PositiveFloat = 2.0
+    alpha: float = Field(0.5, ge=0, le=1)
+
+
 class ExperimentConfig(_Strict):
     """Everything that defines a run; saved next to every result and logged to MLflow."""
 
@@ -143,6 +153,7 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     infer: InferConfig = Field(default_factory=InferConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    distill: DistillConfig | None = None
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

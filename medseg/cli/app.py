@@ -44,6 +44,7 @@ def _register() -> None:
     app.add_typer(models.app, name="models")
     app.add_typer(runs.app, name="runs")
     app.command("train")(train.train)
+    app.command("distill")(train.distill)
     app.command("predict")(predict.predict)
     app.command("evaluate")(evaluate.evaluate)
     app.command("export")(export.export)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,6 +13,9 @@ from medseg.cli.options import ConfigOpt, SetOpt, TrackingUriOpt
 from medseg.cli.progress import RichTrainingHooks
 from medseg.runtime import DEVICES, current_runtime
 from medseg.tracking import redact_secrets
+
+if TYPE_CHECKING:
+    from medseg.workflows.train import TrainRequest
 
 console = Console()
 
@@ -46,7 +51,7 @@ def train(
     out: Path = typer.Option(Path("outputs"), "--out", help="Where checkpoints, pictures and scanned manifests go."),
 ) -> None:
     """Train a segmentation model; validates each N epochs with sliding windows and logs to MLflow."""
-    from medseg.workflows.train import TrainRequest, run_training
+    from medseg.workflows.train import TrainRequest
 
     if device not in DEVICES:
         raise typer.BadParameter("must be cpu, cuda or auto", param_hint="--device")
@@ -66,6 +71,67 @@ def train(
         resume=resume,
         out=out,
     )
+    _run_and_report(request, no_progress)
+
+
+def distill(
+    teacher: str = typer.Option(
+        ..., "--teacher", help="Teacher model: a .pt checkpoint, runs:/<id>/model or models:/."
+    ),
+    student: str = typer.Option(..., "--student", help="Registered model to train (see `medseg models list`)."),
+    task: str = typer.Option("brats", "--task", help="Task recipe: brats, or generic."),
+    data: Path | None = typer.Option(None, "--data", help="Dataset folder (scanned into a manifest first)."),
+    manifest: Path | None = typer.Option(None, "--manifest", help="Manifest from `medseg data scan`."),
+    config: str | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    temperature: float = typer.Option(2.0, "--temperature", help="Softening temperature T of both outputs."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Weight of the teacher term (the labels' loss gets 1 - alpha)."),
+    fold: str | None = typer.Option(None, "--fold", help="Validation fold K (default: the first fold), or 'all'."),
+    tracking_uri: str | None = TrackingUriOpt,
+    experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment name."),
+    run_name: str | None = typer.Option(None, "--run-name"),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    register: str | None = typer.Option(None, "--register", help="Register the student under this name."),
+    no_tracking: bool = typer.Option(False, "--no-tracking", help="Do not log to MLflow."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Plain log lines instead of progress bars."),
+    out: Path = typer.Option(Path("outputs"), "--out", help="Where checkpoints, pictures and manifests go."),
+) -> None:
+    """Train a small student on a teacher's softened outputs plus the labels (knowledge distillation); the student
+    is a normal model: its own MLflow run (tagged with the teacher), checkpoints and bundle."""
+    from medseg.workflows.train import TrainRequest
+
+    if device not in DEVICES:
+        raise typer.BadParameter("must be cpu, cuda or auto", param_hint="--device")
+    overrides = [
+        f"model.name={student}",
+        "model.kwargs={}",  # the config's kwargs belong to its own model, not to the student
+        *set_,
+        f"distill.teacher={json.dumps(teacher)}",
+        f"distill.temperature={temperature}",
+        f"distill.alpha={alpha}",
+    ]
+    request = TrainRequest(
+        task=task,
+        config=config,
+        overrides=overrides,
+        data=data,
+        manifest=manifest,
+        fold=_fold(fold),
+        device=device,
+        tracking_uri=tracking_uri,
+        tracking=not no_tracking,
+        experiment=experiment,
+        run_name=run_name,
+        register=register,
+        out=out,
+    )
+    _run_and_report(request, no_progress)
+
+
+def _run_and_report(request: TrainRequest, no_progress: bool) -> None:
+    """Run a training request with progress bars (rank 0) and print where its results went."""
+    from medseg.workflows.train import run_training
+
     main = current_runtime().is_main
     outcome = run_training(request, RichTrainingHooks(console, enabled=not no_progress and main, quiet=not main))
     if not main:

@@ -23,11 +23,13 @@ from torch.utils.data import DistributedSampler
 from medseg.core import Case, LabelScheme
 from medseg.data.cache import ensure_cached, read_entry
 from medseg.errors import DataError
+from medseg.training.distill import TEACHER_KEY
 from medseg.transforms.preprocess import PreprocessPlan
 
 
 class LoadCachedd(MapTransform):
-    """Read a cache entry (memory-mapped .npy) into `image` (M, ...) float32 and `label` (R, ...) uint8."""
+    """Read a cache entry (memory-mapped .npy) into `image` (M, ...) float32 and `label` (R, ...) uint8; with a
+    teacher (distillation) `label` is float32 (R + C, ...): the regions, then the teacher's C logits."""
 
     def __init__(self) -> None:
         super().__init__(keys=["entry"])
@@ -39,7 +41,10 @@ class LoadCachedd(MapTransform):
         regions = np.array(pre.regions)
         # One foreground channel for patch sampling: MONAI reads a multi-channel label as one-hot and drops its
         # first channel as background, which would never centre a patch on a first-region-only voxel.
-        return {"id": data["id"], "image": np.array(pre.image), "label": regions, "fg": regions.any(0, keepdims=True)}
+        fg = regions.any(0, keepdims=True)
+        if TEACHER_KEY in data:  # distillation: the teacher's logits ride along as extra label channels
+            regions = np.concatenate([regions.astype(np.float32), np.load(data[TEACHER_KEY]).astype(np.float32)])
+        return {"id": data["id"], "image": np.array(pre.image), "label": regions, "fg": fg}
 
 
 def train_transforms(patch_size: Sequence[int], samples: int, pos_neg_ratio: float) -> Compose:

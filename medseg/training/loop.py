@@ -17,6 +17,7 @@ from medseg.nets import SegmentationModel
 from medseg.tracking import Tracker
 from medseg.training.checkpoint import save_training_checkpoint, set_rng_state
 from medseg.training.data import train_loader
+from medseg.training.distill import DistillationLoss
 from medseg.training.distributed import barrier, mean_across
 from medseg.training.optim import build_loss, build_optimizer, lr_factor, run_progress
 from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult, TrainSpec
@@ -83,7 +84,10 @@ def fit(spec: TrainSpec, model: SegmentationModel, tracker: Tracker, hooks: Prog
         t.seed,
         (world.rank, world.world_size),
     )
-    loss_fn = build_loss(t.loss, getattr(model, "deep_supervision", False), spec.task.scheme.exclusive)
+    exclusive = spec.task.scheme.exclusive
+    loss_fn = build_loss(t.loss, getattr(model, "deep_supervision", False), exclusive)
+    if cfg.distill is not None:
+        loss_fn = DistillationLoss(loss_fn, cfg.distill.temperature, cfg.distill.alpha, exclusive)
     last_path, best_path = spec.out_dir / "last.pt", spec.out_dir / "best.pt"
     best_bundle: ModelBundle | None = None
     best_val_cases = None

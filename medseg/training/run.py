@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from medseg.runtime import Runtime
 from medseg.tracking import NullTracker, Tracker, TrackingTarget
 from medseg.tracking.review import MODEL_METRIC_TAG
 from medseg.training.data import prepare_cache
+from medseg.training.distill import Teacher, attach_teacher_logits, check_teacher
 from medseg.training.distributed import barrier
 from medseg.training.loop import fit
 from medseg.training.postprocess_choice import choose_postprocess, predict_validation
@@ -107,8 +109,10 @@ def train_task(
     out_root: Path,
     resume: dict | None = None,
     hooks: ProgressHooks | None = None,
+    teacher: Teacher | None = None,
 ) -> tuple[TrainResult, Tracker]:
-    """Train on `manifest` as `split` says, tracked in MLflow; returns the result and the (ended) tracker."""
+    """Train on `manifest` as `split` says, tracked in MLflow; returns the result and the (ended) tracker.
+    With a `teacher` (distillation), its logits over every training case are cached first and ride with the labels."""
     hooks = hooks or SilentHooks()
     _seed(cfg, world)
     train_cases, val_cases = manifest.split(split.fold)
@@ -123,6 +127,8 @@ def train_task(
     train_items = prepare_cache(train_cases, task.scheme, cache_dir, plan)
     val_items = prepare_cache(val_cases, task.scheme, cache_dir, plan)
     stats = np.mean([read_entry(Path(i["entry"])).stats for i in train_items], axis=0).tolist()
+    if teacher is not None:
+        train_items = _teacher_items(teacher, task, plan, train_items, device, world, hooks)
 
     tracker = _open_tracker(target, cfg, task, resume.get("run_id") if resume else None, world)
     status = "FAILED"
@@ -130,7 +136,7 @@ def train_task(
         out_dir = out_root / (tracker.run_id or time.strftime("run-%Y%m%d-%H%M%S"))
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", config_to_yaml(cfg))
-        tracker.set_tags({"medseg.out_dir": str(out_dir.resolve())})
+        tracker.set_tags({"medseg.out_dir": str(out_dir.resolve()), **(teacher.tags() if teacher else {})})
         spec = TrainSpec(
             cfg, task, manifest.label_map, train_items, val_items, stats, out_dir, device, world, resume, plan
         )
@@ -150,6 +156,25 @@ def train_task(
         raise
     finally:
         tracker.end(status)
+
+
+def _teacher_items(
+    teacher: Teacher, task: Task, plan: PreprocessPlan, items: list[dict], device, world: Runtime, hooks
+) -> list[dict]:
+    """Check the teacher fits the student's task and preprocessing, then cache its logits (rank 0 computes)."""
+    check_teacher(teacher.bundle, task, plan, teacher.ref)
+    n, done = len(items), itertools.count(1)
+
+    def report(case_id: str, hit: bool) -> None:
+        k = next(done)
+        if not hit:
+            hooks.message(f"teacher logits: {case_id} ({k}/{n})")
+
+    if world.is_main:
+        hooks.message(f"teacher {teacher.ref}: logits over {n} training cases (cached after the first run)")
+        attach_teacher_logits(items, teacher.bundle, device, report)
+    barrier(world)
+    return attach_teacher_logits(items, teacher.bundle, device)
 
 
 def _finish(
