@@ -145,6 +145,14 @@ class DistillConfig(_Strict):
     alpha: float = Field(0.5, ge=0, le=1)
 
 
+class PruneConfig(_Strict):
+    """Structured pruning (`medseg prune`): remove `amount` of the channels of `source` (a checkpoint or MLflow model
+    URI), then fine-tune as `train` says. The network, patch size and inference settings are the source's."""
+
+    source: str
+    amount: float = Field(gt=0, lt=1)
+
+
 class ExperimentConfig(_Strict):
     """Everything that defines a run; saved next to every result and logged to MLflow."""
 
@@ -154,6 +162,7 @@ class ExperimentConfig(_Strict):
     infer: InferConfig = Field(default_factory=InferConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     distill: DistillConfig | None = None
+    prune: PruneConfig | None = None
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

@@ -45,6 +45,7 @@ def _register() -> None:
     app.add_typer(runs.app, name="runs")
     app.command("train")(train.train)
     app.command("distill")(train.distill)
+    app.command("prune")(train.prune)
     app.command("predict")(predict.predict)
     app.command("evaluate")(evaluate.evaluate)
     app.command("export")(export.export)

@@ -128,6 +128,59 @@ def distill(
     _run_and_report(request, no_progress)
 
 
+def prune(
+    model: str = typer.Option(..., "--model", help="Model to prune: a .pt checkpoint, runs:/<id>/model or models:/."),
+    amount: float = typer.Option(
+        ..., "--amount", help="Share of channels to remove from each prunable layer, in (0, 1)."
+    ),
+    minutes: float = typer.Option(5.0, "--minutes", help="Fine-tuning time budget after pruning."),
+    lr: float = typer.Option(3e-4, "--lr", help="Fine-tuning learning rate (annealed to 0 over the budget)."),
+    task: str = typer.Option("brats", "--task", help="Task recipe: brats, or generic."),
+    data: Path | None = typer.Option(None, "--data", help="Dataset folder (scanned into a manifest first)."),
+    manifest: Path | None = typer.Option(None, "--manifest", help="Manifest from `medseg data scan`."),
+    config: str | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    fold: str | None = typer.Option(None, "--fold", help="Validation fold K (default: the first fold), or 'all'."),
+    tracking_uri: str | None = TrackingUriOpt,
+    experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment name."),
+    run_name: str | None = typer.Option(None, "--run-name"),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    register: str | None = typer.Option(None, "--register", help="Register the pruned model under this name."),
+    no_tracking: bool = typer.Option(False, "--no-tracking", help="Do not log to MLflow."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Plain log lines instead of progress bars."),
+    out: Path = typer.Option(Path("outputs"), "--out", help="Where checkpoints, pictures and manifests go."),
+) -> None:
+    """Remove whole channels (structured pruning, torch-pruning) from a trained model and fine-tune it briefly; the
+    result is a normal, smaller model bundle (its own MLflow run, tagged with the source) that `predict` loads."""
+    from medseg.workflows.train import TrainRequest
+
+    if device not in DEVICES:
+        raise typer.BadParameter("must be cpu, cuda or auto", param_hint="--device")
+    overrides = [
+        f"train.max_minutes={minutes}",
+        f"train.lr={lr}",
+        *set_,
+        f"prune.source={json.dumps(model)}",
+        f"prune.amount={amount}",
+    ]
+    request = TrainRequest(
+        task=task,
+        config=config,
+        overrides=overrides,
+        data=data,
+        manifest=manifest,
+        fold=_fold(fold),
+        device=device,
+        tracking_uri=tracking_uri,
+        tracking=not no_tracking,
+        experiment=experiment,
+        run_name=run_name,
+        register=register,
+        out=out,
+    )
+    _run_and_report(request, no_progress)
+
+
 def _run_and_report(request: TrainRequest, no_progress: bool) -> None:
     """Run a training request with progress bars (rank 0) and print where its results went."""
     from medseg.workflows.train import run_training

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from medseg.errors import ModelFileError
@@ -33,3 +34,23 @@ def load_bundle(model_ref: str, tracking_uri: str | None = None) -> ModelBundle:
         return ModelBundle.from_dict(load_checkpoint(path)["bundle"])
     except (KeyError, TypeError, ValueError) as exc:  # ValueError: pydantic's, for malformed settings
         raise ModelFileError(f"incomplete model bundle (missing {exc})", path=str(path)) from None
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model loaded from a reference, with the MLflow run it came from when that can be known (for run links)."""
+
+    bundle: ModelBundle
+    ref: str
+    run_id: str | None = None
+
+
+def load_model_ref(model_ref: str, tracking_uri: str | None = None) -> ModelRef:
+    """`load_bundle` plus the source run: runs:/ URIs and medseg checkpoints name it; registry URIs do not."""
+    bundle = load_bundle(model_ref, tracking_uri)
+    run_id = None
+    if model_ref.startswith("runs:/"):
+        run_id = model_ref.removeprefix("runs:/").split("/")[0]
+    elif Path(model_ref).is_file():
+        run_id = load_checkpoint(model_ref).get("run_id")
+    return ModelRef(bundle, model_ref, run_id)

@@ -31,6 +31,7 @@ class ModelBundle:
     `norm_stats`: per channel [mean, std] of raw nonzero intensities in the training data (for warnings).
     `preprocess`: crop and target spacing, so inference prepares a case exactly as training did.
     `infer`: how the model predicts (sliding window, threshold, post-processing chosen after training).
+    `structure`: layer attributes changed by structured pruning (`nets.pruning`); empty for an unpruned network.
     A bundle read from an ONNX file has no `state_dict`: its graph holds the weights, `weights_digest` names them.
     """
 
@@ -45,6 +46,7 @@ class ModelBundle:
     norm_stats: list[list[float]]
     preprocess: PreprocessPlan = field(default_factory=PreprocessPlan)
     infer: InferConfig = field(default_factory=InferConfig)
+    structure: dict[str, dict[str, Any]] = field(default_factory=dict)
     medseg_version: str = __version__
     weights_digest: str = ""  # the weights' identity when they live elsewhere (an ONNX graph), not serialised
 
@@ -62,6 +64,7 @@ class ModelBundle:
             "norm_stats": self.norm_stats,
             "preprocess": self.preprocess.to_json(),
             "infer": self.infer.model_dump(mode="json"),
+            "structure": self.structure,
             "medseg_version": self.medseg_version,
         }
 
@@ -82,6 +85,7 @@ class ModelBundle:
                 d.get("preprocess", {"crop_foreground": d.get("crop_foreground", True)})
             ),
             infer=InferConfig.model_validate(d.get("infer", {})),
+            structure=dict(d.get("structure", {})),
             medseg_version=d.get("medseg_version", "?"),
         )
 
@@ -92,15 +96,17 @@ class ModelBundle:
         costs ~1 s of CPU per load (measured on the H100 host) for weights that are overwritten anyway.
         """
         from medseg.nets import create_model
+        from medseg.nets.pruning import apply_structure
 
         try:
             with torch.device("meta"):
                 model = create_model(self.model_name, **self.model_kwargs)
+            apply_structure(model, self.structure, self.state_dict)
             model.load_state_dict(self.state_dict, assign=True)
             if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
                 raise RuntimeError("state of the model not all in the state_dict")
         except RuntimeError:  # constructors that compute on tensors (MONAI SwinUNETR) or non-persistent buffers
-            model = create_model(self.model_name, **self.model_kwargs)
+            model = apply_structure(create_model(self.model_name, **self.model_kwargs), self.structure, self.state_dict)
             model.load_state_dict(self.state_dict)
         return model.eval()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,48 +17,11 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from medseg.core import Task
 from medseg.data.cache import read_entry
-from medseg.errors import ConfigError
 from medseg.io.atomic import atomic_path
 from medseg.io.bundle import ModelBundle
-from medseg.transforms.preprocess import PreprocessPlan
 
 TEACHER_KEY = "teacher"  # dataset item key of a case's cached teacher logits
-
-
-@dataclass(frozen=True)
-class Teacher:
-    """A loaded teacher: its bundle, the reference it was given as, and its MLflow run when known (for the link)."""
-
-    bundle: ModelBundle
-    ref: str
-    run_id: str | None = None
-
-    def tags(self) -> dict[str, str]:
-        return {"medseg.teacher": self.ref, **({"medseg.teacher_run_id": self.run_id} if self.run_id else {})}
-
-
-def check_teacher(teacher: ModelBundle, task: Task, plan: PreprocessPlan, ref: str) -> None:
-    """One-line errors when the teacher cannot teach this student: other channels, regions or preprocessing."""
-    if list(teacher.channels) != list(task.channels):
-        raise ConfigError(
-            f"teacher {ref} reads channels {teacher.channels}, the student's data has {list(task.channels)}",
-            hint="distil on data with the teacher's channels, in its order",
-        )
-    if teacher.scheme != task.scheme:
-        raise ConfigError(
-            f"teacher {ref} predicts {sorted(teacher.scheme.regions)}"
-            f"{' (softmax classes)' if teacher.scheme.exclusive else ''}, the student's task "
-            f"{sorted(task.scheme.regions)}{' (softmax classes)' if task.scheme.exclusive else ''}",
-            hint="teacher and student must share the task's regions",
-        )
-    if teacher.preprocess != plan:
-        raise ConfigError(
-            f"teacher {ref} was trained on other preprocessing ({teacher.preprocess.to_json()}) than the student's "
-            f"plan ({plan.to_json()})",
-            hint="set data.spacing / data.intensity to the teacher's (see `medseg runs show`)",
-        )
 
 
 def _teacher_id(teacher: ModelBundle) -> str:

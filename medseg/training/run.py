@@ -18,6 +18,7 @@ from medseg.core import Task
 from medseg.data.cache import read_entry
 from medseg.data.manifest import Manifest
 from medseg.data.planning import plan_preprocessing
+from medseg.inference.model_source import ModelRef
 from medseg.io.atomic import atomic_write_text
 from medseg.io.bundle import BUNDLE_FILE, load_checkpoint, save_checkpoint
 from medseg.io.tables import rows_to_csv
@@ -27,8 +28,9 @@ from medseg.runtime import Runtime
 from medseg.tracking import NullTracker, Tracker, TrackingTarget
 from medseg.tracking.review import MODEL_METRIC_TAG
 from medseg.training.data import prepare_cache
-from medseg.training.distill import Teacher, attach_teacher_logits, check_teacher
+from medseg.training.distill import attach_teacher_logits
 from medseg.training.distributed import barrier
+from medseg.training.from_model import check_compatible, link_tags, pruned_start
 from medseg.training.loop import fit
 from medseg.training.postprocess_choice import choose_postprocess, predict_validation
 from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult, TrainSpec
@@ -109,10 +111,12 @@ def train_task(
     out_root: Path,
     resume: dict | None = None,
     hooks: ProgressHooks | None = None,
-    teacher: Teacher | None = None,
+    teacher: ModelRef | None = None,
+    prune_source: ModelRef | None = None,
 ) -> tuple[TrainResult, Tracker]:
     """Train on `manifest` as `split` says, tracked in MLflow; returns the result and the (ended) tracker.
-    With a `teacher` (distillation), its logits over every training case are cached first and ride with the labels."""
+    With a `teacher` (distillation), its logits over every training case are cached first and ride with the labels;
+    with a `prune_source`, training fine-tunes that network with `cfg.prune.amount` of its channels removed."""
     hooks = hooks or SilentHooks()
     _seed(cfg, world)
     train_cases, val_cases = manifest.split(split.fold)
@@ -127,8 +131,19 @@ def train_task(
     train_items = prepare_cache(train_cases, task.scheme, cache_dir, plan)
     val_items = prepare_cache(val_cases, task.scheme, cache_dir, plan)
     stats = np.mean([read_entry(Path(i["entry"])).stats for i in train_items], axis=0).tolist()
+    tags = {}
     if teacher is not None:
         train_items = _teacher_items(teacher, task, plan, train_items, device, world, hooks)
+        tags |= link_tags(teacher, "teacher")
+    start, structure = None, {}
+    if prune_source is not None:
+        check_compatible(prune_source, task, plan, "pruning source")
+        start, structure = pruned_start(prune_source, cfg.prune.amount)
+        before = sum(t.numel() for t in prune_source.bundle.state_dict.values() if t.is_floating_point())
+        hooks.message(
+            f"pruned {prune_source.ref}: {before / 1e6:.2f} M -> {count_parameters(start) / 1e6:.2f} M parameters"
+        )
+        tags |= link_tags(prune_source, "pruned_from")
 
     tracker = _open_tracker(target, cfg, task, resume.get("run_id") if resume else None, world)
     status = "FAILED"
@@ -136,9 +151,21 @@ def train_task(
         out_dir = out_root / (tracker.run_id or time.strftime("run-%Y%m%d-%H%M%S"))
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", config_to_yaml(cfg))
-        tracker.set_tags({"medseg.out_dir": str(out_dir.resolve()), **(teacher.tags() if teacher else {})})
+        tracker.set_tags({"medseg.out_dir": str(out_dir.resolve()), **tags})
         spec = TrainSpec(
-            cfg, task, manifest.label_map, train_items, val_items, stats, out_dir, device, world, resume, plan
+            cfg,
+            task,
+            manifest.label_map,
+            train_items,
+            val_items,
+            stats,
+            out_dir,
+            device,
+            world,
+            resume,
+            plan,
+            start,
+            structure,
         )
         model = spec.build_network()
         if world.is_main and not resume:
@@ -159,10 +186,10 @@ def train_task(
 
 
 def _teacher_items(
-    teacher: Teacher, task: Task, plan: PreprocessPlan, items: list[dict], device, world: Runtime, hooks
+    teacher: ModelRef, task: Task, plan: PreprocessPlan, items: list[dict], device, world: Runtime, hooks
 ) -> list[dict]:
     """Check the teacher fits the student's task and preprocessing, then cache its logits (rank 0 computes)."""
-    check_teacher(teacher.bundle, task, plan, teacher.ref)
+    check_compatible(teacher, task, plan, "teacher")
     n, done = len(items), itertools.count(1)
 
     def report(case_id: str, hit: bool) -> None:

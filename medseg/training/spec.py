@@ -53,6 +53,8 @@ class TrainSpec:
     world: Runtime = field(default_factory=Runtime)
     resume: dict | None = None
     plan: PreprocessPlan = field(default_factory=PreprocessPlan)
+    start: SegmentationModel | None = None  # a network to train from instead of a fresh build (a pruned model)
+    structure: dict = field(default_factory=dict)  # `start`'s pruned layout, carried into every bundle
 
     @property
     def model_kwargs(self) -> dict:
@@ -62,6 +64,8 @@ class TrainSpec:
 
     def build_network(self) -> SegmentationModel:
         """The configured network; a bad name, keyword or patch size is a one-line config error."""
+        if self.start is not None:
+            return self.start
         cfg = self.cfg
         try:
             model = create_model(cfg.model.name, **self.model_kwargs)
@@ -86,6 +90,7 @@ class TrainSpec:
             norm_stats=self.norm_stats,
             preprocess=self.plan,
             infer=self.cfg.infer,
+            structure=self.structure,
         )
 
 

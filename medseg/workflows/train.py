@@ -10,12 +10,13 @@ from medseg.config import ExperimentConfig, apply_overrides, load_config
 from medseg.core import Task
 from medseg.data.manifest import Manifest, load_manifest
 from medseg.errors import MedsegError
+from medseg.inference.model_source import load_model_ref
 from medseg.io.bundle import load_checkpoint
 from medseg.pipelines import get_task, task_for_manifest
 from medseg.runtime import Runtime, current_runtime, resolve_device
 from medseg.tracking import TrackingTarget, resolve_tracking_uri
-from medseg.training.distill import Teacher
 from medseg.training.distributed import barrier, init_world, shutdown
+from medseg.training.from_model import source_settings
 from medseg.training.run import Split, train_task
 from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult
 from medseg.workflows.scan import scan
@@ -90,20 +91,6 @@ def _task_and_manifest_path(req: TrainRequest) -> tuple[Task, Path]:
     return task_for_manifest(req.task, load_manifest(req.manifest)), req.manifest
 
 
-def load_teacher(ref: str, tracking_uri: str) -> Teacher:
-    """The distillation teacher behind a checkpoint or MLflow model URI, with its run id when it can be known
-    (runs:/ URIs and medseg checkpoints name it; registry URIs are linked by their URI only)."""
-    from medseg.inference.model_source import load_bundle
-
-    bundle = load_bundle(ref, tracking_uri)
-    run_id = None
-    if ref.startswith("runs:/"):
-        run_id = ref.removeprefix("runs:/").split("/")[0]
-    elif Path(ref).is_file():
-        run_id = load_checkpoint(ref).get("run_id")
-    return Teacher(bundle, ref, run_id)
-
-
 def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> TrainOutcome:
     """Train as `req` says; torchrun processes each call this, rank 0 scans, tracks and checkpoints."""
     hooks = hooks or SilentHooks()
@@ -116,7 +103,10 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
         payload = _resume_payload(req.resume, uri)
         # A resumed run keeps its own config; explicit overrides still apply (e.g. more epochs).
         cfg = ExperimentConfig.model_validate(apply_overrides(copy.deepcopy(payload["config"]), req.overrides))
-    teacher = load_teacher(cfg.distill.teacher, uri) if cfg.distill else None
+    teacher = load_model_ref(cfg.distill.teacher, uri) if cfg.distill else None
+    prune_source = load_model_ref(cfg.prune.source, uri) if cfg.prune else None
+    if prune_source is not None:
+        cfg = source_settings(cfg, prune_source)
     device = resolve_device(req.device, runtime)
     world = init_world(device.type, runtime)
     try:
@@ -150,6 +140,7 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
             resume=payload,
             hooks=hooks,
             teacher=teacher,
+            prune_source=prune_source,
         )
     finally:
         shutdown(world)

@@ -1,0 +1,111 @@
+"""`medseg prune` end to end: a trained model loses channels, fine-tunes, and is a normal bundle afterwards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medseg.inference.model_source import load_bundle
+from medseg.io.bundle import load_checkpoint
+from medseg.workflows.train import TrainRequest, run_training
+from tests.cli.test_cli import medseg
+
+FAST = ["train.epochs=1", "train.val_every=1", "train.samples_per_volume=1", "train.overlays=0", "data.num_workers=0"]
+
+
+@pytest.fixture(scope="module")
+def pruned(brats2021_manifest, tmp_path_factory):
+    """A 1-epoch early-fusion TransUNet-3D, then the same pruned by half and fine-tuned for one epoch."""
+    tmp = tmp_path_factory.mktemp("prune")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+
+    def train(name: str, overrides: list[str]):
+        request = TrainRequest(
+            "brats",
+            config="brats_smoke",
+            overrides=[*FAST, f"data.cache_dir={tmp / 'cache'}", "tracking.system_metrics=false", *overrides],
+            manifest=brats2021_manifest,
+            fold=0,
+            device="cpu",
+            tracking_uri=uri,
+            experiment="prune",
+            run_name=name,
+            out=tmp / "runs",
+        )
+        return run_training(request)
+
+    source = train("source", ["model.kwargs.cross_modal=false"])
+    # The config's model settings are ignored: a pruned model keeps its source's network and patch size.
+    result = train("pruned", [f"prune.source={source.result.best_path}", "prune.amount=0.5", "model.name=segresnet"])
+    return uri, source, result
+
+
+def test_pruned_model_is_smaller_linked_to_its_source_and_predicts(pruned):
+    import mlflow
+
+    uri, source, result = pruned
+    client = mlflow.MlflowClient(uri)
+    run, src_run = client.get_run(result.run_id), client.get_run(source.run_id)
+    assert run.data.tags["medseg.pruned_from_run_id"] == source.run_id
+    assert run.data.params["model_name"] == "transunet3d_tiny" and run.data.params["prune.amount"] == "0.5"
+    assert int(run.data.params["param_count"]) < 0.8 * int(src_run.data.params["param_count"])
+    for bundle in (load_bundle(str(result.result.best_path)), load_bundle(result.result.model_uri, uri)):
+        assert bundle.structure, "the pruned layout travels with the weights"
+        model = bundle.build_model()
+        assert sum(p.numel() for p in model.parameters()) == int(run.data.params["param_count"])
+        with torch.no_grad():
+            assert model(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
+
+
+def test_a_pruned_run_resumes_into_the_same_layout(pruned, brats2021_manifest, tmp_path):
+    uri, _, result = pruned
+    request = TrainRequest(
+        "brats",
+        manifest=brats2021_manifest,
+        fold=0,
+        device="cpu",
+        tracking_uri=uri,
+        resume=str(result.result.last_path),
+        overrides=["train.epochs=2"],
+        out=tmp_path / "runs",
+    )
+    resumed = run_training(request)  # re-prunes the source (deterministic), then loads the pruned weights
+    assert resumed.run_id == result.run_id and resumed.result.epochs_run == 2
+    before, after = (
+        load_checkpoint(p)["bundle"]["structure"] for p in (result.result.best_path, resumed.result.last_path)
+    )
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--amount", "1.5"], "invalid config key 'prune.amount'"),
+        (["--amount", "0.3", "--model", "nope.pt"], "model not found"),
+    ],
+)
+def test_prune_user_errors_are_one_line(extra, message, pruned, brats2021_manifest, tmp_path):
+    _, source, _ = pruned
+    args = ["--model", str(source.result.best_path), *extra] if "--model" not in extra else extra
+    out = medseg("prune", *args, "--manifest", str(brats2021_manifest), "--no-tracking", cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_family_torch_pruning_cannot_trace_is_refused_in_one_line(brats2021_manifest, tmp_path):
+    from medseg.io.bundle import save_checkpoint
+    from medseg.nets import create_model
+    from tests.conftest import make_bundle
+
+    bundle = make_bundle()
+    bundle.model_name, bundle.model_kwargs = "swinunet3d_tiny", {"in_channels": 4, "out_channels": 3}
+    bundle.state_dict = create_model("swinunet3d_tiny").state_dict()
+    bundle.patch_size = [64, 64, 64]
+    path = tmp_path / "swin.pt"
+    save_checkpoint({"bundle": bundle.to_dict()}, path)
+    out = medseg("prune", "--model", str(path), "--amount", "0.3", "--manifest", str(brats2021_manifest),
+                 "--no-tracking", "--set", f"data.cache_dir={tmp_path / 'c'}", "--set", "data.spacing=native",
+                 cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 1 and "cannot be pruned structurally" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
