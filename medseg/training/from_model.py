@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from medseg.config import ExperimentConfig, ModelConfig
-from medseg.core import Task
+from medseg.core import Case, Task
 from medseg.errors import ConfigError
 from medseg.inference.model_source import ModelRef
+from medseg.io.nifti import read_affine
 from medseg.nets import SegmentationModel, create_model
 from medseg.nets.pruning import prune_channels, structure_of
+from medseg.transforms.geometry import ras_spacing
 from medseg.transforms.preprocess import PreprocessPlan
+from medseg.transforms.resample import needs_resampling
 
 
-def check_compatible(source: ModelRef, task: Task, plan: PreprocessPlan, role: str) -> None:
-    """One-line errors when a `role` model (teacher, pruning source) does not fit the run's data: other channels,
-    regions or preprocessing."""
+def same_network_input(a: PreprocessPlan, b: PreprocessPlan, cases: Sequence[Case]) -> bool:
+    """Whether two plans turn `cases` into the same network input: equal, or differing only in target spacings
+    that neither applies to these cases (a native-spacing model and a 1 mm plan on 1 mm BraTS cases)."""
+    if a == b:
+        return True
+    if (a.crop_foreground, a.intensity) != (b.crop_foreground, b.intensity):
+        return False
+    spacings = [ras_spacing(read_affine(c)) for c in cases]
+    return not any(needs_resampling(s, p.spacing) for s in spacings for p in (a, b))
+
+
+def check_compatible(source: ModelRef, task: Task, plan: PreprocessPlan, cases: Sequence[Case], role: str) -> None:
+    """One-line errors when a `role` model (teacher, pruning source) does not fit the run's data (`cases`): other
+    channels, regions or preprocessing."""
     b, ref = source.bundle, source.ref
     if list(b.channels) != list(task.channels):
         raise ConfigError(
@@ -29,7 +45,7 @@ def check_compatible(source: ModelRef, task: Task, plan: PreprocessPlan, role: s
             f"{kinds[1]}",
             hint=f"the {role} must predict the task's regions",
         )
-    if b.preprocess != plan:
+    if not same_network_input(b.preprocess, plan, cases):
         raise ConfigError(
             f"{role} {ref} was trained on other preprocessing ({b.preprocess.to_json()}) than this run's plan "
             f"({plan.to_json()})",

@@ -133,11 +133,11 @@ def train_task(
     stats = np.mean([read_entry(Path(i["entry"])).stats for i in train_items], axis=0).tolist()
     tags = {}
     if teacher is not None:
-        train_items = _teacher_items(teacher, task, plan, train_items, device, world, hooks)
+        train_items = _teacher_items(teacher, task, plan, train_cases, train_items, device, world, hooks)
         tags |= link_tags(teacher, "teacher")
     start, structure = None, {}
     if prune_source is not None:
-        check_compatible(prune_source, task, plan, "pruning source")
+        check_compatible(prune_source, task, plan, train_cases, "pruning source")
         start, structure = pruned_start(prune_source, cfg.prune.amount)
         before = sum(t.numel() for t in prune_source.bundle.state_dict.values() if t.is_floating_point())
         hooks.message(
@@ -186,10 +186,10 @@ def train_task(
 
 
 def _teacher_items(
-    teacher: ModelRef, task: Task, plan: PreprocessPlan, items: list[dict], device, world: Runtime, hooks
+    teacher: ModelRef, task: Task, plan: PreprocessPlan, cases: list, items: list[dict], device, world: Runtime, hooks
 ) -> list[dict]:
     """Check the teacher fits the student's task and preprocessing, then cache its logits (rank 0 computes)."""
-    check_compatible(teacher, task, plan, "teacher")
+    check_compatible(teacher, task, plan, cases, "teacher")
     n, done = len(items), itertools.count(1)
 
     def report(case_id: str, hit: bool) -> None:

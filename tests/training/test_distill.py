@@ -154,3 +154,16 @@ def test_distill_user_errors_are_one_line(extra, message, distilled, brats2021_m
     assert out.returncode == 1, out.stderr
     assert message in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_native_spacing_teacher_fits_a_plan_that_resamples_nothing(brats2021_manifest):
+    from medseg.data.manifest import load_manifest
+    from medseg.training.from_model import same_network_input
+    from medseg.transforms.preprocess import PreprocessPlan
+
+    manifest = load_manifest(brats2021_manifest)
+    cases, _ = manifest.split(0)
+    native = PreprocessPlan(spacing=None)
+    assert same_network_input(native, PreprocessPlan(spacing=tuple(manifest.cases[0].spacing)), cases)
+    assert not same_network_input(native, PreprocessPlan(spacing=(2.0, 2.0, 2.0)), cases)
+    assert not same_network_input(native, PreprocessPlan(crop_foreground=False), cases)
