@@ -41,6 +41,7 @@ class TransUNet3D(SegmentationModel):
         num_layers: ViT depth.
         num_heads: ViT heads (`hidden_size % num_heads == 0`); cross-modal blocks use min(heads, 4).
         mlp_dim: ViT MLP width.
+        attention: bottleneck attention, `full` (softmax, O(N^2) in tokens) or `efficient` (linear attention, O(N)).
         img_size: patch size the position embeddings are laid out for (interpolated for other sizes).
         intensity_stem: a normalisation-free convolution before the first residual block, so the encoder sees each
             modality's (case-normalised) intensity level, not only contrast within the window.
@@ -63,6 +64,7 @@ class TransUNet3D(SegmentationModel):
         num_layers: int = 6,
         num_heads: int = 8,
         mlp_dim: int = 1024,
+        attention: str = "full",
         img_size: int = 128,
         intensity_stem: bool = True,
         cross_modal: bool = True,
@@ -113,7 +115,9 @@ class TransUNet3D(SegmentationModel):
         grid = img_size // self.stride
         self.pos_embed = nn.Parameter(torch.zeros(1, hidden_size, grid, grid, grid))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self.vit = GlobalCrossModalTransformer(hidden_size, num_layers, num_heads, mlp_dim, dropout, checkpointing)
+        self.vit = GlobalCrossModalTransformer(
+            hidden_size, num_layers, num_heads, mlp_dim, dropout, checkpointing, attention
+        )
         self.deep_supervision = deep_supervision
         if deep_supervision:
             self.aux_heads = nn.ModuleList(UnetOutBlock(3, f, out_channels) for f in (f1, f2, f3))

@@ -12,6 +12,8 @@ from monai.networks.blocks import TransformerBlock
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from medseg.nets.blocks.efficient_attention import LinearTransformerBlock
+
 
 def resolve_mask(mask: torch.Tensor | None, b: int, m: int, device: torch.device) -> torch.Tensor:
     """(B, M) bool mask of present modalities (all present if None); at least one per sample."""
@@ -138,31 +140,52 @@ class MaskedModalityPool(nn.Module):
 
 
 class GlobalCrossModalTransformer(nn.Module):
-    """Bottleneck ViT over the concatenated tokens of all modalities (MONAI TransformerBlock with SDPA).
+    """Bottleneck ViT over the concatenated tokens of all modalities.
 
+    `attention="full"`: MONAI `TransformerBlock` with SDPA (memory and time O(N^2) in the M*N tokens);
+    `"efficient"`: `LinearTransformerBlock` (linear attention, O(N)), for patches whose token count makes full
+    attention too large. Masked modalities' tokens are never attended to in either.
     Shapes: tokens `(B, M*N, C)`, key mask `(B, M)` -> `(B, M*N, C)`.
     """
 
     def __init__(
-        self, dim: int, depth: int, num_heads: int, mlp_dim: int, dropout: float = 0.0, checkpointing: bool = False
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_dim: int,
+        dropout: float = 0.0,
+        checkpointing: bool = False,
+        attention: str = "full",
     ) -> None:
         super().__init__()
+        if attention not in ("full", "efficient"):
+            raise ValueError(f"attention must be 'full' or 'efficient', got {attention!r}")
         self.checkpointing = checkpointing
-        self.blocks = strip_unused_norms(
-            nn.ModuleList(
+        self.attention = attention
+        if attention == "full":
+            blocks = nn.ModuleList(
                 TransformerBlock(dim, mlp_dim, num_heads, dropout, qkv_bias=True, use_flash_attention=True)
                 for _ in range(depth)
             )
-        )
+        else:
+            blocks = nn.ModuleList(LinearTransformerBlock(dim, mlp_dim, num_heads, dropout) for _ in range(depth))
+        self.blocks = strip_unused_norms(blocks)
         self.norm = nn.LayerNorm(dim)
 
+    def _run(self, block: nn.Module, tokens: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        if self.attention == "full":
+            return block(tokens, None, key_mask)
+        return block(tokens, key_mask)
+
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
-        # SDPA boolean mask broadcast over heads and queries: True = this key takes part.
-        key_mask = rearrange(mask[:, :, None].expand(-1, -1, n), "b m n -> b 1 1 (m n)")
+        per_token = rearrange(mask[:, :, None].expand(-1, -1, n), "b m n -> b (m n)")
+        # SDPA's boolean mask broadcasts over heads and queries: True = this key takes part.
+        key_mask = per_token[:, None, None, :] if self.attention == "full" else per_token
         for block in self.blocks:
             if self.checkpointing and self.training:
                 # Recompute activations in backward: memory of one block instead of all (training only).
-                tokens = checkpoint(block, tokens, None, key_mask, use_reentrant=False)
+                tokens = checkpoint(self._run, block, tokens, key_mask, use_reentrant=False)
             else:
-                tokens = block(tokens, attn_mask=key_mask)
+                tokens = self._run(block, tokens, key_mask)
         return self.norm(tokens)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from monai.networks.blocks import MLPBlock
 from torch import nn
 
 
@@ -81,3 +82,21 @@ class LinearAttention(nn.Module):
         context = torch.einsum("bknc,bkne->bkce", k, v)
         out = torch.einsum("bknc,bkce->bkne", q, context)
         return self.proj(rearrange(out, "b k n c -> b n (k c)"))
+
+
+class LinearTransformerBlock(nn.Module):
+    """Pre-norm transformer block with `LinearAttention` and MONAI's `MLPBlock` (GELU).
+
+    Shapes: tokens `(B, N, C)`, key mask `(B, N)` bool or None -> `(B, N, C)`.
+    """
+
+    def __init__(self, dim: int, mlp_dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = LinearAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = MLPBlock(dim, mlp_dim, dropout)
+
+    def forward(self, tokens: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = tokens + self.attn(self.norm1(tokens), key_mask)
+        return tokens + self.mlp(self.norm2(tokens))
