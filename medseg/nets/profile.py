@@ -27,3 +27,12 @@ def model_figures(name: str, size: int = 128, in_channels: int = 4, out_channels
         "params_m": count_parameters(model) / 1e6,
         "gflops": counter.get_total_flops() / 1e9,
     }
+
+
+def bundle_figures(bundle, size: int = 128) -> dict:
+    """Parameters and forward GFLOPs of a trained model as its bundle rebuilds it (pruned layouts included)."""
+    model = bundle.build_model().to("meta")
+    x = torch.empty(1, len(bundle.channels), size, size, size, device="meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return {"params_m": count_parameters(model) / 1e6, "gflops": counter.get_total_flops() / 1e9}
