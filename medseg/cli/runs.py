@@ -119,6 +119,10 @@ def list_(
     _emit(fmt, records, f"{len(runs)} run(s), best epoch by val_dice_mean", columns, rows)
 
 
+# Tags linking a run to the model it started from (`training/from_model.link_tags`).
+LINK_TAGS = ("medseg.teacher", "medseg.teacher_run_id", "medseg.pruned_from", "medseg.pruned_from_run_id")
+
+
 @app.command("show")
 def show(
     run_id: str = typer.Argument(...),
@@ -136,12 +140,13 @@ def show(
     models = logged_models(c, run)
     aliases = registry_aliases(c, models) if models else []
     postprocess = {k.removeprefix("postprocess."): v for k, v in s.params.items() if k.startswith("postprocess.")}
+    links = {k.removeprefix("medseg."): s.tags[k] for k in LINK_TAGS if k in s.tags}
     if fmt != "table":
         metrics = [{"metric": k, "final": v, "best_epoch": s.best.get(k)} for k, v in sorted(s.metrics.items())]
         record = {
             "run_id": s.run_id, "name": s.name, "status": s.status, "epochs": s.epochs, "best_epoch": s.best_epoch,
             "duration_s": s.duration_s, "metrics": metrics, "params": s.params, "postprocess": postprocess,
-            "artifacts": arts, "models": models, "registry": aliases,
+            "artifacts": arts, "models": models, "registry": aliases, "links": links,
         }  # fmt: skip
         _emit(fmt, [record] if fmt == "json" else metrics, "", [], [])
         return
@@ -163,10 +168,16 @@ def show(
     console.print(f"artifacts: {', '.join(arts) or '-'}", highlight=False)
     example = models[0] if models else f"runs:/{run_id}/model"
     console.print(
-        f"model: {', '.join(models) or '-'}   (predict: medseg predict --model {example} IN OUT)", highlight=False
+        f"model: {', '.join(models) or '-'}   (predict: medseg predict --model {example} IN OUT)",
+        highlight=False,
+        soft_wrap=True,
     )
     if aliases:
         console.print(f"registry: {', '.join(aliases)}", highlight=False)
+    for role, label in (("teacher", "distilled from"), ("pruned_from", "pruned from")):
+        if role in links:
+            run = f" (run {links[f'{role}_run_id']})" if f"{role}_run_id" in links else ""
+            console.print(f"{label}: {links[role]}{run}", highlight=False, soft_wrap=True)  # ids never wrapped
 
 
 @app.command("compare")

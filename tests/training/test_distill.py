@@ -89,6 +89,8 @@ def test_student_run_is_linked_to_its_teacher_and_its_bundle_predicts(distilled)
     assert run.data.tags["medseg.teacher_run_id"] == teacher.run_id
     assert run.data.tags["medseg.teacher"] == f"runs:/{teacher.run_id}/model"
     assert run.data.params["distill.temperature"] == "3.0" and run.data.params["model_name"] == "segformer3d_tiny"
+    shown = medseg("runs", "show", student.run_id, "--tracking-uri", uri)
+    assert f"distilled from: runs:/{teacher.run_id}/model (run {teacher.run_id})" in shown.stdout, shown.stderr
     bundle = load_checkpoint(student.result.best_path)["bundle"]
     assert bundle["model_name"] == "segformer3d_tiny"
     from medseg.inference.model_source import load_bundle
