@@ -199,9 +199,10 @@ def _teacher_items(
 
     if world.is_main:
         hooks.message(f"teacher {teacher.ref}: logits over {n} training cases (cached after the first run)")
-        attach_teacher_logits(items, teacher.bundle, device, report)
+        attached = attach_teacher_logits(items, teacher.bundle, device, report)
     barrier(world)
-    return attach_teacher_logits(items, teacher.bundle, device)
+    # other ranks only find what rank 0 wrote (no second hash of the teacher's weights on rank 0)
+    return attached if world.is_main else attach_teacher_logits(items, teacher.bundle, device)
 
 
 def _finish(
