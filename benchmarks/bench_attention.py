@@ -1,6 +1,6 @@
 """Full vs efficient (linear) bottleneck attention of TransUNet-3D: time and peak memory as the patch grows.
 
-Each configuration runs in a fresh process, so its peak resident memory (ru_maxrss) is its own. Two measurements:
+Each configuration runs in a fresh process, so its peak resident memory (VmHWM) is its own. Two measurements:
 the bottleneck alone (`GlobalCrossModalTransformer` of transunet3d_small, forward + backward over the tokens of
 all 4 modalities at 1/16 of the patch) and the whole cross-modal network's forward pass (inference) on one patch.
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -22,9 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from medseg.memory import peak_rss_bytes
+
 
 def _peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
+    return peak_rss_bytes() / 1e9
 
 
 def measure(part: str, attention: str, size: int, rounds: int, threads: int) -> dict:

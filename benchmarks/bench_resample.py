@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from medseg.memory import peak_rss_bytes
 
 SHAPE, SPACING = (512, 512, 300), (0.7, 0.7, 2.5)
 ORGANS = {  # name: (centre mm, radii mm) of an ellipsoid
@@ -138,7 +139,7 @@ def one(method: str, target: tuple[float, float, float], rounds: int, threads: i
         "inverse_s": float(np.median([t["inverse_s"] for t in timings])),
         "model_shape": timings[0]["model_shape"],
         "round_trip_dice": dice,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gb": peak_rss_bytes() / 2**30,
     }
 
 

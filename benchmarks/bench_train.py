@@ -19,7 +19,6 @@ Last line: `train_samples_per_s=<x> data_speedup_vs_monai_dataset=<y> data_speed
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, lis
 
 from medseg.data.manifest import save_manifest
 from medseg.data.validate import scan_dataset
+from medseg.memory import peak_rss_bytes
 from medseg.nets import model_info
 from medseg.pipelines import get_task
 from medseg.pipelines.brats import SCHEME, write_synthetic_dataset
@@ -152,7 +152,7 @@ def main() -> None:
         train = training(work, a)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    rss = peak_rss_bytes() / 1e9
     shape = "x".join(map(str, a.shape))
     print(
         f"{a.cases} cases of {shape}, patch {a.patch}^3, batch {a.batch}, {a.samples} patches/case, "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import resource
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from medseg.core import Case
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_write_text, temporary_siblings
 from medseg.io.bundle import ModelBundle
+from medseg.memory import peak_rss_bytes
 
 REPORT = "predict_report.json"
 MARKER = ".medseg_predict.json"
@@ -109,7 +109,7 @@ def output_is_complete(path: Path) -> bool:
 def peak_memory_gb() -> dict[str, float]:
     """Peak resident memory of this process so far (and peak GPU memory on CUDA), in GiB: what a case of this
     size needs, for sizing machines (docs/RELIABILITY.md)."""
-    out = {"rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}  # ru_maxrss is KiB
+    out = {"rss": round(peak_rss_bytes() / 2**30, 3)}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         out["gpu"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     return out
