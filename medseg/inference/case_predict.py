@@ -1,4 +1,6 @@
-"""One case from files to a native-label volume on the input's exact grid: the pure prediction path."""
+"""One case from files to a native-label volume on the input's exact grid, in three steps that a folder run
+spreads over processes: `prepare_case` (read + preprocess, CPU workers), `predict_case` (the network, on the device),
+`finish_case` (post-processing, back onto the input grid, native labels; CPU workers)."""
 
 from __future__ import annotations
 
@@ -7,17 +9,59 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from medseg.config import InferConfig
-from medseg.core import Case, CaseVolumes
+from medseg.config import InferConfig, RegionRule
+from medseg.core import Case, LabelScheme
 from medseg.errors import DataError
 from medseg.inference.engines import Engine
 from medseg.inference.sliding import sliding_predict
 from medseg.io.bundle import ModelBundle
-from medseg.transforms.geometry import restore_grid
+from medseg.io.nifti import read_case
+from medseg.transforms.geometry import GridMeta, restore_grid
 from medseg.transforms.labels import region_masks, regions_to_labels
 from medseg.transforms.postprocess import postprocess
-from medseg.transforms.preprocess import Preprocessed, preprocess_case
+from medseg.transforms.preprocess import Preprocessed, PreprocessPlan, preprocess_case
 from medseg.transforms.resample import resample_channels, resample_probabilities
+
+
+@dataclass
+class PreparedCase:
+    """A case read and preprocessed: the network input (`pre.image`, a tensor when it crossed processes through
+    shared memory), the input's affine and the channels that were missing (zero-filled)."""
+
+    pre: Preprocessed
+    affine: np.ndarray
+    missing: tuple[int, ...]
+
+    def pin_memory(self) -> PreparedCase:
+        """Page-locked input for an asynchronous copy to the GPU (called by the DataLoader's pinning thread)."""
+        if isinstance(self.pre.image, torch.Tensor):
+            self.pre.image = self.pre.image.pin_memory()
+        return self
+
+
+@dataclass
+class NetworkOutput:
+    """What the network decided for a case, on its cropped RAS grid, and what is needed to finish it elsewhere:
+    region masks (R, x, y, z) bool, probabilities if kept, the grid steps to undo, the input's affine."""
+
+    regions: np.ndarray
+    probabilities: np.ndarray | None
+    meta: GridMeta
+    affine: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """How region masks become the case's labels: the model's scheme and the post-processing rules (small and
+    picklable: it travels with every case to the writer processes instead of the model bundle)."""
+
+    scheme: LabelScheme
+    rules: dict[str, RegionRule]
+
+    @classmethod
+    def of(cls, bundle: ModelBundle, infer: InferConfig) -> LabelSpec:
+        return cls(bundle.scheme, dict(infer.postprocess or {}))
 
 
 @dataclass
@@ -45,10 +89,10 @@ def intensity_warnings(stats: np.ndarray, bundle: ModelBundle, missing: tuple[in
     return out
 
 
-def modality_mask(vols: CaseVolumes, case: Case, engine: Engine, allow_missing: bool) -> torch.Tensor | None:
-    if not vols.missing:
+def modality_mask(missing: tuple[int, ...], case: Case, engine: Engine, allow_missing: bool) -> torch.Tensor | None:
+    if not missing:
         return None
-    names = ", ".join(case.images[i].rsplit("/", 1)[-1] for i in vols.missing)
+    names = ", ".join(case.images[i].rsplit("/", 1)[-1] for i in missing)
     if not allow_missing:
         raise DataError(
             f"missing channel file(s): {names}",
@@ -62,12 +106,18 @@ def modality_mask(vols: CaseVolumes, case: Case, engine: Engine, allow_missing: 
             hint="use a cross-modal model (transunet3d/swinunet3d with cross_modal=True)",
         )
     mask = torch.ones(len(case.images), dtype=torch.bool)
-    mask[list(vols.missing)] = False
+    mask[list(missing)] = False
     return mask
 
 
+def prepare_case(case: Case, plan: PreprocessPlan, allow_missing: bool) -> PreparedCase:
+    """Read and validate the case's files, then preprocess as in training (RAS, crop, normalise, resample)."""
+    vols = read_case(case, with_label=False, allow_missing=allow_missing)
+    return PreparedCase(preprocess_case(vols, case, None, plan), vols.affine, vols.missing)
+
+
 def predict_case(
-    vols: CaseVolumes,
+    prepared: PreparedCase,
     case: Case,
     engine: Engine,
     bundle: ModelBundle,
@@ -78,14 +128,14 @@ def predict_case(
     keep_probabilities: bool = False,
     single_pass: bool = False,
     stitch_on_cpu: bool = False,
-) -> tuple[CasePrediction, Preprocessed]:
-    """Preprocess, sliding-window, threshold, clean components, invert onto the input grid, paint native labels.
+) -> NetworkOutput:
+    """Sliding window and threshold: the region masks on the cropped grid (the step that needs the device).
 
-    `infer` holds the sliding-window settings, threshold and post-processing rules (the bundle's, with any
-    per-run overrides). Saved probabilities are the network's, before post-processing.
+    `infer` holds the sliding-window settings and threshold (the bundle's, with any per-run overrides). Kept
+    probabilities are the network's, before post-processing.
     """
-    mask = modality_mask(vols, case, engine, allow_missing)
-    pre = preprocess_case(vols, case, None, bundle.preprocess)
+    mask = modality_mask(prepared.missing, case, engine, allow_missing)
+    pre = prepared.pre
     probs = sliding_predict(
         engine,
         pre.image,
@@ -101,16 +151,23 @@ def predict_case(
         exclusive=bundle.scheme.exclusive,
     )
     regions, kept = _on_crop_grid(probs, pre, infer.threshold, bundle.scheme.exclusive, keep_probabilities, device)
-    if infer.postprocess:
-        regions = postprocess(regions, bundle.scheme, infer.postprocess, pre.meta.spacing)
-    # Back onto the input grid: uncrop + axis permutation/flip, no interpolation. Thresholding commutes with
-    # these exact index operations, so only saved probabilities are inverted as floats (4x less to move).
-    full = restore_grid(kept, pre.meta, fill=0.0) if kept is not None else None
-    labels = regions_to_labels(restore_grid(regions, pre.meta, fill=False), bundle.scheme, case.label_map)
-    warnings = intensity_warnings(pre.stats, bundle, vols.missing)
+    warnings = intensity_warnings(pre.stats, bundle, prepared.missing)
+    return NetworkOutput(regions, kept, pre.meta, prepared.affine, warnings)
+
+
+def finish_case(out: NetworkOutput, case: Case, spec: LabelSpec) -> CasePrediction:
+    """Post-process the regions, put them back onto the input grid and paint the case's native labels.
+
+    Uncrop + axis permutation/flip, no interpolation: thresholding commutes with these exact index operations, so
+    only kept probabilities are inverted as floats (4x less to move).
+    """
+    regions = postprocess(out.regions, spec.scheme, spec.rules, out.meta.spacing) if spec.rules else out.regions
+    full = restore_grid(out.probabilities, out.meta, fill=0.0) if out.probabilities is not None else None
+    labels = regions_to_labels(restore_grid(regions, out.meta, fill=False), spec.scheme, case.label_map)
+    warnings = list(out.warnings)
     if not labels.any():
         warnings.append("empty prediction (no region above threshold)")
-    return CasePrediction(labels, full, vols.affine, warnings), pre
+    return CasePrediction(labels, full, out.affine, warnings)
 
 
 def _on_crop_grid(

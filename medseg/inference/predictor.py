@@ -1,7 +1,9 @@
-"""Folder prediction: load the model once, decode ahead and write behind in threads, never a partial file.
+"""Folder prediction: load the model once, read ahead and write behind in worker processes, never a partial file.
 
-Any failure of one case (bad input, a network error, out of memory) is recorded with its reason and the batch goes
-on; CUDA out-of-memory is first retried with one window at a time and CPU stitching (as MONAI's
+Reader processes decode and preprocess the next cases while the network runs; writer processes post-process,
+restore the grid and write (`inference.workers`). Outputs and the report keep the input order whatever finishes
+first. Any failure of one case (bad input, a network error, out of memory) is recorded with its reason and the batch
+goes on; CUDA out-of-memory is first retried with one window at a time and CPU stitching (as MONAI's
 `SlidingWindowInfererAdapt` does). The report is rewritten (atomically) after every case, so an interrupted run
 leaves an accurate report and a re-run resumes where it stopped.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +20,9 @@ import numpy as np
 import torch
 
 from medseg.config import InferConfig
-from medseg.core import Case, CaseVolumes
-from medseg.errors import DataError, MedsegError
-from medseg.inference.case_predict import CasePrediction, predict_case
+from medseg.core import Case
+from medseg.errors import MedsegError
+from medseg.inference.case_predict import LabelSpec, NetworkOutput, PreparedCase, finish_case, predict_case
 from medseg.inference.engines import Engine, TorchEngine
 from medseg.inference.output_folder import (
     CaseResult,
@@ -30,15 +32,16 @@ from medseg.inference.output_folder import (
     remove_stale_temporaries,
     write_report,
 )
+from medseg.inference.workers import default_workers, prepared_cases, writer_count, writer_pool
 from medseg.io.atomic import atomic_path
 from medseg.io.bundle import ModelBundle
 from medseg.io.dicom_seg import write_dicom_seg
-from medseg.io.nifti import read_case, save_nifti
+from medseg.io.nifti import save_nifti
 from medseg.transforms.geometry import crop, to_ras
 from medseg.transforms.labels import labels_to_regions
 from medseg.viz.overlays import overlay_figure, save_png
 
-PREFETCH = 2
+WRITES_PER_WRITER = 2  # finished cases waiting for each writer before the network waits (bounds memory)
 
 
 @dataclass
@@ -47,7 +50,8 @@ class PredictOptions:
     bundle's own settings, see `config.InferConfig.override`). `engine` runs the network (default: PyTorch, bf16
     autocast on CUDA unless `amp` is off). `shard` = (i, n): this process writes part i of n of a shared output
     folder. `overlay_channels`: the task's channels to draw (default: the first). `dicom_seg`: also write
-    `<case>.dcm` (DICOM-SEG referencing the source series) for DICOM input."""
+    `<case>.dcm` (DICOM-SEG referencing the source series) for DICOM input. `workers`: reader processes (writers:
+    a third as many, at least one); None: one per core for two cases or more (`inference.workers`), 0: none."""
 
     infer: InferConfig | None = None
     engine: Engine | None = None
@@ -61,19 +65,29 @@ class PredictOptions:
     shard: tuple[int, int] = (0, 1)
     overlay_channels: tuple[str, ...] = ()
     dicom_seg: bool = False
+    workers: int | None = None
 
 
-def _read(case: Case, allow_missing: bool) -> CaseVolumes | DataError:
-    try:
-        return read_case(case, with_label=False, allow_missing=allow_missing)
-    except DataError as exc:
-        return exc
+@dataclass(frozen=True)
+class OutputSpec:
+    """What a writer process needs to turn a network output into files (not the model's weights)."""
+
+    labels: LabelSpec
+    out_dir: Path
+    model_name: str
+    channels: tuple[str, ...]
+    region_names: tuple[str, ...]
+    overlay_channels: tuple[str, ...]
+    overlays: bool
+    dicom_seg: bool
 
 
-def _write(pred: CasePrediction, pre, case: Case, bundle: ModelBundle, out_dir: Path, opts: PredictOptions) -> None:
-    if opts.dicom_seg:  # before the NIfTI, whose presence marks the case done
-        write_dicom_seg(pred.labels, case, case.label_map, bundle.model_name, out_dir / f"{case.id}.dcm")
-    save_nifti(pred.labels, pred.affine, out_dir / f"{case.id}.nii.gz", np.uint8)
+def _write(out: NetworkOutput, image: np.ndarray | None, case: Case, spec: OutputSpec) -> list[str]:
+    """Finish one case and write its files (the NIfTI last: its presence marks the case done); its warnings."""
+    pred = finish_case(out, case, spec.labels)
+    out_dir = spec.out_dir
+    if spec.dicom_seg:
+        write_dicom_seg(pred.labels, case, case.label_map, spec.model_name, out_dir / f"{case.id}.dcm")
     if pred.probabilities is not None:
         # NIfTI-1 has no float16: store (R, X, Y, Z) float16 compressed, as nnU-Net does, with the grid.
         with atomic_path(out_dir / f"{case.id}_probabilities.npz") as tmp, open(tmp, "wb") as fh:
@@ -81,23 +95,25 @@ def _write(pred: CasePrediction, pre, case: Case, bundle: ModelBundle, out_dir: 
                 fh,
                 probabilities=pred.probabilities.astype(np.float16),
                 affine=pred.affine,
-                regions=np.array(bundle.scheme.region_names),
+                regions=np.array(spec.region_names),
             )
-    if opts.overlays:
-        ras, _ = to_ras(labels_to_regions(pred.labels, bundle.scheme, case.label_map), pred.affine)
+    if spec.overlays:
+        ras, _ = to_ras(labels_to_regions(pred.labels, spec.labels.scheme, case.label_map), pred.affine)
         rgb = overlay_figure(
-            np.asarray(pre.image),
-            bundle.channels,
-            opts.overlay_channels or bundle.channels[:1],
-            bundle.scheme.region_names,
-            crop(ras, pre.meta.box_start, pre.meta.box_end),
+            image,
+            list(spec.channels),
+            spec.overlay_channels or spec.channels[:1],
+            spec.region_names,
+            crop(ras, out.meta.box_start, out.meta.box_end),
             None,
             title=case.id,
         )
         save_png(rgb, out_dir / "overlays" / f"{case.id}.png")
+    save_nifti(pred.labels, pred.affine, out_dir / f"{case.id}.nii.gz", np.uint8)
+    return pred.warnings
 
 
-def _predict_with_retry(vols, case, engine: Engine, bundle, infer: InferConfig, opts: PredictOptions):
+def _predict_with_retry(prepared: PreparedCase, case, engine: Engine, bundle, infer: InferConfig, opts: PredictOptions):
     """`predict_case`; on CUDA out-of-memory, once more with one window at a time stitched on the CPU."""
     kwargs = dict(
         device=opts.device,
@@ -106,12 +122,12 @@ def _predict_with_retry(vols, case, engine: Engine, bundle, infer: InferConfig, 
         single_pass=opts.single_pass,
     )
     try:
-        return predict_case(vols, case, engine, bundle, infer, **kwargs), ""
+        return predict_case(prepared, case, engine, bundle, infer, **kwargs), ""
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         lean = infer.override(sw_batch_size=1)
-        pred = predict_case(vols, case, engine, bundle, lean, stitch_on_cpu=True, **kwargs)
-        return pred, "out of GPU memory: retried with --sw-batch-size 1 and CPU stitching"
+        out = predict_case(prepared, case, engine, bundle, lean, stitch_on_cpu=True, **kwargs)
+        return out, "out of GPU memory: retried with --sw-batch-size 1 and CPU stitching"
 
 
 def _failure(exc: BaseException) -> str:
@@ -131,7 +147,7 @@ def predict_folder(
     """Predict every case into `out_dir/<case>.nii.gz`; returns per-case results (also in the report).
 
     Refuses a folder holding another model's predictions unless `opts.overwrite`; skips cases whose output is
-    complete (resume).
+    complete (resume). At most READ_AHEAD cases per reader and WRITES_PER_WRITER per writer are in memory.
     """
     infer = opts.infer or bundle.infer
     claim_output_dir(out_dir, predictions_fingerprint(bundle, infer), bundle.model_name, opts.overwrite)
@@ -150,48 +166,59 @@ def predict_folder(
                 on_case(results[-1])
         else:
             todo.append(case)
-    with (
-        ThreadPoolExecutor(PREFETCH, thread_name_prefix="decode") as readers,
-        ThreadPoolExecutor(1, thread_name_prefix="write") as writers,
-    ):
-        pending: list[Future | None] = [readers.submit(_read, c, opts.allow_missing) for c in todo[:PREFETCH]]
-        writes: list[tuple[Future, CaseResult]] = []
-        for i, case in enumerate(todo):
-            if i + PREFETCH < len(todo):
-                pending.append(readers.submit(_read, todo[i + PREFETCH], opts.allow_missing))
-            t0 = time.monotonic()
-            vols = pending[i].result()
-            pending[i] = None  # release the decoded volume as soon as it is used
-            result = CaseResult(case.id, "ok", output=str(out_dir / f"{case.id}.nii.gz"))
-            try:
-                if isinstance(vols, DataError):
-                    raise vols
-                result.missing_modalities = [bundle.channels[j] for j in vols.missing]
-                (pred, pre), retried = _predict_with_retry(vols, case, engine, bundle, infer, opts)
-                result.warnings = [*([retried] if retried else []), *pred.warnings]
-                result.status = "writing"
-                writes.append((writers.submit(_write, pred, pre, case, bundle, out_dir, opts), result))
-            except Exception as exc:  # any failure of one case: record it and go on with the batch
-                result.status, result.error, result.output = "failed", _failure(exc), ""
-            finally:
-                vols = None
-            result.seconds = round(time.monotonic() - t0, 3)
-            results.append(result)
-            _finish_writes(writes, results, out_dir, opts.shard, on_case, wait=False)
-            if result.status == "failed" and on_case:
-                on_case(result)
-        _finish_writes(writes, results, out_dir, opts.shard, on_case, wait=True)
+    workers = default_workers(len(todo)) if opts.workers is None else opts.workers
+    spec = OutputSpec(
+        LabelSpec.of(bundle, infer),
+        out_dir,
+        bundle.model_name,
+        tuple(bundle.channels),
+        tuple(bundle.scheme.region_names),
+        tuple(opts.overlay_channels),
+        opts.overlays,
+        opts.dicom_seg,
+    )
+    reader = prepared_cases(todo, bundle.preprocess, opts.allow_missing, workers, pin=opts.device.type == "cuda")
+    writes: list[tuple[Future, CaseResult]] = []
+    try:
+        with writer_pool(workers) as writers:
+            for case in todo:
+                t0 = time.monotonic()
+                prepared = next(reader)
+                result = CaseResult(case.id, "ok", output=str(out_dir / f"{case.id}.nii.gz"))
+                try:
+                    if isinstance(prepared, Exception):
+                        raise prepared
+                    result.missing_modalities = [bundle.channels[j] for j in prepared.missing]
+                    out, retried = _predict_with_retry(prepared, case, engine, bundle, infer, opts)
+                    out.warnings[:0] = [retried] if retried else []
+                    image = np.asarray(prepared.pre.image) if opts.overlays else None
+                    result.status = "writing"
+                    writes.append((writers.submit(_write, out, image, case, spec), result))
+                except Exception as exc:  # any failure of one case: record it and go on with the batch
+                    result.status, result.error, result.output = "failed", _failure(exc), ""
+                finally:
+                    prepared = None  # release the input as soon as it is used
+                result.seconds = round(time.monotonic() - t0, 3)
+                results.append(result)
+                keep = WRITES_PER_WRITER * max(1, writer_count(workers))
+                _finish_writes(writes, results, out_dir, opts.shard, on_case, keep)
+                if result.status == "failed" and on_case:
+                    on_case(result)
+            _finish_writes(writes, results, out_dir, opts.shard, on_case, keep=0)
+    finally:
+        del reader  # stops the reader processes now, also when interrupted
     write_report(out_dir, results, opts.shard, final=True)
     return results
 
 
-def _finish_writes(writes, results, out_dir: Path, shard: tuple[int, int], on_case, wait: bool) -> None:
-    """Report cases whose output is on disk; a failed write marks the case failed."""
+def _finish_writes(writes, results, out_dir: Path, shard: tuple[int, int], on_case, keep: int) -> None:
+    """Report cases whose output is on disk, waiting for the oldest until at most `keep` writes are pending; a
+    failed write marks the case failed."""
     for fut, result in list(writes):
-        if not wait and not fut.done():
+        if len(writes) <= keep and not fut.done():
             continue
         try:
-            fut.result()
+            result.warnings = fut.result()
             result.status = "ok"
         except Exception as exc:
             result.status, result.error = "failed", f"cannot write output ({_failure(exc)})"

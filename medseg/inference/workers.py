@@ -1,0 +1,133 @@
+"""The worker processes of a folder prediction: readers decode and preprocess cases ahead of the network, writers
+finish and write them behind it, so the device never waits for gzip and numpy.
+
+Readers are a PyTorch `DataLoader` (ordered delivery, bounded prefetch, inputs handed over in shared memory, pinned
+for the GPU, workers that exit with their parent); writers a process pool whose workers ignore Ctrl-C, so an
+interrupted run lets the writes under way finish (atomically) and stops. Processes, not threads: numpy and nibabel
+hold the GIL in places. `workers = 0` runs everything in this process, one step after another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from medseg.core import Case
+from medseg.inference.case_predict import PreparedCase, prepare_case
+from medseg.transforms.preprocess import PreprocessPlan
+
+MAX_WORKERS = 16
+READ_AHEAD = 2  # cases each reader prepares ahead of the network
+SHM_NEEDED = 2**30  # /dev/shm below this (docker's default is 64 MB) cannot hold the cases in flight
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers(n_cases: int) -> int:
+    """One reader per core (at most 16); none for a single case, where there is nothing to overlap."""
+    return 0 if n_cases < 2 else min(usable_cores(), n_cases, MAX_WORKERS)
+
+
+def writer_count(workers: int) -> int:
+    """Writing a mask costs about a third of reading and preprocessing four channels."""
+    return max(1, workers // 3) if workers else 0
+
+
+def shared_memory_problem(workers: int) -> str:
+    """Why worker processes cannot hand cases over here ('' when they can): a small /dev/shm (a docker default)
+    fails them with a bus error mid-run."""
+    if not workers or not os.path.isdir("/dev/shm"):
+        return ""
+    free = shutil.disk_usage("/dev/shm").free
+    if free >= SHM_NEEDED:
+        return ""
+    return (
+        f"/dev/shm has {free / 2**20:.0f} MB free, too little for worker processes: running in one process "
+        "(docker: add --shm-size=2g)"
+    )
+
+
+class _Reader(Dataset):
+    """Case i, read and preprocessed; a failure is returned (not raised) so the other cases go on."""
+
+    def __init__(self, cases: Sequence[Case], plan: PreprocessPlan, allow_missing: bool) -> None:
+        self.cases, self.plan, self.allow_missing = cases, plan, allow_missing
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, i: int) -> PreparedCase | Exception:
+        try:
+            prepared = prepare_case(self.cases[i], self.plan, self.allow_missing)
+        except Exception as exc:  # recorded as this case's failure by the predictor
+            return exc
+        prepared.pre.image = torch.from_numpy(prepared.pre.image)  # crosses to the main process in shared memory
+        return prepared
+
+
+def _as_is(item):
+    return item
+
+
+def prepared_cases(
+    cases: Sequence[Case], plan: PreprocessPlan, allow_missing: bool, workers: int, pin: bool
+) -> Iterator[PreparedCase | Exception]:
+    """The cases in order, each read and preprocessed by `workers` processes (at most READ_AHEAD per worker in
+    flight; in this process when `workers` is 0)."""
+    loader = DataLoader(
+        _Reader(cases, plan, allow_missing),
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_as_is,
+        pin_memory=pin and workers > 0,
+        prefetch_factor=READ_AHEAD if workers else None,
+        multiprocessing_context="fork" if workers else None,
+    )
+    return iter(loader)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)  # the run was killed (SIGKILL): do not linger as an orphan
+
+
+def _writer_init(parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process decides
+    torch.set_num_threads(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+@contextlib.contextmanager
+def writer_pool(workers: int) -> Iterator[Executor]:
+    """Processes that finish and write cases (a thread when `workers` is 0). On an error or interruption, writes
+    not yet started are cancelled and those under way complete."""
+    n = writer_count(workers)
+    pool: Executor = (
+        ProcessPoolExecutor(
+            n,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_writer_init,
+            initargs=(os.getpid(),),
+        )
+        if n
+        else ThreadPoolExecutor(1, thread_name_prefix="write")
+    )
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
