@@ -18,5 +18,5 @@ def untrained_bundle(name: str, patch: int = 128, sw_batch_size: int = 2) -> Mod
     model = create_model(name, **kwargs)
     return ModelBundle(
         name, kwargs, model.state_dict(), "brats", list(CHANNELS), SCHEME, LABELS_2021, [patch] * 3,
-        [[500.0, 200.0]] * 4, True, InferConfig(sw_batch_size=sw_batch_size, postprocess={}),
+        [[500.0, 200.0]] * 4, infer=InferConfig(sw_batch_size=sw_batch_size, postprocess={}),
     )  # fmt: skip

@@ -87,6 +87,13 @@ def predict(
         help="auto: the fastest engine of this machine that matches PyTorch fp32, measured on first use per model "
         "and cached; or torch, torch-bf16 (CPUs with AVX-512 BF16 / AMX), onnxruntime, openvino.",
     ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=0,
+        help="Processes that read and preprocess cases ahead of the network (a third as many write behind it); "
+        "default: one per core when there are two cases or more; 0: all in this process.",
+    ),
     part: str | None = typer.Option(None, "--part", help="Predict shard i of n: --part 0/4."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     tracking_uri: str | None = TrackingUriOpt,
@@ -153,7 +160,9 @@ def predict(
             save_probabilities=save_probabilities,
             overlays=overlays,
             dicom_seg=output_format is OutputFormat.dicom_seg,
+            workers=workers,
             on_case=on_case,
+            on_message=lambda text: progress.console.print(f"[yellow]warning:[/] {text}", highlight=False),
         )
     _summary(results, output_dir)
     if any(r.status == "failed" for r in results):

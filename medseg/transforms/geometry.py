@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
-from monai.transforms.utils import generate_spatial_bounding_box
 
 RAS = nib.orientations.axcodes2ornt(("R", "A", "S"))
 
@@ -70,11 +69,35 @@ def from_ras(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
 
 
 def foreground_box(image: np.ndarray, enabled: bool = True) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Bounding box of voxels nonzero in any channel (skull-stripped MRI has background exactly 0)."""
-    if enabled and np.any(image):
-        start, end = generate_spatial_bounding_box(image, select_fn=lambda x: x != 0)
-        return tuple(int(s) for s in start), tuple(int(e) for e in end)
+    """Bounding box of voxels nonzero in any channel (skull-stripped MRI has background exactly 0): MONAI's
+    `generate_spatial_bounding_box` with margin 0, from one pass per channel and per-axis projections."""
+    if enabled:
+        nonzero = image[0] != 0
+        for channel in image[1:]:
+            nonzero |= channel != 0
+        if nonzero.any():
+            axes = [np.flatnonzero(nonzero.any(axis=tuple(a for a in range(3) if a != i))) for i in range(3)]
+            return tuple(int(a[0]) for a in axes), tuple(int(a[-1]) + 1 for a in axes)
     return (0, 0, 0), tuple(int(s) for s in image.shape[1:])
+
+
+def crop_to_ras(
+    image: np.ndarray, affine: np.ndarray, crop_foreground: bool = True
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """`crop(to_ras(image), foreground_box(...))` without reorienting the voxels that the crop drops: the box is
+    found on the input's own axes and only the cropped block is copied into RAS order. Returns the RAS crop, the
+    input orientation, the full RAS shape and the box (start, end) in RAS."""
+    ornt = nib.orientations.io_orientation(affine)
+    transform = nib.orientations.ornt_transform(ornt, RAS)
+    start, end = foreground_box(image, crop_foreground)
+    shape = image.shape[1:]
+    ras_shape, ras_start, ras_end = [0, 0, 0], [0, 0, 0], [0, 0, 0]
+    for axis, (target, flip) in enumerate(transform):
+        t, n = int(target), shape[axis]
+        ras_shape[t] = n
+        ras_start[t], ras_end[t] = (start[axis], end[axis]) if flip > 0 else (n - end[axis], n - start[axis])
+    ras = _apply(crop(image, start, end), transform)
+    return ras, ornt, tuple(ras_shape), tuple(ras_start), tuple(ras_end)
 
 
 def crop(array: np.ndarray, start, end) -> np.ndarray:

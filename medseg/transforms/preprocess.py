@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medseg.core import Case, CaseVolumes, LabelScheme
-from medseg.transforms.geometry import GridMeta, crop, foreground_box, ras_spacing, to_ras
+from medseg.transforms.geometry import GridMeta, crop, crop_to_ras, ras_spacing, to_ras
 from medseg.transforms.intensity import ChannelNorm, normalise_fixed
 from medseg.transforms.labels import labels_to_regions
 from medseg.transforms.resample import Spacing, needs_resampling, resample_channels, resample_masks, resampled_shape
@@ -103,20 +103,18 @@ def preprocess_case(
     """Reorient to RAS, crop to the nonzero box, normalise each channel (MRI: z-score on its nonzero voxels, as
     MONAI; CT: the plan's dataset statistics), then resample
     to the plan's spacing (images trilinear, regions per region) when the case is not already at it."""
-    image, ornt = to_ras(vols.image, vols.affine)
-    start, end = foreground_box(image, plan.crop_foreground)
+    image, ornt, ras_shape, start, end = crop_to_ras(vols.image, vols.affine, plan.crop_foreground)
     spacing = ras_spacing(vols.affine)
     resample = needs_resampling(spacing, plan.spacing)
     meta = GridMeta(
         tuple(vols.image.shape[1:]),
         tuple(tuple(float(v) for v in row) for row in ornt),
-        tuple(image.shape[1:]),
+        ras_shape,
         start,
         end,
         spacing,
         plan.spacing if resample else spacing,
     )
-    image = crop(image, start, end)
     stats = channel_stats(image)
     # Normalised before resampling: an MRI background stays exactly 0 where interpolation does not reach the brain.
     image = normalise(image, stats, plan.intensity)

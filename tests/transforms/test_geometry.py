@@ -76,3 +76,27 @@ def test_spacing_follows_the_axes_into_ras_order():
     meta = preprocess_case(CaseVolumes(image, None, AFFINES["permuted"]), case, None).meta
     assert meta.spacing == pytest.approx((1.2, 1.0, 0.9))
     assert meta.ras_shape == (6, 4, 5)
+
+
+@pytest.mark.parametrize("perm", [(0, 1, 2), (2, 0, 1), (1, 2, 0)])
+@pytest.mark.parametrize("flips", [(1, 1, 1), (-1, -1, 1), (-1, 1, -1)])
+def test_cropping_before_reorienting_gives_the_same_voxels_and_box(perm, flips):
+    """`crop_to_ras` reorients only the cropped block: it must equal reorienting everything, then cropping."""
+    from monai.transforms.utils import generate_spatial_bounding_box
+
+    from medseg.transforms.geometry import crop, crop_to_ras, foreground_box, to_ras
+
+    affine = np.eye(4)
+    affine[:3, :3] = np.eye(3)[:, list(perm)] * np.array(flips)[None, :]
+    rng = np.random.default_rng(1)
+    image = np.zeros((3, 21, 17, 13), np.float32)
+    image[0, 2:9, 5:11, 1:4] = rng.uniform(1, 2, (7, 6, 3))
+    image[2, 7:19, 3:6, 6:12] = rng.uniform(-2, -1, (12, 3, 6))
+    ras, _ = to_ras(image, affine)
+    start, end = foreground_box(ras)
+    monai_start, monai_end = generate_spatial_bounding_box(ras, select_fn=lambda x: x != 0)
+    assert (list(start), list(end)) == (list(monai_start), list(monai_end))
+    cropped, _, ras_shape, ras_start, ras_end = crop_to_ras(image, affine)
+    assert (ras_shape, ras_start, ras_end) == (ras.shape[1:], start, end)
+    np.testing.assert_array_equal(cropped, crop(ras, start, end))
+    assert cropped.flags.c_contiguous
