@@ -27,21 +27,19 @@ def peak_rss_bytes() -> int:
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed memory for the next case instead of returning it to the system.
 
-    By default glibc serves every block above 128 KiB with its own mmap and unmaps it when freed, so each case's
-    volumes are faulted in and zeroed by the kernel again: a third of a case's CPU time on the 2-core CPU
-    (benchmarks/RESULTS.md, "Folder throughput"). Blocks up to 32 MiB (glibc's ceiling) now come from the heap,
-    which is no longer trimmed; peak memory is unchanged, the resident size stays near it between cases.
-    Returns False where the C library is not glibc.
+    By default glibc serves every block above 128 KiB-32 MiB with its own mmap and unmaps it when freed, so each
+    case's volumes are faulted in and zeroed by the kernel again: on the 2-core CPU that kernel time was half of a
+    case's cost without a network (benchmarks/RESULTS.md, "Folder throughput"). With mmap off and no trimming,
+    freed blocks are reused; the peak is unchanged and the resident size stays near it between cases (for a
+    prediction run, which holds the same few volumes case after case). Returns False where libc is not glibc.
     """
     import ctypes
     import ctypes.util
 
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # noqa: B018  (present in glibc only)
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.gnu_get_libc_version  # noqa: B018  (exists in glibc only)
     except (OSError, AttributeError, TypeError):
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(-4, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))

@@ -92,7 +92,8 @@ def predict(
         "--workers",
         min=0,
         help="Processes that read and preprocess cases ahead of the network (a third as many write behind it); "
-        "default: one per core when there are two cases or more; 0: all in this process.",
+        "default: none on the CPU (the network's threads need every core), one per core but one on a GPU; "
+        "0: all in this process.",
     ),
     part: str | None = typer.Option(None, "--part", help="Predict shard i of n: --part 0/4."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
@@ -102,6 +103,9 @@ def predict(
     """Predict every case of a folder; bad cases are reported and skipped; exit 1 if any failed."""
     from medseg.cli.data import render_unused
     from medseg.inference.engines import ENGINES
+    from medseg.memory import keep_freed_memory
+
+    keep_freed_memory()  # this process predicts case after case: reuse freed memory (see medseg.memory)
 
     if engine not in ENGINES:
         raise typer.BadParameter(f"one of {', '.join(ENGINES)}", param_hint="--engine")

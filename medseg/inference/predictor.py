@@ -51,7 +51,7 @@ class PredictOptions:
     autocast on CUDA unless `amp` is off). `shard` = (i, n): this process writes part i of n of a shared output
     folder. `overlay_channels`: the task's channels to draw (default: the first). `dicom_seg`: also write
     `<case>.dcm` (DICOM-SEG referencing the source series) for DICOM input. `workers`: reader processes (writers:
-    a third as many, at least one); None: one per core for two cases or more (`inference.workers`), 0: none."""
+    a third as many, at least one); None: `inference.workers.default_workers` (none on the CPU), 0: none."""
 
     infer: InferConfig | None = None
     engine: Engine | None = None
@@ -166,7 +166,7 @@ def predict_folder(
                 on_case(results[-1])
         else:
             todo.append(case)
-    workers = default_workers(len(todo)) if opts.workers is None else opts.workers
+    workers = default_workers(len(todo), opts.device) if opts.workers is None else opts.workers
     spec = OutputSpec(
         LabelSpec.of(bundle, infer),
         out_dir,

@@ -35,9 +35,13 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def default_workers(n_cases: int) -> int:
-    """One reader per core (at most 16); none for a single case, where there is nothing to overlap."""
-    return 0 if n_cases < 2 else min(usable_cores(), n_cases, MAX_WORKERS)
+def default_workers(n_cases: int, device: torch.device) -> int:
+    """Readers for a GPU run: one per core but the main process's (at most 16); none for a single case, where
+    there is nothing to overlap, and none when the network runs on the CPU, whose threads need every core (2-core
+    CPU: 20 % slower with one or two workers; benchmarks/RESULTS.md, "Folder throughput")."""
+    if n_cases < 2 or device.type == "cpu":
+        return 0
+    return max(1, min(usable_cores() - 1, n_cases, MAX_WORKERS))
 
 
 def writer_count(workers: int) -> int:

@@ -129,7 +129,7 @@ class FolderPredictor:
     ) -> list[CaseResult]:
         """Predict the planned cases into `output_dir` (guarded, resumable, atomic); per-case results.
         `dicom_seg` adds a DICOM-SEG per case, which needs DICOM input to reference. `workers`: reader processes
-        (None: one per core); none where /dev/shm is too small to hand cases over (said through `on_message`)."""
+        (None: `default_workers`); none where /dev/shm is too small to hand cases over (said through `on_message`)."""
         if dicom_seg and plan.layout != "dicom":
             raise DataError(
                 f"DICOM-SEG output needs DICOM input (these cases are {plan.layout} NIfTI files)",
@@ -150,7 +150,7 @@ class FolderPredictor:
             dicom_seg=dicom_seg,
             workers=workers,
         )
-        problem = shared_memory_problem(default_workers(len(plan.cases)) if workers is None else workers)
+        problem = shared_memory_problem(default_workers(len(plan.cases), self.device) if workers is None else workers)
         if problem:
             opts.workers = 0
             if on_message:
