@@ -4,7 +4,7 @@
     python benchmarks/profile_case.py --model best.pt --shape 96 96 72 --device cpu   # a checkpoint
     python benchmarks/profile_case.py --model transunet3d_base --device cuda --sw-batch 8 --channels-last
 
-Stages run one after another (no overlap, unlike `predict_folder`'s reader/writer threads), synchronised on
+Stages run one after another (no overlap, unlike `predict_folder` with reader/writer processes), synchronised on
 CUDA, after one warm-up case; weights do not change the timing. Prints seconds per stage, mean over cases.
 """
 

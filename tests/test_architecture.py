@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "medseg"
 LAYER = {
-    "core": 0, "config": 0, "errors": 0, "redact": 0, "runtime": 0,
+    "core": 0, "config": 0, "errors": 0, "redact": 0, "runtime": 0, "memory": 0,
     "data": 1, "transforms": 1, "nets": 1, "tracking": 1, "viz": 1, "io": 1, "synth": 1,
     "training": 2, "inference": 2, "evaluation": 2,
     "pipelines": 3,
