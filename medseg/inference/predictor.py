@@ -32,7 +32,7 @@ from medseg.inference.output_folder import (
     remove_stale_temporaries,
     write_report,
 )
-from medseg.inference.workers import default_workers, prepared_cases, writer_count, writer_pool
+from medseg.inference.workers import prepared_cases, resolve_workers, writer_count, writer_pool
 from medseg.io.atomic import atomic_path
 from medseg.io.bundle import ModelBundle
 from medseg.io.dicom_seg import write_dicom_seg
@@ -51,7 +51,8 @@ class PredictOptions:
     autocast on CUDA unless `amp` is off). `shard` = (i, n): this process writes part i of n of a shared output
     folder. `overlay_channels`: the task's channels to draw (default: the first). `dicom_seg`: also write
     `<case>.dcm` (DICOM-SEG referencing the source series) for DICOM input. `workers`: reader processes (writers:
-    a third as many, at least one); None: `inference.workers.default_workers` (none on the CPU), 0: none."""
+    a third as many, at least one); None: `inference.workers.default_workers` (none on the CPU), 0: none; none
+    either where /dev/shm is too small (`inference.workers.resolve_workers`)."""
 
     infer: InferConfig | None = None
     engine: Engine | None = None
@@ -143,11 +144,13 @@ def predict_folder(
     out_dir: Path,
     opts: PredictOptions,
     on_case: Callable[[CaseResult], None] | None = None,
+    on_message: Callable[[str], None] | None = None,
 ) -> list[CaseResult]:
     """Predict every case into `out_dir/<case>.nii.gz`; returns per-case results (also in the report).
 
     Refuses a folder holding another model's predictions unless `opts.overwrite`; skips cases whose output is
     complete (resume). At most READ_AHEAD cases per reader and WRITES_PER_WRITER per writer are in memory.
+    `on_message`: why the run uses no worker processes when it cannot (a small /dev/shm).
     """
     infer = opts.infer or bundle.infer
     claim_output_dir(out_dir, predictions_fingerprint(bundle, infer), bundle.model_name, opts.overwrite)
@@ -166,7 +169,9 @@ def predict_folder(
                 on_case(results[-1])
         else:
             todo.append(case)
-    workers = default_workers(len(todo), opts.device) if opts.workers is None else opts.workers
+    workers, problem = resolve_workers(opts.workers, len(todo), opts.device)
+    if problem and on_message:
+        on_message(problem)
     spec = OutputSpec(
         LabelSpec.of(bundle, infer),
         out_dir,
@@ -179,6 +184,7 @@ def predict_folder(
     )
     reader = prepared_cases(todo, bundle.preprocess, opts.allow_missing, workers, pin=opts.device.type == "cuda")
     writes: list[tuple[Future, CaseResult]] = []
+    keep = WRITES_PER_WRITER * max(1, writer_count(workers))
     try:
         with writer_pool(workers) as writers:
             for case in todo:
@@ -200,7 +206,6 @@ def predict_folder(
                     prepared = None  # release the input as soon as it is used
                 result.seconds = round(time.monotonic() - t0, 3)
                 results.append(result)
-                keep = WRITES_PER_WRITER * max(1, writer_count(workers))
                 _finish_writes(writes, results, out_dir, opts.shard, on_case, keep)
                 if result.status == "failed" and on_case:
                     on_case(result)

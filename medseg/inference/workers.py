@@ -49,15 +49,16 @@ def writer_count(workers: int) -> int:
     return max(1, workers // 3) if workers else 0
 
 
-def shared_memory_problem(workers: int) -> str:
-    """Why worker processes cannot hand cases over here ('' when they can): a small /dev/shm (a docker default)
-    fails them with a bus error mid-run."""
+def resolve_workers(requested: int | None, n_cases: int, device: torch.device) -> tuple[int, str]:
+    """Reader processes for this run (`requested`, or the default when None) and why there are none when
+    /dev/shm is too small to hand cases over ('' otherwise): a docker default fails them with a bus error mid-run."""
+    workers = default_workers(n_cases, device) if requested is None else requested
     if not workers or not os.path.isdir("/dev/shm"):
-        return ""
+        return workers, ""
     free = shutil.disk_usage("/dev/shm").free
     if free >= SHM_NEEDED:
-        return ""
-    return (
+        return workers, ""
+    return 0, (
         f"/dev/shm has {free / 2**20:.0f} MB free, too little for worker processes: running in one process "
         "(docker: add --shm-size=2g)"
     )

@@ -16,7 +16,6 @@ from medseg.inference.engines import NetworkFacts
 from medseg.inference.model_source import MLFLOW_SCHEMES, load_bundle
 from medseg.inference.output_folder import CaseResult, weights_fingerprint
 from medseg.inference.predictor import PredictOptions, predict_folder
-from medseg.inference.workers import default_workers, shared_memory_problem
 from medseg.io.bundle import ModelBundle
 from medseg.io.onnx_bundle import read_onnx_bundle
 from medseg.pipelines import task_for_model
@@ -129,7 +128,7 @@ class FolderPredictor:
     ) -> list[CaseResult]:
         """Predict the planned cases into `output_dir` (guarded, resumable, atomic); per-case results.
         `dicom_seg` adds a DICOM-SEG per case, which needs DICOM input to reference. `workers`: reader processes
-        (None: `default_workers`); none where /dev/shm is too small to hand cases over (said through `on_message`)."""
+        (None: the default of `inference.workers`); none where /dev/shm is too small (said through `on_message`)."""
         if dicom_seg and plan.layout != "dicom":
             raise DataError(
                 f"DICOM-SEG output needs DICOM input (these cases are {plan.layout} NIfTI files)",
@@ -150,9 +149,4 @@ class FolderPredictor:
             dicom_seg=dicom_seg,
             workers=workers,
         )
-        problem = shared_memory_problem(default_workers(len(plan.cases), self.device) if workers is None else workers)
-        if problem:
-            opts.workers = 0
-            if on_message:
-                on_message(problem)
-        return predict_folder(plan.cases, self.bundle, output_dir, opts, on_case)
+        return predict_folder(plan.cases, self.bundle, output_dir, opts, on_case, on_message)

@@ -98,16 +98,22 @@ def test_default_workers_follow_the_device_cores_and_cases(monkeypatch):
 def test_a_small_dev_shm_runs_in_one_process_and_says_why(tmp_path, monkeypatch):
     import shutil
 
+    import torch
+
     from medseg.workflows.predict import FolderPredictor
 
     usage = shutil.disk_usage("/")
     monkeypatch.setattr(workers.shutil, "disk_usage", lambda _: usage._replace(free=64 * 2**20))
-    assert "64 MB free" in workers.shared_memory_problem(4) and "--shm-size" in workers.shared_memory_problem(4)
-    assert workers.shared_memory_problem(0) == ""
-    seen, messages = [], []
-    monkeypatch.setattr(
-        "medseg.workflows.predict.predict_folder", lambda cases, bundle, out, opts, on_case: seen.append(opts.workers)
-    )
+    count, problem = workers.resolve_workers(4, 10, torch.device("cuda"))
+    assert count == 0 and "64 MB free" in problem and "--shm-size" in problem
+    assert workers.resolve_workers(0, 10, torch.device("cuda")) == (0, "")
+    seen, messages, real = [], [], predictor.prepared_cases
+
+    def spy(cases, plan, allow_missing, n, pin):
+        seen.append(n)
+        return real(cases, plan, allow_missing, n, pin)
+
+    monkeypatch.setattr(predictor, "prepared_cases", spy)
     predictor_ = FolderPredictor(make_bundle(bias=0.3), device="cpu", engine="torch")
     _folder(tmp_path / "in")
     predictor_.run(predictor_.plan(tmp_path / "in"), tmp_path / "out", workers=4, on_message=messages.append)
