@@ -95,6 +95,12 @@ def predict(
         "default: none on the CPU (the network's threads need every core), one per core but one on a GPU; "
         "0: all in this process.",
     ),
+    steps_on_device: bool | None = typer.Option(
+        None,
+        "--steps-on-device/--steps-on-host",
+        help="Where each case is preprocessed (RAS, crop, normalise) and restored (threshold, labels, uncrop): on the "
+        "network's device, so workers only decode and encode, or on the host. Default: the device when it is a GPU.",
+    ),
     part: str | None = typer.Option(None, "--part", help="Predict shard i of n: --part 0/4."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
     tracking_uri: str | None = TrackingUriOpt,
@@ -165,6 +171,7 @@ def predict(
             overlays=overlays,
             dicom_seg=output_format is OutputFormat.dicom_seg,
             workers=workers,
+            steps_on_device=steps_on_device,
             on_case=on_case,
             on_message=lambda text: progress.console.print(f"[yellow]warning:[/] {text}", highlight=False),
         )

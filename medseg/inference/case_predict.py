@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from medseg.config import InferConfig, RegionRule
 from medseg.core import Case, LabelScheme
@@ -16,6 +17,7 @@ from medseg.inference.engines import Engine
 from medseg.inference.sliding import sliding_predict
 from medseg.io.bundle import ModelBundle
 from medseg.io.nifti import read_case
+from medseg.transforms import on_device
 from medseg.transforms.geometry import GridMeta, restore_grid
 from medseg.transforms.labels import region_masks, regions_to_labels
 from medseg.transforms.postprocess import postprocess
@@ -25,30 +27,37 @@ from medseg.transforms.resample import resample_channels, resample_probabilities
 
 @dataclass
 class PreparedCase:
-    """A case read and preprocessed: the network input (`pre.image`, a tensor when it crossed processes through
-    shared memory), the input's affine and the channels that were missing (zero-filled)."""
+    """A case ready for the network: preprocessed on the host (`pre`; its image a tensor when it crossed processes
+    through shared memory), or only decoded (`raw`, (M, X, Y, Z) in the files' own small integer type or float32)
+    when the device preprocesses it (`transforms.on_device`); the input's affine and the channels that were missing
+    (zero-filled)."""
 
-    pre: Preprocessed
     affine: np.ndarray
     missing: tuple[int, ...]
+    pre: Preprocessed | None = None
+    raw: np.ndarray | torch.Tensor | None = None
 
     def pin_memory(self) -> PreparedCase:
         """Page-locked input for an asynchronous copy to the GPU (called by the DataLoader's pinning thread)."""
-        if isinstance(self.pre.image, torch.Tensor):
+        if self.pre is not None and isinstance(self.pre.image, torch.Tensor):
             self.pre.image = self.pre.image.pin_memory()
+        if isinstance(self.raw, torch.Tensor):
+            self.raw = self.raw.pin_memory()
         return self
 
 
 @dataclass
 class NetworkOutput:
-    """What the network decided for a case, on its cropped RAS grid, and what is needed to finish it elsewhere:
-    region masks (R, x, y, z) bool, probabilities if kept, the grid steps to undo, the input's affine."""
+    """What the network decided for a case and what is needed to finish it elsewhere: region masks (R, x, y, z)
+    bool on its cropped RAS grid and probabilities if kept, or the finished `labels` (X, Y, Z) uint8 on the input's
+    grid when the device restored them; the grid steps to undo, the input's affine."""
 
-    regions: np.ndarray
+    regions: np.ndarray | None
     probabilities: np.ndarray | None
     meta: GridMeta
     affine: np.ndarray
     warnings: list[str] = field(default_factory=list)
+    labels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -110,10 +119,13 @@ def modality_mask(missing: tuple[int, ...], case: Case, engine: Engine, allow_mi
     return mask
 
 
-def prepare_case(case: Case, plan: PreprocessPlan, allow_missing: bool) -> PreparedCase:
-    """Read and validate the case's files, then preprocess as in training (RAS, crop, normalise, resample)."""
-    vols = read_case(case, with_label=False, allow_missing=allow_missing)
-    return PreparedCase(preprocess_case(vols, case, None, plan), vols.affine, vols.missing)
+def prepare_case(case: Case, plan: PreprocessPlan, allow_missing: bool, on_device: bool = False) -> PreparedCase:
+    """Read and validate the case's files, then preprocess as in training (RAS, crop, normalise, resample), or
+    leave that to the device (`on_device`: only decoded, in the files' own integer type)."""
+    vols = read_case(case, with_label=False, allow_missing=allow_missing, native_dtype=on_device)
+    if on_device:
+        return PreparedCase(vols.affine, vols.missing, raw=vols.image)
+    return PreparedCase(vols.affine, vols.missing, pre=preprocess_case(vols, case, None, plan))
 
 
 def predict_case(
@@ -132,10 +144,16 @@ def predict_case(
     """Sliding window and threshold: the region masks on the cropped grid (the step that needs the device).
 
     `infer` holds the sliding-window settings and threshold (the bundle's, with any per-run overrides). Kept
-    probabilities are the network's, before post-processing.
+    probabilities are the network's, before post-processing. A case prepared without preprocessing (`raw`) is
+    preprocessed on `device`, and unless probabilities are kept or components post-processed (scipy, on the host)
+    its labels are restored there too, so only the uint8 label volume comes back.
     """
     mask = modality_mask(prepared.missing, case, engine, allow_missing)
     pre = prepared.pre
+    if pre is None:
+        pre = on_device.preprocess(
+            torch.as_tensor(prepared.raw).to(device, non_blocking=True), prepared.affine, bundle.preprocess
+        )
     probs = sliding_predict(
         engine,
         pre.image,
@@ -149,9 +167,14 @@ def predict_case(
         modality_mask=mask,
         stitch_on_cpu=stitch_on_cpu,
         exclusive=bundle.scheme.exclusive,
+        keep_on_device=prepared.pre is None,
     )
-    regions, kept = _on_crop_grid(probs, pre, infer.threshold, bundle.scheme.exclusive, keep_probabilities, device)
     warnings = intensity_warnings(pre.stats, bundle, prepared.missing)
+    components = any(rule.kind != "none" for rule in (infer.postprocess or {}).values())
+    if prepared.pre is None and not keep_probabilities and not components:
+        labels = _labels_on_device(probs, pre.meta, infer.threshold, bundle.scheme, case.label_map)
+        return NetworkOutput(None, None, pre.meta, prepared.affine, warnings, labels)
+    regions, kept = _on_crop_grid(probs, pre, infer.threshold, bundle.scheme.exclusive, keep_probabilities, device)
     return NetworkOutput(regions, kept, pre.meta, prepared.affine, warnings)
 
 
@@ -159,12 +182,17 @@ def finish_case(out: NetworkOutput, case: Case, spec: LabelSpec) -> CasePredicti
     """Post-process the regions, put them back onto the input grid and paint the case's native labels.
 
     Uncrop + axis permutation/flip, no interpolation: thresholding commutes with these exact index operations, so
-    only kept probabilities are inverted as floats (4x less to move).
+    only kept probabilities are inverted as floats (4x less to move). Labels the device already restored are only
+    checked for emptiness.
     """
+    warnings = list(out.warnings)
+    if out.labels is not None:
+        if not out.labels.any():
+            warnings.append("empty prediction (no region above threshold)")
+        return CasePrediction(out.labels, None, out.affine, warnings)
     regions = postprocess(out.regions, spec.scheme, spec.rules, out.meta.spacing) if spec.rules else out.regions
     full = restore_grid(out.probabilities, out.meta, fill=0.0) if out.probabilities is not None else None
     labels = regions_to_labels(restore_grid(regions, out.meta, fill=False), spec.scheme, case.label_map)
-    warnings = list(out.warnings)
     if not labels.any():
         warnings.append("empty prediction (no region above threshold)")
     return CasePrediction(labels, full, out.affine, warnings)
@@ -178,9 +206,21 @@ def _on_crop_grid(
     Sigmoid regions whose probabilities are not kept are cut one at a time while interpolating (less memory);
     softmax classes and kept probabilities are interpolated once, as floats."""
     if not pre.meta.resampled:
-        p = probs.numpy()
+        p = probs
     elif exclusive or keep:
-        p = resample_channels(probs, pre.meta.crop_shape, device)
+        p = torch.from_numpy(resample_channels(probs, pre.meta.crop_shape, device))
     else:
         return resample_probabilities(probs, pre.meta.crop_shape, threshold, device), None
-    return region_masks(p, threshold, exclusive), p if keep else None
+    return region_masks(p, threshold, exclusive).cpu().numpy(), p.cpu().numpy() if keep else None
+
+
+def _labels_on_device(
+    probs: torch.Tensor, meta: GridMeta, threshold: float, scheme: LabelScheme, label_map: dict[str, int]
+) -> np.ndarray:
+    """Probabilities on the (resampled) cropped grid -> the native label volume on the input's grid, every step
+    where `probs` lives: back to the crop's own spacing, threshold, paint, uncrop, un-permute."""
+    if meta.resampled:
+        probs = F.interpolate(probs[None], size=meta.crop_shape, mode="trilinear", align_corners=False)[0]
+    masks = region_masks(probs, threshold, scheme.exclusive)
+    labels = on_device.regions_to_labels(masks, scheme, label_map)
+    return on_device.restore_grid(labels[None], meta)[0].cpu().numpy()

@@ -52,7 +52,9 @@ class PredictOptions:
     folder. `overlay_channels`: the task's channels to draw (default: the first). `dicom_seg`: also write
     `<case>.dcm` (DICOM-SEG referencing the source series) for DICOM input. `workers`: reader processes (writers:
     a third as many, at least one); None: `inference.workers.default_workers` (none on the CPU), 0: none; none
-    either where /dev/shm is too small (`inference.workers.resolve_workers`)."""
+    either where /dev/shm is too small (`inference.workers.resolve_workers`). `steps_on_device`: preprocess and
+    restore each case in torch on `device` (`transforms.on_device`), so worker processes only decode and encode;
+    None: on a GPU. Overlays draw the preprocessed image, so a run that draws them preprocesses on the host."""
 
     infer: InferConfig | None = None
     engine: Engine | None = None
@@ -67,6 +69,7 @@ class PredictOptions:
     overlay_channels: tuple[str, ...] = ()
     dicom_seg: bool = False
     workers: int | None = None
+    steps_on_device: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,10 @@ def predict_folder(
         opts.overlays,
         opts.dicom_seg,
     )
-    reader = prepared_cases(todo, bundle.preprocess, opts.allow_missing, workers, pin=opts.device.type == "cuda")
+    on_device = (opts.device.type == "cuda" if opts.steps_on_device is None else opts.steps_on_device) and not (
+        opts.overlays
+    )
+    reader = prepared_cases(todo, bundle.preprocess, opts.allow_missing, workers, opts.device.type == "cuda", on_device)
     writes: list[tuple[Future, CaseResult]] = []
     keep = WRITES_PER_WRITER * max(1, writer_count(workers))
     try:

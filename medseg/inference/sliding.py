@@ -39,6 +39,7 @@ def sliding_predict(
     single_pass: bool = False,
     stitch_on_cpu: bool = False,
     exclusive: bool = False,
+    keep_on_device: bool = False,
 ) -> torch.Tensor:
     """Region probabilities (R, x, y, z) float32 (sigmoid, or softmax without background when `exclusive`) on the
     CPU for a (M, x, y, z) image; `network` is an inference
@@ -49,6 +50,7 @@ def sliding_predict(
     `single_pass` runs the network once over the whole volume (zero-padded to its stride) instead of overlapping
     windows: fewer FLOPs, but the network sees a context it was not trained on, so check Dice before relying on
     it (benchmarks/). `stitch_on_cpu` keeps the accumulators in host memory (retry after CUDA out-of-memory).
+    `keep_on_device`: return the probabilities where they were stitched, for restoring on the device.
     """
     device = torch.device(device)
     # np.array copies memory-mapped cache arrays (read-only) into a writable buffer torch can own.
@@ -83,4 +85,5 @@ def sliding_predict(
         p = torch.softmax(logits.float(), dim=1)[:, 1:] if exclusive else torch.sigmoid(logits.float())
         p = torch.flip(p, dims) if dims else p
         probs = p if probs is None else probs + p
-    return (probs / len(flips))[0].cpu()
+    probs = (probs / len(flips))[0]
+    return probs if keep_on_device else probs.cpu()

@@ -65,20 +65,25 @@ def resolve_workers(requested: int | None, n_cases: int, device: torch.device) -
 
 
 class _Reader(Dataset):
-    """Case i, read and preprocessed; a failure is returned (not raised) so the other cases go on."""
+    """Case i, read and preprocessed (or only read, for the device to preprocess); a failure is returned (not
+    raised) so the other cases go on."""
 
-    def __init__(self, cases: Sequence[Case], plan: PreprocessPlan, allow_missing: bool) -> None:
-        self.cases, self.plan, self.allow_missing = cases, plan, allow_missing
+    def __init__(self, cases: Sequence[Case], plan: PreprocessPlan, allow_missing: bool, on_device: bool) -> None:
+        self.cases, self.plan, self.allow_missing, self.on_device = cases, plan, allow_missing, on_device
 
     def __len__(self) -> int:
         return len(self.cases)
 
     def __getitem__(self, i: int) -> PreparedCase | Exception:
         try:
-            prepared = prepare_case(self.cases[i], self.plan, self.allow_missing)
+            prepared = prepare_case(self.cases[i], self.plan, self.allow_missing, self.on_device)
         except Exception as exc:  # recorded as this case's failure by the predictor
             return exc
-        prepared.pre.image = torch.from_numpy(prepared.pre.image)  # crosses to the main process in shared memory
+        # tensors cross to the main process in shared memory
+        if prepared.pre is not None:
+            prepared.pre.image = torch.from_numpy(prepared.pre.image)
+        else:
+            prepared.raw = torch.from_numpy(prepared.raw)
         return prepared
 
 
@@ -87,12 +92,12 @@ def _as_is(item):
 
 
 def prepared_cases(
-    cases: Sequence[Case], plan: PreprocessPlan, allow_missing: bool, workers: int, pin: bool
+    cases: Sequence[Case], plan: PreprocessPlan, allow_missing: bool, workers: int, pin: bool, on_device: bool
 ) -> Iterator[PreparedCase | Exception]:
-    """The cases in order, each read and preprocessed by `workers` processes (at most READ_AHEAD per worker in
-    flight; in this process when `workers` is 0)."""
+    """The cases in order, each read and preprocessed (only read when the device preprocesses: `on_device`) by
+    `workers` processes (at most READ_AHEAD per worker in flight; in this process when `workers` is 0)."""
     loader = DataLoader(
-        _Reader(cases, plan, allow_missing),
+        _Reader(cases, plan, allow_missing, on_device),
         batch_size=None,
         num_workers=workers,
         collate_fn=_as_is,

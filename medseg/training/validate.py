@@ -50,7 +50,7 @@ def predicted_masks(
                 device=device,
                 exclusive=exclusive,
             )
-            yield item, pre, region_masks(probs.numpy(), infer.threshold, exclusive)
+            yield item, pre, region_masks(probs, infer.threshold, exclusive).numpy()
     finally:
         model.train(was_training)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from medseg.core import LabelScheme
 
@@ -23,11 +24,12 @@ def regions_to_labels(regions: np.ndarray, scheme: LabelScheme, label_map: dict[
     return out
 
 
-def region_masks(probs: np.ndarray, threshold: float, exclusive: bool) -> np.ndarray:
-    """(R, X, Y, Z) region probabilities -> bool masks: each region above `threshold` (sigmoid regions), or the
-    argmax over background (1 - sum) and the regions (softmax classes, which the threshold does not apply to)."""
+def region_masks(probs: torch.Tensor, threshold: float, exclusive: bool) -> torch.Tensor:
+    """(R, X, Y, Z) region probabilities -> bool masks, where the probabilities live (host or GPU): each region
+    above `threshold` (sigmoid regions), or the argmax over background (1 - sum) and the regions (softmax classes,
+    which the threshold does not apply to)."""
     if not exclusive:
         return probs > threshold
-    background = 1.0 - probs.sum(axis=0, keepdims=True)
-    winner = np.concatenate([background, probs]).argmax(axis=0)
-    return np.stack([winner == i for i in range(1, probs.shape[0] + 1)])
+    background = 1.0 - probs.sum(dim=0, keepdim=True)
+    winner = torch.cat([background, probs]).argmax(dim=0)
+    return torch.stack([winner == i for i in range(1, probs.shape[0] + 1)])

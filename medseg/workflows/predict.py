@@ -123,12 +123,14 @@ class FolderPredictor:
         overlays: bool = False,
         dicom_seg: bool = False,
         workers: int | None = None,
+        steps_on_device: bool | None = None,
         on_case: Callable[[CaseResult], None] | None = None,
         on_message: Callable[[str], None] | None = None,
     ) -> list[CaseResult]:
         """Predict the planned cases into `output_dir` (guarded, resumable, atomic); per-case results.
         `dicom_seg` adds a DICOM-SEG per case, which needs DICOM input to reference. `workers`: reader processes
-        (None: the default of `inference.workers`); none where /dev/shm is too small (said through `on_message`)."""
+        (None: the default of `inference.workers`); none where /dev/shm is too small (said through `on_message`).
+        `steps_on_device`: preprocess and restore on the network's device (None: on a GPU)."""
         if dicom_seg and plan.layout != "dicom":
             raise DataError(
                 f"DICOM-SEG output needs DICOM input (these cases are {plan.layout} NIfTI files)",
@@ -148,5 +150,6 @@ class FolderPredictor:
             overlay_channels=self.task.overlay_channels,
             dicom_seg=dicom_seg,
             workers=workers,
+            steps_on_device=steps_on_device,
         )
         return predict_folder(plan.cases, self.bundle, output_dir, opts, on_case, on_message)

@@ -109,9 +109,9 @@ def test_a_small_dev_shm_runs_in_one_process_and_says_why(tmp_path, monkeypatch)
     assert workers.resolve_workers(0, 10, torch.device("cuda")) == (0, "")
     seen, messages, real = [], [], predictor.prepared_cases
 
-    def spy(cases, plan, allow_missing, n, pin):
+    def spy(cases, plan, allow_missing, n, pin, on_device):
         seen.append(n)
-        return real(cases, plan, allow_missing, n, pin)
+        return real(cases, plan, allow_missing, n, pin, on_device)
 
     monkeypatch.setattr(predictor, "prepared_cases", spy)
     predictor_ = FolderPredictor(make_bundle(bias=0.3), device="cpu", engine="torch")

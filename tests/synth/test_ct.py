@@ -41,7 +41,7 @@ def test_dataset_has_varying_grids_and_scans_with_ct_statistics(tmp_path):
 
 
 def test_softmax_classes_decide_by_argmax_with_an_implicit_background():
-    probs = np.array([[0.3, 0.6, 0.1], [0.3, 0.2, 0.1]])[..., None, None]  # 2 classes, 3 voxels
+    probs = torch.tensor([[0.3, 0.6, 0.1], [0.3, 0.2, 0.1]])[..., None, None]  # 2 classes, 3 voxels
     masks = region_masks(probs, 0.5, exclusive=True)
     # voxel 0: background 0.4 wins over 0.3 / 0.3; voxel 1: class 0 (0.6); voxel 2: background (0.8)
     assert masks[..., 0, 0].tolist() == [[False, True, False], [False, False, False]]

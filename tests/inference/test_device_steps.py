@@ -1,0 +1,96 @@
+"""Preprocessing and restoring on the network's device (`--steps-on-device`, the default on a GPU): readers only
+decode, the device gets the files' own int16 voxels, and the outputs equal the host path's. Run here on the CPU
+device, where the same torch code runs as on CUDA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medseg.config import RegionRule
+from medseg.data.layouts import detect_cases
+from medseg.inference import case_predict
+from medseg.inference.predictor import PredictOptions, predict_folder
+from medseg.io.nifti import read_case, save_nifti
+from medseg.pipelines.brats import LAYOUTS, SUFFIXES_2021
+from tests.conftest import make_bundle
+
+AFFINES = [np.diag([1.2, 1.0, 1.5, 1.0]), np.diag([-1.0, -1.0, 1.0, 1.0]), np.diag([-1.0, 1.0, -2.0, 1.0])]
+
+
+def _folder(root: Path, dtype=np.int16) -> list:
+    from medseg.synth import synth_case
+
+    for i, cid in enumerate(["a", "b", "c"]):
+        images, _, _ = synth_case("anatomy", (36, 34, 30), seed=i)
+        for name, sfx in zip(("t1", "t1ce", "t2", "flair"), SUFFIXES_2021, strict=True):
+            save_nifti(np.round(images[name] * 1000), AFFINES[i], root / cid / f"{cid}_{sfx}.nii.gz", dtype)
+    return detect_cases(root, LAYOUTS)[1]
+
+
+def _outputs(out: Path, pattern: str = "[!.]*.nii.gz") -> dict[str, np.ndarray]:
+    return {p.name: np.asarray(nib.load(p).dataobj) for p in sorted(out.glob(pattern))}
+
+
+@pytest.fixture()
+def device_inputs(monkeypatch) -> list[torch.dtype]:
+    """The dtype of every volume the device preprocessed."""
+    seen, real = [], case_predict.on_device.preprocess
+
+    def recording(raw, affine, plan):
+        seen.append(raw.dtype)
+        return real(raw, affine, plan)
+
+    monkeypatch.setattr(case_predict.on_device, "preprocess", recording)
+    return seen
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_steps_on_device_give_the_host_path_outputs_from_int16_voxels(tmp_path, device_inputs, workers):
+    cases = _folder(tmp_path / "in")
+    bundle = make_bundle(bias=0.0)
+    host = predict_folder(cases, bundle, tmp_path / "host", PredictOptions(steps_on_device=False, workers=workers))
+    assert device_inputs == []
+    dev = predict_folder(cases, bundle, tmp_path / "dev", PredictOptions(steps_on_device=True, workers=workers))
+    assert device_inputs == [torch.int16] * 3  # only decoded by the readers, in the files' own type
+    assert [(r.id, r.status, r.warnings) for r in dev] == [(r.id, r.status, r.warnings) for r in host]
+    a, b = _outputs(tmp_path / "host"), _outputs(tmp_path / "dev")
+    assert a.keys() == b.keys() and len(a) == 3
+    for name in a:
+        np.testing.assert_array_equal(b[name], a[name])
+        assert len(np.unique(a[name])) > 2  # several labels predicted: the comparison means something
+        assert np.allclose(nib.load(tmp_path / "dev" / name).affine, nib.load(tmp_path / "host" / name).affine)
+
+
+def test_components_and_kept_probabilities_finish_on_the_host_from_device_preprocessing(tmp_path, device_inputs):
+    cases = _folder(tmp_path / "in", np.float32)
+    bundle = make_bundle(bias=0.0)
+    rules = {"WT": RegionRule(kind="largest"), "TC": RegionRule(kind="min_volume", min_volume_mm3=50.0)}
+    infer = bundle.infer.override(postprocess=rules)
+    outputs = {}
+    for where in (False, True):
+        opts = PredictOptions(infer=infer, steps_on_device=where, save_probabilities=True)
+        predict_folder(cases, bundle, tmp_path / str(where), opts)
+        outputs[where] = _outputs(tmp_path / str(where))
+        outputs[where, "p"] = {p.name: np.load(p)["probabilities"] for p in (tmp_path / str(where)).glob("*.npz")}
+    assert device_inputs == [torch.float32] * 3  # float files stay float32
+    for name, labels in outputs[False].items():
+        np.testing.assert_array_equal(outputs[True][name], labels)
+    assert outputs[False, "p"].keys() == outputs[True, "p"].keys() and len(outputs[True, "p"]) == 3
+    for name, probs in outputs[False, "p"].items():
+        np.testing.assert_allclose(outputs[True, "p"][name], probs, atol=2e-3)  # float16 files
+
+
+def test_read_case_keeps_a_shared_small_integer_type_only_when_asked(tmp_path):
+    case = _folder(tmp_path / "in")[0]
+    assert read_case(case, with_label=False).image.dtype == np.float32
+    native = read_case(case, with_label=False, native_dtype=True).image
+    assert native.dtype == np.int16
+    np.testing.assert_array_equal(native, read_case(case, with_label=False).image)
+    mixed = Path(case.images[1])
+    save_nifti(np.asarray(nib.load(mixed).dataobj), nib.load(mixed).affine, mixed, np.float32)
+    assert read_case(case, with_label=False, native_dtype=True).image.dtype == np.float32
