@@ -4,6 +4,7 @@ spreads over processes: `prepare_case` (read + preprocess, CPU workers), `predic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +16,7 @@ from medseg.core import Case, LabelScheme
 from medseg.errors import DataError
 from medseg.inference.engines import Engine
 from medseg.inference.sliding import sliding_predict
+from medseg.inference.window_batch import sliding_predict_many, window_slices
 from medseg.io.bundle import ModelBundle
 from medseg.io.nifti import read_case
 from medseg.transforms import on_device
@@ -29,13 +31,14 @@ from medseg.transforms.resample import resample_channels, resample_probabilities
 class PreparedCase:
     """A case ready for the network: preprocessed on the host (`pre`; its image a tensor when it crossed processes
     through shared memory), or only decoded (`raw`, (M, X, Y, Z) in the files' own small integer type or float32)
-    when the device preprocesses it (`transforms.on_device`); the input's affine and the channels that were missing
-    (zero-filled)."""
+    when the device preprocesses and restores it (`on_device`, `transforms.on_device`); the input's affine and the
+    channels that were missing (zero-filled)."""
 
     affine: np.ndarray
     missing: tuple[int, ...]
     pre: Preprocessed | None = None
     raw: np.ndarray | torch.Tensor | None = None
+    on_device: bool = False
 
     def pin_memory(self) -> PreparedCase:
         """Page-locked input for an asynchronous copy to the GPU (called by the DataLoader's pinning thread)."""
@@ -124,8 +127,23 @@ def prepare_case(case: Case, plan: PreprocessPlan, allow_missing: bool, on_devic
     leave that to the device (`on_device`: only decoded, in the files' own integer type)."""
     vols = read_case(case, with_label=False, allow_missing=allow_missing, native_dtype=on_device)
     if on_device:
-        return PreparedCase(vols.affine, vols.missing, raw=vols.image)
+        return PreparedCase(vols.affine, vols.missing, raw=vols.image, on_device=True)
     return PreparedCase(vols.affine, vols.missing, pre=preprocess_case(vols, case, None, plan))
+
+
+def network_input(prepared: PreparedCase, plan: PreprocessPlan, device: torch.device) -> Preprocessed:
+    """The case's preprocessed input; a decoded-only case is preprocessed on `device` first and keeps the result
+    in place of its raw volume (freed), so it is done once."""
+    if prepared.pre is None:
+        raw = torch.as_tensor(prepared.raw).to(device, non_blocking=True)
+        prepared.pre, prepared.raw = on_device.preprocess(raw, prepared.affine, plan), None
+    return prepared.pre
+
+
+def window_count(prepared: PreparedCase, bundle: ModelBundle, infer: InferConfig, device: torch.device) -> int:
+    """How many sliding windows the case's input needs (after preprocessing it, on the device if it goes there)."""
+    image = network_input(prepared, bundle.preprocess, device).image
+    return len(window_slices(image.shape[1:], bundle.patch_size, infer.overlap))
 
 
 def predict_case(
@@ -149,11 +167,7 @@ def predict_case(
     its labels are restored there too, so only the uint8 label volume comes back.
     """
     mask = modality_mask(prepared.missing, case, engine, allow_missing)
-    pre = prepared.pre
-    if pre is None:
-        pre = on_device.preprocess(
-            torch.as_tensor(prepared.raw).to(device, non_blocking=True), prepared.affine, bundle.preprocess
-        )
+    pre = network_input(prepared, bundle.preprocess, device)
     probs = sliding_predict(
         engine,
         pre.image,
@@ -167,11 +181,57 @@ def predict_case(
         modality_mask=mask,
         stitch_on_cpu=stitch_on_cpu,
         exclusive=bundle.scheme.exclusive,
-        keep_on_device=prepared.pre is None,
+        keep_on_device=prepared.on_device,
     )
+    return _decide(probs, prepared, case, bundle, infer, keep_probabilities, device)
+
+
+def predict_small_cases(
+    items: Sequence[tuple[PreparedCase, Case]],
+    engine: Engine,
+    bundle: ModelBundle,
+    infer: InferConfig,
+    *,
+    device: torch.device,
+    allow_missing: bool = False,
+    keep_probabilities: bool = False,
+) -> list[NetworkOutput]:
+    """`predict_case` for several cases (no TTA) whose windows share forward passes
+    (`inference.window_batch`): for cases with fewer windows than the window batch."""
+    masks = [modality_mask(prepared.missing, case, engine, allow_missing) for prepared, case in items]
+    images = [network_input(prepared, bundle.preprocess, device).image for prepared, _ in items]
+    probs = sliding_predict_many(
+        engine,
+        images,
+        bundle.patch_size,
+        overlap=infer.overlap,
+        mode=infer.mode,
+        sw_batch_size=infer.sw_batch_size,
+        device=device,
+        modality_masks=masks,
+        exclusive=bundle.scheme.exclusive,
+    )
+    return [
+        _decide(p, prepared, case, bundle, infer, keep_probabilities, device)
+        for p, (prepared, case) in zip(probs, items, strict=True)
+    ]
+
+
+def _decide(
+    probs: torch.Tensor,
+    prepared: PreparedCase,
+    case: Case,
+    bundle: ModelBundle,
+    infer: InferConfig,
+    keep_probabilities: bool,
+    device: torch.device,
+) -> NetworkOutput:
+    """Threshold the case's probabilities: the finished labels when the device restores them (no kept
+    probabilities, no components to clean on the host), else region masks on the cropped grid."""
+    pre = prepared.pre
     warnings = intensity_warnings(pre.stats, bundle, prepared.missing)
     components = any(rule.kind != "none" for rule in (infer.postprocess or {}).values())
-    if prepared.pre is None and not keep_probabilities and not components:
+    if prepared.on_device and not keep_probabilities and not components:
         labels = _labels_on_device(probs, pre.meta, infer.threshold, bundle.scheme, case.label_map)
         return NetworkOutput(None, None, pre.meta, prepared.affine, warnings, labels)
     regions, kept = _on_crop_grid(probs, pre, infer.threshold, bundle.scheme.exclusive, keep_probabilities, device)

@@ -11,7 +11,7 @@ leaves an accurate report and a re-run resumes where it stopped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,15 @@ import torch
 from medseg.config import InferConfig
 from medseg.core import Case
 from medseg.errors import MedsegError
-from medseg.inference.case_predict import LabelSpec, NetworkOutput, PreparedCase, finish_case, predict_case
+from medseg.inference.case_predict import (
+    LabelSpec,
+    NetworkOutput,
+    PreparedCase,
+    finish_case,
+    predict_case,
+    predict_small_cases,
+    window_count,
+)
 from medseg.inference.engines import Engine, TorchEngine
 from medseg.inference.output_folder import (
     CaseResult,
@@ -134,6 +142,77 @@ def _predict_with_retry(prepared: PreparedCase, case, engine: Engine, bundle, in
         return out, "out of GPU memory: retried with --sw-batch-size 1 and CPU stitching"
 
 
+def _groups(
+    todo: Sequence[Case], reader, bundle: ModelBundle, infer: InferConfig, device: torch.device, batching: bool
+) -> Iterator[list[tuple[Case, PreparedCase | Exception]]]:
+    """The cases in order, in groups for the network: one case, or consecutive cases with fewer windows each than
+    the window batch, gathered until their windows fill it (`batching`)."""
+    small: list[tuple[Case, PreparedCase | Exception]] = []
+    windows = 0
+    for case in todo:
+        prepared = next(reader)
+        count = _windows(prepared, bundle, infer, device) if batching else None
+        if isinstance(count, Exception):
+            prepared, count = count, None
+        if count is not None and count < infer.sw_batch_size:
+            small.append((case, prepared))
+            windows += count
+            if windows >= infer.sw_batch_size:
+                yield small
+                small, windows = [], 0
+            continue
+        if small:
+            yield small
+            small, windows = [], 0
+        yield [(case, prepared)]
+    if small:
+        yield small
+
+
+def _windows(
+    prepared: PreparedCase | Exception, bundle, infer: InferConfig, device: torch.device
+) -> int | Exception | None:
+    """The case's sliding-window count (preprocessing it first if the device does that); its failure, returned;
+    None for a case that failed to read."""
+    if isinstance(prepared, Exception):
+        return None
+    try:
+        return window_count(prepared, bundle, infer, device)
+    except Exception as exc:  # e.g. out of GPU memory while preprocessing: this case's failure
+        return exc
+
+
+def _predict_group(group, engine: Engine, bundle, infer: InferConfig, opts: PredictOptions) -> list[tuple]:
+    """(network output or its failure, retry note) for each case of `group`: small cases' windows share forward
+    passes; a group that fails is redone case by case, so each failure is recorded against its own case."""
+    if len(group) > 1:
+        try:
+            items = [(prepared, case) for case, prepared in group]
+            outs = predict_small_cases(
+                items,
+                engine,
+                bundle,
+                infer,
+                device=opts.device,
+                allow_missing=opts.allow_missing,
+                keep_probabilities=opts.save_probabilities,
+            )
+            return [(out, "") for out in outs]
+        except Exception:  # redone one case at a time below, where each failure is reported
+            torch.cuda.empty_cache()
+    done = []
+    for case, prepared in group:
+        try:
+            done.append(
+                (prepared, "")
+                if isinstance(prepared, Exception)
+                else _predict_with_retry(prepared, case, engine, bundle, infer, opts)
+            )
+        except Exception as exc:
+            done.append((exc, ""))
+    return done
+
+
 def _failure(exc: BaseException) -> str:
     if isinstance(exc, MedsegError):
         return str(exc)
@@ -191,30 +270,34 @@ def predict_folder(
     reader = prepared_cases(todo, bundle.preprocess, opts.allow_missing, workers, opts.device.type == "cuda", on_device)
     writes: list[tuple[Future, CaseResult]] = []
     keep = WRITES_PER_WRITER * max(1, writer_count(workers))
+    # windows of cases smaller than the window batch share forward passes (not with TTA or single-pass runs)
+    batching = not infer.tta and not opts.single_pass and infer.sw_batch_size > 1
+    t0 = time.monotonic()
     try:
         with writer_pool(workers) as writers:
-            for case in todo:
-                t0 = time.monotonic()
-                prepared = next(reader)
-                result = CaseResult(case.id, "ok", output=str(out_dir / f"{case.id}.nii.gz"))
-                try:
-                    if isinstance(prepared, Exception):
-                        raise prepared
-                    result.missing_modalities = [bundle.channels[j] for j in prepared.missing]
-                    out, retried = _predict_with_retry(prepared, case, engine, bundle, infer, opts)
-                    out.warnings[:0] = [retried] if retried else []
-                    image = np.asarray(prepared.pre.image) if opts.overlays else None
-                    result.status = "writing"
-                    writes.append((writers.submit(_write, out, image, case, spec), result))
-                except Exception as exc:  # any failure of one case: record it and go on with the batch
-                    result.status, result.error, result.output = "failed", _failure(exc), ""
-                finally:
-                    prepared = None  # release the input as soon as it is used
-                result.seconds = round(time.monotonic() - t0, 3)
-                results.append(result)
+            for group in _groups(todo, reader, bundle, infer, opts.device, batching):
+                outputs = _predict_group(group, engine, bundle, infer, opts)
+                seconds = round((time.monotonic() - t0) / len(group), 3)
+                for (case, prepared), (out, retried) in zip(group, outputs, strict=True):
+                    result = CaseResult(case.id, "ok", output=str(out_dir / f"{case.id}.nii.gz"), seconds=seconds)
+                    try:
+                        if isinstance(prepared, Exception):
+                            raise prepared
+                        result.missing_modalities = [bundle.channels[j] for j in prepared.missing]
+                        if isinstance(out, Exception):
+                            raise out
+                        out.warnings[:0] = [retried] if retried else []
+                        image = np.asarray(prepared.pre.image) if opts.overlays else None
+                        result.status = "writing"
+                        writes.append((writers.submit(_write, out, image, case, spec), result))
+                    except Exception as exc:  # any failure of one case: record it and go on with the batch
+                        result.status, result.error, result.output = "failed", _failure(exc), ""
+                    results.append(result)
+                    if result.status == "failed" and on_case:
+                        on_case(result)
+                del group, outputs  # release the inputs as soon as they are used
                 _finish_writes(writes, results, out_dir, opts.shard, on_case, keep)
-                if result.status == "failed" and on_case:
-                    on_case(result)
+                t0 = time.monotonic()
             _finish_writes(writes, results, out_dir, opts.shard, on_case, keep=0)
     finally:
         del reader  # stops the reader processes now, also when interrupted

@@ -94,3 +94,61 @@ def test_read_case_keeps_a_shared_small_integer_type_only_when_asked(tmp_path):
     mixed = Path(case.images[1])
     save_nifti(np.asarray(nib.load(mixed).dataobj), nib.load(mixed).affine, mixed, np.float32)
     assert read_case(case, with_label=False, native_dtype=True).image.dtype == np.float32
+
+
+def test_small_cases_share_forward_passes_and_predict_what_they_predict_alone(tmp_path, monkeypatch):
+    """Cases of one window each (crop under the 32^3 window) with a window batch of 4: four cases per forward
+    pass instead of one, the same labels and probabilities as one case at a time, in folder order."""
+    from medseg.inference.engines import TorchEngine
+
+    cases = _folder(tmp_path / "in") + _folder(tmp_path / "in2")[:2]
+    cases = [c.__class__(**{**c.__dict__, "id": f"{c.id}{i}"}) for i, c in enumerate(cases)]
+    bundle = make_bundle(bias=0.0)
+    batches = []
+
+    class Counting(TorchEngine):
+        def __call__(self, x, modality_mask=None):
+            batches.append(x.shape[0])
+            return super().__call__(x, modality_mask)
+
+    def run(sw: int, out: Path) -> list:
+        batches.clear()
+        engine = Counting(bundle.build_model(), torch.device("cpu"), bf16=False)
+        opts = PredictOptions(infer=bundle.infer.override(sw_batch_size=sw), engine=engine, save_probabilities=True)
+        return predict_folder(cases, bundle, out, opts)
+
+    alone = run(1, tmp_path / "alone")
+    assert batches == [1] * 5
+    grouped = run(4, tmp_path / "grouped")
+    assert batches == [4, 1]  # 4 cases in one pass, the fifth alone
+    assert [r.id for r in grouped] == [c.id for c in cases] == [r.id for r in alone]
+    assert all(r.status == "ok" for r in grouped)
+    a, b = _outputs(tmp_path / "alone"), _outputs(tmp_path / "grouped")
+    assert a.keys() == b.keys() and len(a) == 5
+    for name in a:
+        np.testing.assert_array_equal(b[name], a[name])
+    for p in (tmp_path / "alone").glob("*.npz"):
+        np.testing.assert_allclose(
+            np.load(tmp_path / "grouped" / p.name)["probabilities"], np.load(p)["probabilities"], atol=1e-3
+        )
+
+
+def test_windows_of_many_images_are_stitched_as_monai_stitches_one(tmp_path):
+    """Images smaller than, equal to and larger than the window, with and without a modality mask, gaussian and
+    constant blending: each image's probabilities are `sliding_predict`'s (MONAI's `sliding_window_inference`)."""
+    from medseg.inference.engines import TorchEngine
+    from medseg.inference.sliding import sliding_predict
+    from medseg.inference.window_batch import sliding_predict_many
+
+    engine = TorchEngine(make_bundle(bias=0.0).build_model(), torch.device("cpu"), bf16=False)
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randn(s, generator=g) for s in [(4, 20, 25, 18), (4, 40, 33, 32), (4, 32, 32, 32), (4, 50, 21, 45)]]
+    masks = [None, torch.tensor([True, False, True, True]), None, None]
+    for mode in ("gaussian", "constant"):
+        sw = dict(overlap=0.5, mode=mode, sw_batch_size=3)
+        many = sliding_predict_many(
+            engine, images, (32, 32, 32), device=torch.device("cpu"), modality_masks=masks, **sw
+        )
+        for image, mask, probs in zip(images, masks, many, strict=True):
+            alone = sliding_predict(engine, image, (32, 32, 32), modality_mask=mask, **sw)
+            torch.testing.assert_close(probs, alone, atol=1e-5, rtol=1e-5)

@@ -218,21 +218,31 @@ def test_single_pass_is_one_forward_over_the_padded_volume():
     assert odd.shape == (3, 27, 30, 19)
 
 
-def test_any_failure_of_one_case_is_reported_and_the_batch_goes_on(tmp_path, monkeypatch):
-    """Not only bad input: a crash inside the network fails that case alone."""
+@pytest.mark.parametrize("sw_batch_size", [1, 8])
+def test_any_failure_of_one_case_is_reported_and_the_batch_goes_on(tmp_path, monkeypatch, sw_batch_size):
+    """Not only bad input: a crash inside the network fails that case alone, also when the small cases' windows
+    shared forward passes (window batch 8: the group fails, and is redone case by case)."""
     from medseg.inference import predictor
 
     for cid in ("a", "b", "c"):
         _write_case(tmp_path / "in", cid, _volume(), RAS)
-    real = predictor.predict_case
+    real, groups = predictor.predict_case, []
 
     def crashes_on_b(vols, case, *args, **kwargs):
         if case.id == "b":
             raise RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR\nlong details")
         return real(vols, case, *args, **kwargs)
 
+    def group_crashes(items, *args, **kwargs):
+        groups.append([case.id for _, case in items])
+        raise RuntimeError("cuDNN error")
+
     monkeypatch.setattr(predictor, "predict_case", crashes_on_b)
-    results = {r.id: r for r in _predict(tmp_path / "in", tmp_path / "out")}
+    monkeypatch.setattr(predictor, "predict_small_cases", group_crashes)
+    bundle = make_bundle(bias=0.3)
+    bundle.infer = bundle.infer.override(sw_batch_size=sw_batch_size)
+    results = {r.id: r for r in _predict(tmp_path / "in", tmp_path / "out", bundle=bundle)}
+    assert groups == ([] if sw_batch_size == 1 else [["a", "b", "c"]])
     assert results["a"].status == results["c"].status == "ok"
     assert (
         results["b"].status == "failed"
