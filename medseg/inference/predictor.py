@@ -62,7 +62,9 @@ class PredictOptions:
     a third as many, at least one); None: `inference.workers.default_workers` (none on the CPU), 0: none; none
     either where /dev/shm is too small (`inference.workers.resolve_workers`). `steps_on_device`: preprocess and
     restore each case in torch on `device` (`transforms.on_device`), so worker processes only decode and encode;
-    None: on a GPU. Overlays draw the preprocessed image, so a run that draws them preprocesses on the host."""
+    None: on a GPU. Overlays draw the preprocessed image, so a run that draws them preprocesses on the host.
+    `share_windows`: cases with fewer windows than the window batch share forward passes (`inference.window_batch`);
+    None: on a GPU (on the CPU a batch of 4 windows costs 25 % more than 4 single ones: benchmarks/RESULTS.md)."""
 
     infer: InferConfig | None = None
     engine: Engine | None = None
@@ -78,6 +80,7 @@ class PredictOptions:
     dicom_seg: bool = False
     workers: int | None = None
     steps_on_device: bool | None = None
+    share_windows: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -270,8 +273,8 @@ def predict_folder(
     reader = prepared_cases(todo, bundle.preprocess, opts.allow_missing, workers, opts.device.type == "cuda", on_device)
     writes: list[tuple[Future, CaseResult]] = []
     keep = WRITES_PER_WRITER * max(1, writer_count(workers))
-    # windows of cases smaller than the window batch share forward passes (not with TTA or single-pass runs)
-    batching = not infer.tta and not opts.single_pass and infer.sw_batch_size > 1
+    share = opts.device.type == "cuda" if opts.share_windows is None else opts.share_windows
+    batching = share and not infer.tta and not opts.single_pass and infer.sw_batch_size > 1
     t0 = time.monotonic()
     try:
         with writer_pool(workers) as writers:

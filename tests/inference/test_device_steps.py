@@ -98,7 +98,8 @@ def test_read_case_keeps_a_shared_small_integer_type_only_when_asked(tmp_path):
 
 def test_small_cases_share_forward_passes_and_predict_what_they_predict_alone(tmp_path, monkeypatch):
     """Cases of one window each (crop under the 32^3 window) with a window batch of 4: four cases per forward
-    pass instead of one, the same labels and probabilities as one case at a time, in folder order."""
+    pass instead of one, the same labels and probabilities as one case at a time, in folder order (by default on
+    a GPU only)."""
     from medseg.inference.engines import TorchEngine
 
     cases = _folder(tmp_path / "in") + _folder(tmp_path / "in2")[:2]
@@ -114,9 +115,14 @@ def test_small_cases_share_forward_passes_and_predict_what_they_predict_alone(tm
     def run(sw: int, out: Path) -> list:
         batches.clear()
         engine = Counting(bundle.build_model(), torch.device("cpu"), bf16=False)
-        opts = PredictOptions(infer=bundle.infer.override(sw_batch_size=sw), engine=engine, save_probabilities=True)
+        infer = bundle.infer.override(sw_batch_size=sw)
+        opts = PredictOptions(infer=infer, engine=engine, save_probabilities=True, share_windows=True)
         return predict_folder(cases, bundle, out, opts)
 
+    default = predict_folder(
+        cases, bundle, tmp_path / "cpu", PredictOptions(infer=bundle.infer.override(sw_batch_size=4))
+    )
+    assert all(r.status == "ok" for r in default)
     alone = run(1, tmp_path / "alone")
     assert batches == [1] * 5
     grouped = run(4, tmp_path / "grouped")

@@ -241,7 +241,7 @@ def test_any_failure_of_one_case_is_reported_and_the_batch_goes_on(tmp_path, mon
     monkeypatch.setattr(predictor, "predict_small_cases", group_crashes)
     bundle = make_bundle(bias=0.3)
     bundle.infer = bundle.infer.override(sw_batch_size=sw_batch_size)
-    results = {r.id: r for r in _predict(tmp_path / "in", tmp_path / "out", bundle=bundle)}
+    results = {r.id: r for r in _predict(tmp_path / "in", tmp_path / "out", bundle=bundle, share_windows=True)}
     assert groups == ([] if sw_batch_size == 1 else [["a", "b", "c"]])
     assert results["a"].status == results["c"].status == "ok"
     assert (
