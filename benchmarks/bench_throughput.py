@@ -3,6 +3,7 @@
     python benchmarks/bench_throughput.py --engine identity --cases 12 --workers 0 1 2 4        # 2-core CPU ceiling
     python benchmarks/bench_throughput.py --model best.pt --cases 6 --workers 0 2               # a real network
     python benchmarks/bench_throughput.py --model transunet3d_base --device cuda --cases 50 --workers 1 2 4 8 16
+    python benchmarks/bench_throughput.py ... --steps-on host     # GPU: preprocess/restore on the host instead
 
 `--engine identity` (this benchmark only) replaces the network by one that costs nothing: its logits are the
 z-scored FLAIR, T1ce and T2 minus 2, so the masks, post-processing and writes look like a real prediction while
@@ -121,6 +122,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data", type=Path, default=Path("outputs/bench_throughput"))
+    p.add_argument(
+        "--steps-on",
+        choices=["auto", "host", "device"],
+        default="auto",
+        help="where cases are preprocessed and restored (auto: the device when it is a GPU)",
+    )
     p.add_argument("--no-keep-freed", action="store_true", help="leave glibc's malloc defaults (for comparison)")
     a = p.parse_args()
     if not a.no_keep_freed:
@@ -148,7 +155,8 @@ def main() -> None:
     same = dict.fromkeys(a.workers, True)
     for r in range(a.rounds):
         for w in a.workers if r % 2 == 0 else a.workers[::-1]:
-            opts = PredictOptions(engine=engine, device=device, workers=w)
+            steps = None if a.steps_on == "auto" else a.steps_on == "device"
+            opts = PredictOptions(engine=engine, device=device, workers=w, steps_on_device=steps)
             predict_folder(warm, bundle, work / f"warm_{r}_{w}", opts)
             out = work / f"out_{r}_{w}"
             with Sampler(device.type == "cuda") as sampler:
