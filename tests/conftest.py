@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +19,12 @@ os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "false")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 TINY_SHAPE = (48, 48, 32)
+
+
+def sigint_as_default() -> None:
+    """`preexec_fn` for a child that a test stops with SIGINT: a suite started as a background job inherits SIGINT
+    ignored, and Python then never turns Ctrl-C into KeyboardInterrupt in the child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session", autouse=True)

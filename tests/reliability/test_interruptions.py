@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from medseg.io.bundle import save_checkpoint
-from tests.conftest import make_bundle
+from tests.conftest import make_bundle, sigint_as_default
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,9 @@ def _predict(root: Path, model: Path, out: str, hang_marker: Path | None = None)
     args = ["predict", "--model", str(model), str(root / "in"), str(root / out)]
     cmd = [sys.executable, "-c", HANGING_SECOND_CASE, str(hang_marker), *args] if hang_marker else None
     cmd = cmd or [sys.executable, "-m", "medseg", *args]
-    return subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_default
+    )
 
 
 def _outputs(out: Path) -> dict[str, np.ndarray]:
