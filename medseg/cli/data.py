@@ -45,11 +45,12 @@ def scan(
     result = scan_folder(data_dir, task, out, folds=folds, seed=seed)
     render_unused(data_dir, result.unused, verbose)
     for _case, err in result.bad:
-        console.print(f"[red]bad case[/] {err}", highlight=False)
+        console.print(f"[red]bad case[/] {err}", highlight=False, soft_wrap=True)  # paths stay whole for grep
     console.print(
         f"[green]{len(result.manifest.cases)} cases[/] ({result.manifest.layout} layout, {folds} folds) -> {out}"
         + (f"; [red]{len(result.bad)} bad case(s) excluded[/]" if result.bad else ""),
         highlight=False,
+        soft_wrap=True,
     )
     if result.bad and not skip_bad:
         raise DataError(f"{len(result.bad)} bad case(s) excluded from the manifest", hint="fix them or pass --skip-bad")

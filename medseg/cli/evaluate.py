@@ -52,7 +52,7 @@ def evaluate(
 def _render(outcome, out: Path, run: str | None) -> None:
     result = outcome.result
     for _, err in result.failed:
-        console.print(f"[red]failed[/] {err}", highlight=False)
+        console.print(f"[red]failed[/] {err}", highlight=False, soft_wrap=True)
     if result.unmatched_pred:
         names = ", ".join(result.unmatched_pred[:10])
         console.print(f"[yellow]{len(result.unmatched_pred)} prediction(s) without ground truth[/]: {names}")

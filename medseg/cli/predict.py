@@ -99,7 +99,8 @@ def predict(
         None,
         "--steps-on-device/--steps-on-host",
         help="Where each case is preprocessed (RAS, crop, normalise) and restored (threshold, labels, uncrop): on the "
-        "network's device, so workers only decode and encode, or on the host. Default: the device when it is a GPU.",
+        "network's device, so workers only decode and encode, or on the host. Default: the device when it is a GPU; "
+        "always the host with --overlays (they draw the preprocessed image).",
     ),
     part: str | None = typer.Option(None, "--part", help="Predict shard i of n: --part 0/4."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
@@ -115,6 +116,8 @@ def predict(
 
     if engine not in ENGINES:
         raise typer.BadParameter(f"one of {', '.join(ENGINES)}", param_hint="--engine")
+    if overlays and steps_on_device:
+        raise typer.BadParameter("overlays draw the preprocessed image on the host", param_hint="--steps-on-device")
     from medseg.transforms.postprocess import describe_plan
     from medseg.workflows.predict import FolderPredictor
 
@@ -156,7 +159,7 @@ def predict(
         progress.advance(task_id)
         if r.status == "failed":
             why = r.error if r.id in r.error else f"case {r.id}: {r.error}"
-            progress.console.print(f"[red]failed[/] {why}", highlight=False)
+            progress.console.print(f"[red]failed[/] {why}", highlight=False, soft_wrap=True)
         elif r.status == "ok":
             extra = f"  [yellow]warning: {'; '.join(r.warnings)}[/]" if r.warnings else ""
             progress.console.print(f"[green]ok[/] {r.id} {r.seconds:.1f}s{extra}", highlight=False)

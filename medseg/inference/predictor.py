@@ -187,7 +187,9 @@ def _windows(
 
 def _predict_group(group, engine: Engine, bundle, infer: InferConfig, opts: PredictOptions) -> list[tuple]:
     """(network output or its failure, retry note) for each case of `group`: small cases' windows share forward
-    passes; a group that fails is redone case by case, so each failure is recorded against its own case."""
+    passes; a group that fails is redone case by case, so each failure is recorded against its own case (and the
+    others say they were predicted alone)."""
+    alone = ""
     if len(group) > 1:
         try:
             items = [(prepared, case) for case, prepared in group]
@@ -201,16 +203,17 @@ def _predict_group(group, engine: Engine, bundle, infer: InferConfig, opts: Pred
                 keep_probabilities=opts.save_probabilities,
             )
             return [(out, "") for out in outs]
-        except Exception:  # redone one case at a time below, where each failure is reported
+        except Exception as exc:  # redone one case at a time below, where each failure is reported
             torch.cuda.empty_cache()
+            alone = f"the shared window pass of {len(group)} cases failed ({_failure(exc)}): predicted alone"
     done = []
     for case, prepared in group:
         try:
-            done.append(
-                (prepared, "")
-                if isinstance(prepared, Exception)
-                else _predict_with_retry(prepared, case, engine, bundle, infer, opts)
-            )
+            if isinstance(prepared, Exception):
+                done.append((prepared, ""))
+                continue
+            out, retried = _predict_with_retry(prepared, case, engine, bundle, infer, opts)
+            done.append((out, "; ".join(n for n in (alone, retried) if n)))
         except Exception as exc:
             done.append((exc, ""))
     return done
@@ -242,7 +245,7 @@ def predict_folder(
     remove_stale_temporaries(cases, out_dir)
     engine = opts.engine or TorchEngine(bundle.build_model(), opts.device, bf16=opts.amp and opts.device.type == "cuda")
     if opts.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # every window has the same shape: autotune once per folder
+        torch.backends.cudnn.benchmark = True  # windows share one shape, batches a few sizes: tuned once each
     results: list[CaseResult] = []
     todo = []
     for case in cases:
@@ -275,9 +278,9 @@ def predict_folder(
     keep = WRITES_PER_WRITER * max(1, writer_count(workers))
     share = opts.device.type == "cuda" if opts.share_windows is None else opts.share_windows
     batching = share and not infer.tta and not opts.single_pass and infer.sw_batch_size > 1
-    t0 = time.monotonic()
     try:
         with writer_pool(workers) as writers:
+            t0 = time.monotonic()
             for group in _groups(todo, reader, bundle, infer, opts.device, batching):
                 outputs = _predict_group(group, engine, bundle, infer, opts)
                 seconds = round((time.monotonic() - t0) / len(group), 3)
@@ -298,7 +301,8 @@ def predict_folder(
                     results.append(result)
                     if result.status == "failed" and on_case:
                         on_case(result)
-                del group, outputs  # release the inputs as soon as they are used
+                del group, outputs  # release the inputs as soon as they are used (the loop's names too)
+                prepared = out = image = None
                 _finish_writes(writes, results, out_dir, opts.shard, on_case, keep)
                 t0 = time.monotonic()
             _finish_writes(writes, results, out_dir, opts.shard, on_case, keep=0)

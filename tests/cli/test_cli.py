@@ -43,9 +43,16 @@ def test_user_errors_are_one_line_exit_1(args, message, tmp_path):
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
-def test_usage_error_exits_2():
-    out = medseg("data", "synth")
-    assert out.returncode == 2 and "Traceback" not in out.stderr
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (("data", "synth"), "Missing argument"),
+        (("predict", "--model", "m.pt", "in", "out", "--overlays", "--steps-on-device"), "--steps-on-device"),
+    ],
+)
+def test_usage_error_exits_2(args, names, tmp_path):
+    out = medseg(*args, cwd=tmp_path)
+    assert out.returncode == 2 and names in out.stderr and "Traceback" not in out.stderr
 
 
 def test_scan_reports_bad_case_and_exits_1_unless_skip_bad(tmp_path):
