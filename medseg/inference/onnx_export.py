@@ -173,8 +173,14 @@ def _to_fp16(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+# What int8 quantises: the convolutions, where a segmentation network's arithmetic is. Attention (MatMul, Softmax)
+# and normalisation stay fp32: quantising them too moved probabilities by 0.31 on real windows and ran slower in
+# OpenVINO (1.52 s against 1.08 s per 4 windows; benchmarks/RESULTS.md).
+INT8_OPS = ["Conv", "ConvTranspose"]
+
+
 def _quantise_int8(path: Path, windows: Sequence[np.ndarray], facts: NetworkFacts, channels: int) -> None:
-    """Static QDQ quantisation (per-channel weights) calibrated on real windows (M, D, H, W)."""
+    """Static QDQ quantisation of `INT8_OPS` (per-channel weights) calibrated on real windows (M, D, H, W)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Windows(CalibrationDataReader):
@@ -203,6 +209,7 @@ def _quantise_int8(path: Path, windows: Sequence[np.ndarray], facts: NetworkFact
             per_channel=True,
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8,
+            op_types_to_quantize=INT8_OPS,
         )
     finally:
         logging.disable(logging.NOTSET)

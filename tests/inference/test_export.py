@@ -103,6 +103,14 @@ def test_medseg_export_then_predict_with_the_file_alone(precision, exported, bra
     out = medseg("export", "--model", str(root / "model.pt"), "--out", str(tmp_path / "m.onnx"), *flags, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert f"{precision}" in out.stdout and "max probability difference" in " ".join(out.stdout.split())
+    if precision == "int8":  # convolutions run in int8, attention and normalisation stay fp32
+        import onnx as onnx_lib
+
+        graph = onnx_lib.load(str(tmp_path / "m.onnx")).graph
+        weights = {w.name for w in graph.initializer}
+        int8_weights = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights}
+        users = {n.op_type for n in graph.node if int8_weights.intersection(n.input)}
+        assert "Conv" in users and users <= {"Conv", "ConvTranspose"}, users  # not the attention's MatMul
     onnx = ("--model", str(tmp_path / "m.onnx"), "--engine", "onnxruntime")
     pred = medseg("predict", *onnx, str(brats2021_dir), "pred", cwd=tmp_path)
     assert pred.returncode == 0, pred.stderr
