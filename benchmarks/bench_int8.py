@@ -15,7 +15,7 @@ ms_per_4_windows=..`.
 from __future__ import annotations
 
 import argparse
-import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -28,38 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medseg.inference.engines import NetworkFacts, OnnxRuntimeEngine, OpenVinoEngine
 from medseg.inference.model_source import load_bundle
-from medseg.inference.onnx_export import INT8_OPS, export_onnx
+from medseg.inference.onnx_export import INT8_OPS, export_onnx, quantise_int8
 from medseg.workflows.export import calibration_windows
 
 
 def _feed(window: np.ndarray) -> dict[str, np.ndarray]:
     return {"image": np.ascontiguousarray(window[None], np.float32), "modality_mask": np.ones((1, len(window)), bool)}
-
-
-def ort_static(fp32: Path, out: Path, windows, ops: list[str] | None) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter(windows)
-
-        def get_next(self):
-            w = next(self.items, None)
-            return None if w is None else _feed(w)
-
-    logging.disable(logging.WARNING)
-    extra = {"op_types_to_quantize": ops} if ops else {}
-    quantize_static(
-        str(fp32),
-        str(out),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        activation_type=QuantType.QUInt8,
-        **extra,
-    )
-    logging.disable(logging.NOTSET)
 
 
 def nncf_static(fp32: Path, out: Path, windows) -> None:
@@ -96,7 +70,8 @@ def main() -> None:
     for variant in a.variants.split(","):
         path = fp32 if variant == "fp32" else work / f"{variant}.onnx"
         if variant in ("ort_all", "ort_conv"):
-            ort_static(fp32, path, calib, None if variant == "ort_all" else INT8_OPS)
+            shutil.copyfile(fp32, path)  # quantised in place, as `medseg export --int8` does
+            quantise_int8(path, calib, facts, len(bundle.channels), None if variant == "ort_all" else INT8_OPS)
         elif variant == "nncf":
             nncf_static(fp32, path, calib)
         for name in ("openvino", "onnxruntime"):

@@ -120,7 +120,7 @@ def export_onnx(
             if precision == "fp16":
                 _to_fp16(tmp)
             elif precision == "int8":
-                _quantise_int8(tmp, calibration, facts, channels)
+                quantise_int8(tmp, calibration, facts, channels)
             diff = _max_prob_diff(tmp, model, _check_batches(facts, channels, sizes, calibration, precision))
         except Exception as exc:  # a converted graph ONNX Runtime cannot load or run
             first = (str(exc).strip().splitlines() or [""])[0][:200]
@@ -174,13 +174,20 @@ def _to_fp16(path: Path) -> None:
 
 
 # What int8 quantises: the convolutions, where a segmentation network's arithmetic is. Attention (MatMul, Softmax)
-# and normalisation stay fp32: quantising them too moved probabilities by 0.31 on real windows and ran slower in
-# OpenVINO (1.52 s against 1.08 s per 4 windows; benchmarks/RESULTS.md).
+# and normalisation stay fp32: quantising them too moved probabilities by 0.31 on real windows and was slower in
+# OpenVINO (1.20-1.52 s against 1.04 s per 4 windows over three runs; benchmarks/bench_int8.py, RESULTS.md).
 INT8_OPS = ["Conv", "ConvTranspose"]
 
 
-def _quantise_int8(path: Path, windows: Sequence[np.ndarray], facts: NetworkFacts, channels: int) -> None:
-    """Static QDQ quantisation of `INT8_OPS` (per-channel weights) calibrated on real windows (M, D, H, W)."""
+def quantise_int8(
+    path: Path,
+    windows: Sequence[np.ndarray],
+    facts: NetworkFacts,
+    channels: int,
+    ops: Sequence[str] | None = INT8_OPS,
+) -> None:
+    """Static QDQ quantisation of `path` in place (per-channel weights), calibrated on real windows (M, D, H, W);
+    `ops`: the op types quantised (None: every op ONNX Runtime can, which bench_int8 compares against)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Windows(CalibrationDataReader):
@@ -209,7 +216,7 @@ def _quantise_int8(path: Path, windows: Sequence[np.ndarray], facts: NetworkFact
             per_channel=True,
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8,
-            op_types_to_quantize=INT8_OPS,
+            op_types_to_quantize=list(ops) if ops is not None else None,
         )
     finally:
         logging.disable(logging.NOTSET)
