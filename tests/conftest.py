@@ -21,10 +21,11 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 TINY_SHAPE = (48, 48, 32)
 
 
-def sigint_as_default() -> None:
-    """`preexec_fn` for a child that a test stops with SIGINT: a suite started as a background job inherits SIGINT
-    ignored, and Python then never turns Ctrl-C into KeyboardInterrupt in the child."""
+def signals_as_default() -> None:
+    """`preexec_fn` for a child that a test stops with SIGINT or SIGHUP: a suite started as a background job inherits
+    SIGINT ignored (and under nohup SIGHUP), and Python then never turns the signal into an interruption."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session", autouse=True)

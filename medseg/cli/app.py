@@ -54,12 +54,13 @@ def _register() -> None:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C (temporary files removed, MLflow run marked KILLED), exit 143."""
+    """SIGTERM or SIGHUP (a closed terminal), handled like Ctrl-C (temporary files removed, MLflow run marked
+    KILLED, `medseg ui`'s server stopped), exit 128 + the signal's number."""
 
 
-def _interrupted(terminated: bool) -> None:
+def _interrupted(signals: list[int]) -> None:
     err_console.print("[yellow]interrupted[/]: outputs written so far are complete; re-run to resume")
-    sys.exit(143 if terminated else 130)
+    sys.exit(128 + signals[0] if signals else 130)
 
 
 def main() -> None:
@@ -69,20 +70,22 @@ def main() -> None:
     inside a command into a returned 130, so both must be read from the return value, not only caught.
     """
     _register()
-    sigterm: list[int] = []
+    received: list[int] = []
 
-    def on_sigterm(signum: int, frame) -> None:
-        sigterm.append(signum)
+    def on_signal(signum: int, frame) -> None:
+        received.append(signum)
         raise Terminated
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, on_signal)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup it stays ignored
+        signal.signal(signal.SIGHUP, on_signal)
     try:
         code = app(standalone_mode=False)
     except MedsegError as exc:
         err_console.print(f"[bold red]error:[/] {redact_secrets(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:  # raised before typer invoked the command (e.g. while parsing)
-        _interrupted(bool(sigterm))
+        _interrupted(received)
     except typer.Abort:
         err_console.print("[yellow]aborted[/]")
         sys.exit(130)
@@ -94,5 +97,5 @@ def main() -> None:
         err_console.print(redact_secrets(text), highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)
     if code == 130:
-        _interrupted(bool(sigterm))
+        _interrupted(received)
     sys.exit(code if isinstance(code, int) else 0)

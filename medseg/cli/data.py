@@ -10,8 +10,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from medseg.errors import DataError
-from medseg.pipelines.brats import SYNTH_LAYOUTS, write_synthetic_dataset
-from medseg.synth import KINDS
 
 app = typer.Typer(help="Scan, validate and synthesise datasets.", no_args_is_help=True)
 console = Console()
@@ -82,6 +80,9 @@ def synth(
     if task == "ct":
         _synth_ct(out_dir, cases, seed)
         return
+    from medseg.pipelines.brats import SYNTH_LAYOUTS, write_synthetic_dataset  # the atlas: only when synthesising
+    from medseg.synth import KINDS
+
     if layout not in SYNTH_LAYOUTS:
         raise typer.BadParameter(f"layout must be one of {', '.join(SYNTH_LAYOUTS)}", param_hint="--layout")
     if kind not in KINDS:

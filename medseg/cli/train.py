@@ -11,7 +11,6 @@ from rich.console import Console
 
 from medseg.cli.options import ConfigOpt, SetOpt, TrackingUriOpt
 from medseg.cli.progress import RichTrainingHooks
-from medseg.runtime import DEVICES, current_runtime
 from medseg.tracking import redact_secrets
 
 if TYPE_CHECKING:
@@ -27,6 +26,13 @@ def _fold(value: str | None) -> int | str | None:
         return int(value)
     except ValueError:
         raise typer.BadParameter("a fold number or 'all'", param_hint="--fold") from None
+
+
+def _check_device(device: str) -> None:
+    from medseg.runtime import DEVICES  # torch: imported only when a command runs, so `--help` stays quick
+
+    if device not in DEVICES:
+        raise typer.BadParameter("must be cpu, cuda or auto", param_hint="--device")
 
 
 def train(
@@ -53,8 +59,7 @@ def train(
     """Train a segmentation model; validates each N epochs with sliding windows and logs to MLflow."""
     from medseg.workflows.train import TrainRequest
 
-    if device not in DEVICES:
-        raise typer.BadParameter("must be cpu, cuda or auto", param_hint="--device")
+    _check_device(device)
     request = TrainRequest(
         task=task,
         config=config,
@@ -100,8 +105,7 @@ def distill(
     is a normal model: its own MLflow run (tagged with the teacher), checkpoints and bundle."""
     from medseg.workflows.train import TrainRequest
 
-    if device not in DEVICES:
-        raise typer.BadParameter("must be cpu, cuda or auto", param_hint="--device")
+    _check_device(device)
     overrides = [
         f"model.name={student}",
         "model.kwargs={}",  # the config's kwargs belong to its own model, not to the student
@@ -154,8 +158,7 @@ def prune(
     result is a normal, smaller model bundle (its own MLflow run, tagged with the source) that `predict` loads."""
     from medseg.workflows.train import TrainRequest
 
-    if device not in DEVICES:
-        raise typer.BadParameter("must be cpu, cuda or auto", param_hint="--device")
+    _check_device(device)
     overrides = [
         f"train.max_minutes={minutes}",
         f"train.lr={lr}",
@@ -183,6 +186,7 @@ def prune(
 
 def _run_and_report(request: TrainRequest, no_progress: bool) -> None:
     """Run a training request with progress bars (rank 0) and print where its results went."""
+    from medseg.runtime import current_runtime
     from medseg.workflows.train import run_training
 
     main = current_runtime().is_main

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import typer
 from rich.console import Console
 
@@ -35,19 +32,9 @@ def ui(
     exp_id = prepare_experiment(uri, "medseg")
     console.print(f"MLflow UI for {redact_secrets(uri)}", highlight=False)
     console.print(f"training runs: http://{host}:{port}/#/experiments/{exp_id}/runs{ML_VIEW}", highlight=False)
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
+    from medseg.tracking.ui_server import serve, server_command
+
     try:
-        subprocess.run(cmd, check=False)
+        serve(server_command(uri, host, port))
     except KeyboardInterrupt:
         console.print("stopped")

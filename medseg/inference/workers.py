@@ -115,7 +115,8 @@ def _watch_parent(parent: int) -> None:
 
 
 def _writer_init(parent: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process decides
+    for sig in (signal.SIGINT, signal.SIGHUP):  # Ctrl-C and a closed terminal reach the whole group: main decides
+        signal.signal(sig, signal.SIG_IGN)
     torch.set_num_threads(1)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from medseg.data.manifest import save_manifest
 from medseg.data.validate import scan_dataset
 from medseg.pipelines import get_task
 from medseg.workflows.train import TrainRequest, run_training
+from tests.conftest import signals_as_default
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,6 +127,7 @@ def test_ui_serves_the_run_over_http(store):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=signals_as_default,
     )
     try:
         deadline = time.monotonic() + 120
@@ -139,8 +142,17 @@ def test_ui_serves_the_run_over_http(store):
                 time.sleep(0.5)
         assert a in body and "val_dice_mean" in body
     finally:
-        ui.terminate()
+        ui.send_signal(signal.SIGHUP)  # a closed terminal: the server (mlflow -> uvicorn -> workers) must go too
         ui.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while _serves(port):
+        assert time.monotonic() < deadline, "the MLflow server outlived `medseg ui`"
+        time.sleep(0.2)
+
+
+def _serves(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.mark.parametrize("where", ["80-column terminal", "pipe"])

@@ -20,7 +20,7 @@ from medseg.inference import predictor, workers
 from medseg.inference.predictor import PredictOptions, predict_folder
 from medseg.io.nifti import save_nifti
 from medseg.pipelines.brats import LAYOUTS, SUFFIXES_2021
-from tests.conftest import make_bundle, sigint_as_default
+from tests.conftest import make_bundle, signals_as_default
 
 SHAPE = (40, 36, 32)
 
@@ -171,7 +171,7 @@ def test_an_interrupted_pooled_run_leaves_complete_files_and_no_workers(tmp_path
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=sigint_as_default,
+        preexec_fn=signals_as_default,
     )
     deadline = time.monotonic() + 240
     while not marker.exists() and time.monotonic() < deadline:

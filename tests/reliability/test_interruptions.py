@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from medseg.io.bundle import save_checkpoint
-from tests.conftest import make_bundle, sigint_as_default
+from tests.conftest import make_bundle, signals_as_default
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,7 +54,7 @@ def _predict(root: Path, model: Path, out: str, hang_marker: Path | None = None)
     cmd = [sys.executable, "-c", HANGING_SECOND_CASE, str(hang_marker), *args] if hang_marker else None
     cmd = cmd or [sys.executable, "-m", "medseg", *args]
     return subprocess.Popen(
-        cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_default
+        cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=signals_as_default
     )
 
 
@@ -63,7 +63,9 @@ def _outputs(out: Path) -> dict[str, np.ndarray]:
     return {p.name: np.asarray(nib.load(p).dataobj) for p in sorted(out.glob("[!.]*.nii.gz"))}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGINT], ids=["term", "kill", "int"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP], ids=["term", "kill", "int", "hup"]
+)
 def test_killed_prediction_leaves_only_complete_files_and_resumes(folder, sig):
     root, model = folder
     ref_dir = root / "reference"
@@ -78,7 +80,7 @@ def test_killed_prediction_leaves_only_complete_files_and_resumes(folder, sig):
     assert marker.exists(), proc.communicate(timeout=5)[1][-2000:]
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
-    expected_rc = {signal.SIGTERM: 143, signal.SIGKILL: -9, signal.SIGINT: 130}[sig]
+    expected_rc = {signal.SIGTERM: 143, signal.SIGKILL: -9, signal.SIGINT: 130, signal.SIGHUP: 129}[sig]
     assert proc.returncode == expected_rc, stderr
     if sig != signal.SIGKILL:
         assert "interrupted" in stderr and "Traceback" not in stderr

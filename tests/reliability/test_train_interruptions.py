@@ -12,7 +12,7 @@ import mlflow
 import pytest
 
 from medseg.io.bundle import load_checkpoint
-from tests.conftest import sigint_as_default
+from tests.conftest import signals_as_default
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,7 +61,7 @@ def test_signal_during_checkpoint_save_keeps_previous_checkpoint_and_resume_fini
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=sigint_as_default,
+        preexec_fn=signals_as_default,
     )
     deadline = time.monotonic() + 300
     while not marker.exists():

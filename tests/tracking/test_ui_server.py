@@ -1,0 +1,45 @@
+"""`medseg ui`'s server stops as a whole: no uvicorn left serving the store after Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import signals_as_default
+
+# Like `mlflow server`: a parent that starts a long-lived child (uvicorn) and writes its pid.
+SERVER = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+open(sys.argv[1], "w").write(str(child.pid))
+child.wait()
+"""
+UI = "import sys; from medseg.tracking.ui_server import serve; serve([sys.executable, '-c', sys.argv[1], sys.argv[2]])"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie waiting for init to reap it is gone too
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_ctrl_c_stops_the_servers_child_too(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    ui = subprocess.Popen([sys.executable, "-c", UI, SERVER, str(pid_file)], preexec_fn=signals_as_default)
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and ui.poll() is None
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    ui.send_signal(signal.SIGINT)
+    assert ui.wait(timeout=30) != 0  # KeyboardInterrupt re-raised after the group was stopped
+    deadline = time.monotonic() + 15
+    while _alive(child):
+        assert time.monotonic() < deadline, "the server's child outlived the interrupted server"
+        time.sleep(0.05)
