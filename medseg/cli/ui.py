@@ -28,12 +28,12 @@ def ui(
             highlight=False,
         )
     from medseg.tracking.store import ML_VIEW, prepare_experiment
+    from medseg.tracking.ui_server import check_port_free, serve, server_command
 
+    check_port_free(host, port)
     exp_id = prepare_experiment(uri, "medseg")
     console.print(f"MLflow UI for {redact_secrets(uri)}", highlight=False)
     console.print(f"training runs: http://{host}:{port}/#/experiments/{exp_id}/runs{ML_VIEW}", highlight=False)
-    from medseg.tracking.ui_server import serve, server_command
-
     try:
         serve(server_command(uri, host, port))
     except KeyboardInterrupt:

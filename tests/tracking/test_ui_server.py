@@ -1,13 +1,18 @@
-"""`medseg ui`'s server stops as a whole: no uvicorn left serving the store after Ctrl-C."""
+"""`medseg ui`'s server: stops as a whole (no uvicorn left serving the store), refuses a taken port, reports failure."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
+import pytest
+
+from medseg.errors import MedsegError
+from medseg.tracking.ui_server import serve
 from tests.conftest import signals_as_default
 
 # Like `mlflow server`: a parent that starts a long-lived child (uvicorn) and writes its pid.
@@ -43,3 +48,20 @@ def test_ctrl_c_stops_the_servers_child_too(tmp_path):
     while _alive(child):
         assert time.monotonic() < deadline, "the server's child outlived the interrupted server"
         time.sleep(0.05)
+
+
+def test_a_taken_port_is_one_line_before_anything_starts(tmp_path):
+    from tests.cli.test_cli import medseg
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        out = medseg("ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
+    assert out.returncode == 1 and f"cannot serve on 127.0.0.1:{port}" in out.stderr and "--port" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.db").exists()  # refused before the store was touched
+
+
+def test_a_server_that_fails_is_a_failed_command():
+    """`mlflow server` exiting on its own with an error must not look like a clean stop."""
+    with pytest.raises(MedsegError, match="exited with code 3"):
+        serve([sys.executable, "-c", "raise SystemExit(3)"])
