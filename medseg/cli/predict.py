@@ -85,7 +85,8 @@ def predict(
         "auto",
         "--engine",
         help="auto: the fastest engine of this machine that matches PyTorch fp32, measured on first use per model "
-        "and cached; or torch, torch-bf16 (CPUs with AVX-512 BF16 / AMX), onnxruntime, openvino.",
+        "and cached; or torch, torch-bf16 (CPUs with AVX-512 BF16 / AMX), onnxruntime, openvino, "
+        "tensorrt (FP16 on a CUDA GPU).",
     ),
     workers: int | None = typer.Option(
         None,

@@ -24,8 +24,10 @@ from medseg.inference.engines import (
     NetworkFacts,
     OnnxRuntimeEngine,
     OpenVinoEngine,
+    TensorRtEngine,
     TorchEngine,
     cpu_has_bf16,
+    tensorrt_available,
 )
 from medseg.io.atomic import atomic_write_text
 from medseg.io.bundle import ModelBundle
@@ -53,6 +55,8 @@ def available_engines(device: torch.device, onnx_only: bool = False) -> list[str
         names.append("onnxruntime")
     if exportable and device.type == "cpu" and _installed("openvino"):
         names.append("openvino")
+    if exportable and tensorrt_available(device):
+        names.append("tensorrt")
     return names
 
 
@@ -83,16 +87,50 @@ def open_engine(
         if name == "torch-bf16" and device.type == "cpu" and not cpu_has_bf16():
             raise MedsegError("this CPU has no native bf16 (AVX-512 BF16 / AMX)", hint="use --engine torch")
         return TorchEngine(bundle.build_model(), device, bf16=(amp and device.type == "cuda") or name == "torch-bf16")
-    if name not in ("onnxruntime", "openvino"):
-        raise MedsegError(f"unknown engine '{name}'", hint="use auto, torch, torch-bf16, onnxruntime or openvino")
-    if not _installed(name):
+    if name not in ("onnxruntime", "openvino", "tensorrt"):
+        hint = "use auto, torch, torch-bf16, onnxruntime, openvino or tensorrt"
+        raise MedsegError(f"unknown engine '{name}'", hint=hint)
+    if name == "tensorrt":
+        if not tensorrt_available(device):
+            raise MedsegError(
+                "--engine tensorrt needs a CUDA GPU and onnxruntime-gpu with TensorRT",
+                hint="pip install onnxruntime-gpu tensorrt, and --device cuda; or use auto",
+            )
+    elif not _installed(name):
         raise MedsegError(f"engine {name} is not installed", hint=f"pip install {name}")
     path = _onnx_for(bundle, onnx_path, fingerprint)
     if facts is None:
         facts = NetworkFacts.of(bundle.build_model())
     if name == "onnxruntime":
         return OnnxRuntimeEngine(path, facts, device)
-    return OpenVinoEngine(path, facts)
+    if name == "openvino":
+        return OpenVinoEngine(path, facts)
+    engine = TensorRtEngine(path, facts, device, cache_dir() / "tensorrt")
+    refuse_if_wrong(engine, _reference(bundle, device, path, facts), bundle, device)
+    return engine
+
+
+def _reference(bundle: ModelBundle, device: torch.device, path: Path, facts: NetworkFacts) -> Engine:
+    """fp32 on the same device: PyTorch where the model has weights, else the graph in ONNX Runtime."""
+    if bundle.state_dict:
+        return TorchEngine(bundle.build_model(), device, bf16=False)
+    return OnnxRuntimeEngine(path, facts, device)
+
+
+def refuse_if_wrong(engine: Engine, reference: Engine, bundle: ModelBundle, device: torch.device) -> None:
+    """Refuse an engine whose probabilities are not those of fp32 on random windows: FP16 engines can overflow into
+    NaN or collapse to all-zero masks (nnU-Net #2874) without any error of their own."""
+    channels = len(bundle.channels)
+    windows = torch.randn(2, channels, *bundle.patch_size, generator=torch.Generator().manual_seed(0)).to(device)
+    mask = torch.ones(2, channels, dtype=torch.bool, device=device) if engine.supports_modality_mask else None
+    got = torch.sigmoid(engine(windows, mask))
+    diff = (got - torch.sigmoid(reference(windows, mask))).abs().nan_to_num(1.0)
+    if not torch.isfinite(got).all() or float(diff.max()) > MAX_TOLERANCE or float(diff.mean()) > MEAN_TOLERANCE:
+        raise MedsegError(
+            f"{engine.name} gives wrong probabilities for this model (max difference {float(diff.max()):.3g} from "
+            "fp32: non-finite or collapsed outputs)",
+            hint="use --engine auto or torch",
+        )
 
 
 def _machine_key(device: torch.device, fingerprint: str, sw_batch: int) -> str:

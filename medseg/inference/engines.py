@@ -3,7 +3,8 @@
 An engine maps a batch of windows `(B, M, D, H, W)` float32 (and an optional `(B, M)` modality mask) to logits
 `(B, R, D, H, W)`, and says what the sliding window needs to know (`out_channels`, `stride`, `fixed_size`,
 `supports_modality_mask`). Precision belongs to the engine: `torch` runs fp32 on the CPU and bf16 autocast on CUDA,
-`torch-bf16` also uses bf16 on a CPU that has it (AVX-512 BF16 / AMX), the ONNX engines run the exported graph.
+`torch-bf16` also uses bf16 on a CPU that has it (AVX-512 BF16 / AMX), the ONNX engines run the exported graph
+(`tensorrt`: in FP16, through ONNX Runtime's TensorRT execution provider on a CUDA GPU).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from medseg.errors import MedsegError
 
-ENGINES = ("auto", "torch", "torch-bf16", "onnxruntime", "openvino")
+ENGINES = ("auto", "torch", "torch-bf16", "onnxruntime", "openvino", "tensorrt")
 
 
 class Engine(Protocol):
@@ -105,6 +106,40 @@ class OnnxRuntimeEngine(_OnnxBase):
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        super().__init__(facts, any(i.name == "modality_mask" for i in self.session.get_inputs()))
+
+    def __call__(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor:
+        (out,) = self.session.run(["logits"], self._feed(x, modality_mask))
+        return torch.from_numpy(out).to(x.device).float()
+
+
+def tensorrt_available(device: torch.device) -> bool:
+    """A CUDA device and an onnxruntime-gpu build with the TensorRT execution provider (and TensorRT's libraries)."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "TensorrtExecutionProvider" in ort.get_available_providers()
+
+
+class TensorRtEngine(_OnnxBase):
+    """TensorRT FP16 (layer fusion, FP16 kernels) through ONNX Runtime; built engines are cached in `cache`, since
+    building one takes minutes. CUDA runs whatever TensorRT cannot take."""
+
+    name = "tensorrt"
+
+    def __init__(self, path: Path, facts: NetworkFacts, device: torch.device, cache: Path) -> None:
+        import onnxruntime as ort
+
+        cache.mkdir(parents=True, exist_ok=True)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        gpu = {"device_id": device.index or 0}
+        trt = {**gpu, "trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
+        providers = [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", gpu)]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         super().__init__(facts, any(i.name == "modality_mask" for i in self.session.get_inputs()))
 

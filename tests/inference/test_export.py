@@ -177,3 +177,45 @@ def test_predict_measures_the_engines_once_then_uses_the_cached_choice(exported,
     chosen = first.split("chose ")[1].split()[0]
     assert f"with {chosen}" in first and f"with {chosen}" in second
     assert "engine auto" not in third and f"with {chosen}" in third
+
+
+def test_tensorrt_without_a_gpu_is_one_line(tmp_path):
+    from tests.cli.test_cli import medseg
+
+    save_checkpoint({"bundle": make_bundle(bias=0.3).to_dict()}, tmp_path / "m.pt")
+    (tmp_path / "in").mkdir()
+    out = medseg("predict", "--model", "m.pt", "in", "out", "--engine", "tensorrt", cwd=tmp_path)
+    assert out.returncode == 1 and "--engine tensorrt needs a CUDA GPU" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("failure", ["all zero", "nan"])
+def test_an_fp16_engine_with_collapsed_outputs_is_refused(failure, exported, monkeypatch):
+    """The FP16 failure nnU-Net #2874 reports (empty masks, no error): opening TensorRT compares it with fp32 first.
+    A stand-in runs the CPU graph and breaks its output, since no GPU is needed to test the refusal."""
+    from medseg.inference import engine_choice, engines
+
+    root, bundle, _ = exported
+
+    class Broken(engines.OnnxRuntimeEngine):
+        name = "tensorrt"
+
+        def __init__(self, path, facts, device, cache):
+            super().__init__(path, facts, device)
+
+        def __call__(self, x, modality_mask=None):
+            out = super().__call__(x, modality_mask)
+            return torch.full_like(out, -30.0) if failure == "all zero" else out * torch.nan
+
+    monkeypatch.setattr(engine_choice, "tensorrt_available", lambda device: True)
+    monkeypatch.setattr(engine_choice, "TensorRtEngine", Broken)
+    with pytest.raises(MedsegError, match="tensorrt gives wrong probabilities"):
+        engine_choice.open_engine("tensorrt", bundle, torch.device("cpu"), False, "fp", root / "model.onnx")
+
+
+def test_a_correct_engine_passes_the_fp32_comparison(exported):
+    from medseg.inference.engine_choice import open_engine, refuse_if_wrong
+
+    root, bundle, _ = exported
+    engine = open_engine("onnxruntime", bundle, torch.device("cpu"), False, "fp", root / "model.onnx")
+    refuse_if_wrong(engine, open_engine("torch", bundle, torch.device("cpu"), False, "fp"), bundle, torch.device("cpu"))
