@@ -57,6 +57,10 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP (a closed terminal), handled like Ctrl-C (temporary files removed, MLflow run marked
     KILLED, `medseg ui`'s server stopped), exit 128 + the signal's number."""
 
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
 
 def _interrupted(signals: list[int]) -> None:
     err_console.print("[yellow]interrupted[/]: outputs written so far are complete; re-run to resume")
@@ -74,7 +78,7 @@ def main() -> None:
 
     def on_signal(signum: int, frame) -> None:
         received.append(signum)
-        raise Terminated
+        raise Terminated(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup it stays ignored

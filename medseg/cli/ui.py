@@ -36,5 +36,8 @@ def ui(
     console.print(f"training runs: http://{host}:{port}/#/experiments/{exp_id}/runs{ML_VIEW}", highlight=False)
     try:
         serve(server_command(uri, host, port))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C is how the UI is stopped: exit 0; SIGTERM / SIGHUP say so (143 / 129)
         console.print("stopped")
+        signum = getattr(exc, "signum", None)
+        if signum:
+            raise typer.Exit(128 + signum) from None

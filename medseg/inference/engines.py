@@ -126,21 +126,42 @@ def tensorrt_available(device: torch.device) -> bool:
 
 
 class TensorRtEngine(_OnnxBase):
-    """TensorRT FP16 (layer fusion, FP16 kernels) through ONNX Runtime; built engines are cached in `cache`, since
-    building one takes minutes. CUDA runs whatever TensorRT cannot take."""
+    """TensorRT FP16 (layer fusion, FP16 kernels) through ONNX Runtime, built once for windows of `window` =
+    (channels, *patch) in batches of 1 to `max_batch` (one optimisation profile, so no rebuild per batch size) and
+    cached in `cache` (one folder per model: ONNX Runtime names engines by graph, not by weights)."""
 
     name = "tensorrt"
 
-    def __init__(self, path: Path, facts: NetworkFacts, device: torch.device, cache: Path) -> None:
+    def __init__(
+        self, path: Path, facts: NetworkFacts, device: torch.device, cache: Path, window: tuple, max_batch: int
+    ) -> None:
         import onnxruntime as ort
 
         cache.mkdir(parents=True, exist_ok=True)
+
+        def shapes(batch: int) -> str:
+            dims = "x".join(str(d) for d in (batch, *window))
+            return f"image:{dims}" + (f",modality_mask:{batch}x{window[0]}" if facts.supports_modality_mask else "")
+
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         gpu = {"device_id": device.index or 0}
-        trt = {**gpu, "trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
+        trt = {
+            **gpu,
+            "trt_fp16_enable": True,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_profile_min_shapes": shapes(1),
+            "trt_profile_opt_shapes": shapes(max_batch),
+            "trt_profile_max_shapes": shapes(max_batch),
+        }
         providers = [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", gpu)]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
+        if self.session.get_providers()[0] != "TensorrtExecutionProvider":  # ONNX Runtime fell back without TensorRT
+            raise MedsegError(
+                "TensorRT could not be loaded by ONNX Runtime (its libraries are missing or do not match)",
+                hint="pip install tensorrt matching onnxruntime-gpu, or use --engine onnxruntime",
+            )
         super().__init__(facts, any(i.name == "modality_mask" for i in self.session.get_inputs()))
 
     def __call__(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor:

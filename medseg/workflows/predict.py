@@ -10,7 +10,7 @@ from pathlib import Path
 from medseg.config import InferConfig
 from medseg.core import Case, Task
 from medseg.data.layouts import detect_cases, unused_files
-from medseg.errors import DataError, ModelFileError
+from medseg.errors import DataError, MedsegError, ModelFileError
 from medseg.inference.engine_choice import choose_engine, open_engine
 from medseg.inference.engines import NetworkFacts
 from medseg.inference.model_source import MLFLOW_SCHEMES, load_bundle
@@ -79,7 +79,10 @@ class FolderPredictor:
                 bundle, self.device, amp, fingerprint, self.infer.sw_batch_size, onnx_path, facts, on_message
             )
         else:
-            self.engine = open_engine(engine, bundle, self.device, amp, fingerprint, onnx_path, facts)
+            if engine == "tensorrt" and single_pass:
+                raise MedsegError("--single-pass cannot run on --engine tensorrt", hint="TensorRT is built for windows")
+            sw_batch = self.infer.sw_batch_size
+            self.engine = open_engine(engine, bundle, self.device, amp, fingerprint, onnx_path, facts, sw_batch)
 
     @property
     def model_can_mask(self) -> bool:

@@ -144,6 +144,7 @@ def test_ui_serves_the_run_over_http(store):
     finally:
         ui.send_signal(signal.SIGHUP)  # a closed terminal: the server (mlflow -> uvicorn -> workers) must go too
         ui.wait(timeout=30)
+    assert ui.returncode == 129
     deadline = time.monotonic() + 15
     while _serves(port):
         assert time.monotonic() < deadline, "the MLflow server outlived `medseg ui`"

@@ -189,33 +189,70 @@ def test_tensorrt_without_a_gpu_is_one_line(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("failure", ["all zero", "nan"])
+@pytest.mark.parametrize("failure", ["all zero", "nan", "empty where the model is sure of background"])
 def test_an_fp16_engine_with_collapsed_outputs_is_refused(failure, exported, monkeypatch):
     """The FP16 failure nnU-Net #2874 reports (empty masks, no error): opening TensorRT compares it with fp32 first.
-    A stand-in runs the CPU graph and breaks its output, since no GPU is needed to test the refusal."""
+    A stand-in runs the CPU graph and breaks its output, since no GPU is needed to test the refusal. Where the model
+    is sure of background (bias -20), collapsed probabilities agree with fp32: only the logits tell."""
     from medseg.inference import engine_choice, engines
 
     root, bundle, _ = exported
+    if failure.startswith("empty"):
+        bundle = make_bundle(bias=-20.0)
 
     class Broken(engines.OnnxRuntimeEngine):
         name = "tensorrt"
 
-        def __init__(self, path, facts, device, cache):
+        def __init__(self, path, facts, device, cache, window, max_batch):
+            assert window == (4, *bundle.patch_size) and max_batch == 2
             super().__init__(path, facts, device)
 
         def __call__(self, x, modality_mask=None):
             out = super().__call__(x, modality_mask)
-            return torch.full_like(out, -30.0) if failure == "all zero" else out * torch.nan
+            return out * torch.nan if failure == "nan" else torch.full_like(out, -30.0)
 
     monkeypatch.setattr(engine_choice, "tensorrt_available", lambda device: True)
     monkeypatch.setattr(engine_choice, "TensorRtEngine", Broken)
-    with pytest.raises(MedsegError, match="tensorrt gives wrong probabilities"):
-        engine_choice.open_engine("tensorrt", bundle, torch.device("cpu"), False, "fp", root / "model.onnx")
+    with pytest.raises(MedsegError, match="tensorrt gives wrong outputs"):
+        engine_choice.open_engine("tensorrt", bundle, torch.device("cpu"), False, "fp", root / "model.onnx", None, 2)
 
 
-def test_a_correct_engine_passes_the_fp32_comparison(exported):
+def test_tensorrt_is_refused_when_onnxruntime_falls_back_to_cuda(exported, monkeypatch):
+    """ONNX Runtime lists the TensorRT provider even when TensorRT's libraries are missing, then quietly runs CUDA."""
+    import onnxruntime as ort
+
+    from medseg.inference.engines import NetworkFacts, TensorRtEngine
+
+    root, _, _ = exported
+    seen = {}
+
+    class FellBack:
+        def __init__(self, path, options, providers):
+            seen["providers"] = providers
+
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    monkeypatch.setattr(ort, "InferenceSession", FellBack)
+    facts = NetworkFacts(3, 1, None, True)
+    with pytest.raises(MedsegError, match="TensorRT could not be loaded"):
+        TensorRtEngine(root / "model.onnx", facts, torch.device("cuda", 0), root / "trt", (4, 32, 32, 32), 4)
+    trt = dict(seen["providers"])["TensorrtExecutionProvider"]
+    assert trt["trt_fp16_enable"] and trt["trt_engine_cache_path"] == str(root / "trt")
+    assert trt["trt_profile_min_shapes"] == "image:1x4x32x32x32,modality_mask:1x4"
+    assert trt["trt_profile_max_shapes"] == "image:4x4x32x32x32,modality_mask:4x4"
+
+
+def test_a_correct_engine_passes_the_fp32_comparison(exported, tmp_path):
+    """Also for a model sure of background, where fp32 logits are nearly constant (the logit check must not refuse
+    ONNX Runtime's rounding there)."""
     from medseg.inference.engine_choice import open_engine, refuse_if_wrong
+    from medseg.inference.onnx_export import export_onnx
 
     root, bundle, _ = exported
-    engine = open_engine("onnxruntime", bundle, torch.device("cpu"), False, "fp", root / "model.onnx")
-    refuse_if_wrong(engine, open_engine("torch", bundle, torch.device("cpu"), False, "fp"), bundle, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    background = make_bundle(bias=-20.0)
+    export_onnx(background, tmp_path / "bg.onnx")
+    for b, path in ((bundle, root / "model.onnx"), (background, tmp_path / "bg.onnx")):
+        engine = open_engine("onnxruntime", b, cpu, False, "fp", path)
+        refuse_if_wrong(engine, open_engine("torch", b, cpu, False, "fp"), b, cpu)

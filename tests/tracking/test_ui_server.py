@@ -15,14 +15,22 @@ from medseg.errors import MedsegError
 from medseg.tracking.ui_server import serve
 from tests.conftest import signals_as_default
 
-# Like `mlflow server`: a parent that starts a long-lived child (uvicorn) and writes its pid.
+# Like `mlflow server`: a parent that starts a long-lived child (uvicorn) and writes its pid once the child runs.
 SERVER = """
 import subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+child = subprocess.Popen([sys.executable, "-c", sys.argv[2]])
+time.sleep(1.0)
 open(sys.argv[1], "w").write(str(child.pid))
 child.wait()
 """
-UI = "import sys; from medseg.tracking.ui_server import serve; serve([sys.executable, '-c', sys.argv[1], sys.argv[2]])"
+CHILDREN = {
+    "a child that stops on SIGTERM": "import time; time.sleep(600)",
+    "a child that ignores SIGTERM": "import signal as s, time; s.signal(s.SIGTERM, s.SIG_IGN); time.sleep(600)",
+}
+UI = """import sys
+from medseg.tracking.ui_server import serve
+serve([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3]], grace_s=1.0)
+"""
 
 
 def _alive(pid: int) -> bool:
@@ -34,9 +42,12 @@ def _alive(pid: int) -> bool:
         return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_ctrl_c_stops_the_servers_child_too(tmp_path):
+@pytest.mark.parametrize("child", list(CHILDREN))
+def test_ctrl_c_stops_the_servers_child_too(child, tmp_path):
+    """SIGTERM to the whole group, then SIGKILL to what ignores it."""
     pid_file = tmp_path / "child.pid"
-    ui = subprocess.Popen([sys.executable, "-c", UI, SERVER, str(pid_file)], preexec_fn=signals_as_default)
+    cmd = [sys.executable, "-c", UI, SERVER, str(pid_file), CHILDREN[child]]
+    ui = subprocess.Popen(cmd, preexec_fn=signals_as_default)
     deadline = time.monotonic() + 60
     while not pid_file.exists() or not pid_file.read_text():
         assert time.monotonic() < deadline and ui.poll() is None
@@ -61,7 +72,8 @@ def test_a_taken_port_is_one_line_before_anything_starts(tmp_path):
     assert not (tmp_path / "m.db").exists()  # refused before the store was touched
 
 
-def test_a_server_that_fails_is_a_failed_command():
-    """`mlflow server` exiting on its own with an error must not look like a clean stop."""
-    with pytest.raises(MedsegError, match="exited with code 3"):
-        serve([sys.executable, "-c", "raise SystemExit(3)"])
+@pytest.mark.parametrize("code", [3, 0])
+def test_a_server_that_stops_by_itself_is_a_failed_command(code):
+    """`mlflow server` exits 0 even when uvicorn fails: any exit the user did not ask for is a failure."""
+    with pytest.raises(MedsegError, match=f"stopped by itself \\(exit code {code}\\)"):
+        serve([sys.executable, "-c", f"raise SystemExit({code})"])
