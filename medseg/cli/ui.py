@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import typer
 from rich.console import Console
 
@@ -37,7 +39,8 @@ def ui(
     try:
         serve(server_command(uri, host, port))
     except KeyboardInterrupt as exc:  # Ctrl-C is how the UI is stopped: exit 0; SIGTERM / SIGHUP say so (143 / 129)
-        console.print("stopped")
+        with contextlib.suppress(OSError):  # a closed terminal cannot show it
+            console.print("stopped")
         signum = getattr(exc, "signum", None)
         if signum:
             raise typer.Exit(128 + signum) from None

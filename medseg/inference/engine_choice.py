@@ -131,7 +131,9 @@ def refuse_if_wrong(
     prob = (torch.sigmoid(got) - torch.sigmoid(want)).abs().nan_to_num(1.0)
     logit = float((got - want).abs().nan_to_num(float("inf")).mean())
     wrong = float(prob.max()) > MAX_TOLERANCE or float(prob.mean()) > MEAN_TOLERANCE
-    if not torch.isfinite(got).all() or wrong or logit > 0.1 * float(want.std()) + 1e-2:
+    # FP16 error grows with the logits' size: a model sure of background has large, nearly constant logits
+    allowed = 0.02 * float(want.abs().mean()) + 0.1 * float(want.std()) + 0.05
+    if not torch.isfinite(got).all() or wrong or logit > allowed:
         raise MedsegError(
             f"{engine.name} gives wrong outputs for this model (max probability difference {float(prob.max()):.3g}, "
             f"mean logit difference {logit:.3g} from the fp32 reference: non-finite or collapsed outputs)",

@@ -157,11 +157,12 @@ class TensorRtEngine(_OnnxBase):
         }
         providers = [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", gpu)]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
-        if self.session.get_providers()[0] != "TensorrtExecutionProvider":  # ONNX Runtime fell back without TensorRT
+        if self.session.get_providers()[0] != "TensorrtExecutionProvider":  # ONNX Runtime fell back to CUDA
             raise MedsegError(
-                "TensorRT could not be loaded by ONNX Runtime (its libraries are missing or do not match)",
-                hint="pip install tensorrt matching onnxruntime-gpu, or use --engine onnxruntime",
+                "TensorRT did not take this model (its libraries did not load, or it cannot build this graph)",
+                hint="check that tensorrt matches onnxruntime-gpu, or use --engine onnxruntime",
             )
+        self.session.disable_fallback()  # a TensorRT failure while running is an error, not a quiet switch to CUDA
         super().__init__(facts, any(i.name == "modality_mask" for i in self.session.get_inputs()))
 
     def __call__(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor:

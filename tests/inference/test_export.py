@@ -226,17 +226,27 @@ def test_tensorrt_is_refused_when_onnxruntime_falls_back_to_cuda(exported, monke
     root, _, _ = exported
     seen = {}
 
-    class FellBack:
+    class Session:
         def __init__(self, path, options, providers):
             seen["providers"] = providers
 
         def get_providers(self):
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            return seen["running"]
 
-    monkeypatch.setattr(ort, "InferenceSession", FellBack)
+        def disable_fallback(self):
+            seen["fallback disabled"] = True
+
+        def get_inputs(self):
+            return []
+
+    monkeypatch.setattr(ort, "InferenceSession", Session)
     facts = NetworkFacts(3, 1, None, True)
-    with pytest.raises(MedsegError, match="TensorRT could not be loaded"):
+    seen["running"] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(MedsegError, match="TensorRT did not take this model"):
         TensorRtEngine(root / "model.onnx", facts, torch.device("cuda", 0), root / "trt", (4, 32, 32, 32), 4)
+    seen["running"] = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    TensorRtEngine(root / "model.onnx", facts, torch.device("cuda", 0), root / "trt", (4, 32, 32, 32), 4)
+    assert seen["fallback disabled"]  # a TensorRT failure while running must not quietly become CUDA
     trt = dict(seen["providers"])["TensorrtExecutionProvider"]
     assert trt["trt_fp16_enable"] and trt["trt_engine_cache_path"] == str(root / "trt")
     assert trt["trt_profile_min_shapes"] == "image:1x4x32x32x32,modality_mask:1x4"
@@ -244,8 +254,8 @@ def test_tensorrt_is_refused_when_onnxruntime_falls_back_to_cuda(exported, monke
 
 
 def test_a_correct_engine_passes_the_fp32_comparison(exported, tmp_path):
-    """Also for a model sure of background, where fp32 logits are nearly constant (the logit check must not refuse
-    ONNX Runtime's rounding there)."""
+    """Also for a model sure of background, where fp32 logits are large and nearly constant: the logit check must not
+    refuse ONNX Runtime's rounding, nor an FP16 engine's, there."""
     from medseg.inference.engine_choice import open_engine, refuse_if_wrong
     from medseg.inference.onnx_export import export_onnx
 
@@ -256,3 +266,27 @@ def test_a_correct_engine_passes_the_fp32_comparison(exported, tmp_path):
     for b, path in ((bundle, root / "model.onnx"), (background, tmp_path / "bg.onnx")):
         engine = open_engine("onnxruntime", b, cpu, False, "fp", path)
         refuse_if_wrong(engine, open_engine("torch", b, cpu, False, "fp"), b, cpu)
+
+    class Fp16Like:  # fp32 logits rounded to FP16 with 0.1 % relative error on top: what a correct FP16 engine gives
+        def __init__(self, inner):
+            self.inner, self.name, self.supports_modality_mask = inner, "fp16-like", inner.supports_modality_mask
+
+        def __call__(self, x, mask=None):
+            out = self.inner(x, mask).half().float()
+            return out * (1 + 1e-3 * torch.randn(out.shape, generator=torch.Generator().manual_seed(1)))
+
+    for b in (bundle, background):
+        reference = open_engine("torch", b, cpu, False, "fp")
+        refuse_if_wrong(Fp16Like(reference), reference, b, cpu)
+
+
+def test_tensorrt_is_asked_for_by_name_and_only_for_windows(exported, monkeypatch):
+    """`auto` never tries it (a first build takes minutes); `--single-pass` shapes are not what it is built for."""
+    from medseg.inference import engine_choice
+    from medseg.workflows.predict import FolderPredictor
+
+    _, bundle, _ = exported
+    monkeypatch.setattr(engine_choice, "tensorrt_available", lambda device: True)
+    assert "tensorrt" not in engine_choice.available_engines(torch.device("cpu"))
+    with pytest.raises(MedsegError, match="--single-pass cannot run on --engine tensorrt"):
+        FolderPredictor(bundle, device="cpu", engine="tensorrt", single_pass=True)
