@@ -92,20 +92,29 @@ class _OnnxBase:
 
 
 class OnnxRuntimeEngine(_OnnxBase):
-    """ONNX Runtime on the CPU (or CUDA when onnxruntime-gpu is installed and the device is CUDA)."""
+    """ONNX Runtime on the CPU (or CUDA when onnxruntime-gpu is installed and the device is CUDA); `providers`
+    replaces that choice (TensorRT)."""
 
     name = "onnxruntime"
 
-    def __init__(self, path: Path, facts: NetworkFacts, device: torch.device, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        facts: NetworkFacts,
+        device: torch.device,
+        threads: int | None = None,
+        providers: list | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
-        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+        if providers is None:
+            providers = ["CPUExecutionProvider"]
+            if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+                providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         super().__init__(facts, any(i.name == "modality_mask" for i in self.session.get_inputs()))
 
@@ -125,7 +134,7 @@ def tensorrt_available(device: torch.device) -> bool:
     return "TensorrtExecutionProvider" in ort.get_available_providers()
 
 
-class TensorRtEngine(_OnnxBase):
+class TensorRtEngine(OnnxRuntimeEngine):
     """TensorRT FP16 (layer fusion, FP16 kernels) through ONNX Runtime, built once for windows of `window` =
     (channels, *patch) in batches of 1 to `max_batch` (one optimisation profile, so no rebuild per batch size) and
     cached in `cache` (one folder per model: ONNX Runtime names engines by graph, not by weights)."""
@@ -135,16 +144,12 @@ class TensorRtEngine(_OnnxBase):
     def __init__(
         self, path: Path, facts: NetworkFacts, device: torch.device, cache: Path, window: tuple, max_batch: int
     ) -> None:
-        import onnxruntime as ort
-
         cache.mkdir(parents=True, exist_ok=True)
 
         def shapes(batch: int) -> str:
             dims = "x".join(str(d) for d in (batch, *window))
             return f"image:{dims}" + (f",modality_mask:{batch}x{window[0]}" if facts.supports_modality_mask else "")
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         gpu = {"device_id": device.index or 0}
         trt = {
             **gpu,
@@ -155,19 +160,15 @@ class TensorRtEngine(_OnnxBase):
             "trt_profile_opt_shapes": shapes(max_batch),
             "trt_profile_max_shapes": shapes(max_batch),
         }
-        providers = [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", gpu)]
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        super().__init__(
+            path, facts, device, providers=[("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", gpu)]
+        )
         if self.session.get_providers()[0] != "TensorrtExecutionProvider":  # ONNX Runtime fell back to CUDA
             raise MedsegError(
                 "TensorRT did not take this model (its libraries did not load, or it cannot build this graph)",
                 hint="check that tensorrt matches onnxruntime-gpu, or use --engine onnxruntime",
             )
         self.session.disable_fallback()  # a TensorRT failure while running is an error, not a quiet switch to CUDA
-        super().__init__(facts, any(i.name == "modality_mask" for i in self.session.get_inputs()))
-
-    def __call__(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor:
-        (out,) = self.session.run(["logits"], self._feed(x, modality_mask))
-        return torch.from_numpy(out).to(x.device).float()
 
 
 class OpenVinoEngine(_OnnxBase):
