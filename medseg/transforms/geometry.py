@@ -90,14 +90,22 @@ def crop_to_ras(
     ornt = nib.orientations.io_orientation(affine)
     transform = nib.orientations.ornt_transform(ornt, RAS)
     start, end = foreground_box(image, crop_foreground)
-    shape = image.shape[1:]
+    ras = _apply(crop(image, start, end), transform)
+    return ras, ornt, *box_in_ras(transform, image.shape[1:], start, end)
+
+
+def box_in_ras(
+    transform: np.ndarray, shape: tuple[int, ...], start: tuple[int, ...], end: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The full shape and the box (start, end) in RAS of a box found on the input's own axes, where `transform`
+    (nibabel's `ornt_transform` to RAS) sends input axis i to RAS axis transform[i, 0], flipped if transform[i, 1] < 0.
+    """
     ras_shape, ras_start, ras_end = [0, 0, 0], [0, 0, 0], [0, 0, 0]
     for axis, (target, flip) in enumerate(transform):
         t, n = int(target), shape[axis]
         ras_shape[t] = n
         ras_start[t], ras_end[t] = (start[axis], end[axis]) if flip > 0 else (n - end[axis], n - start[axis])
-    ras = _apply(crop(image, start, end), transform)
-    return ras, ornt, tuple(ras_shape), tuple(ras_start), tuple(ras_end)
+    return tuple(ras_shape), tuple(ras_start), tuple(ras_end)
 
 
 def crop(array: np.ndarray, start, end) -> np.ndarray:

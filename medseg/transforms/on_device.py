@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from medseg.core import LabelScheme
-from medseg.transforms.geometry import RAS, GridMeta, ras_spacing
+from medseg.transforms.geometry import RAS, GridMeta, box_in_ras, ras_spacing
 from medseg.transforms.intensity import ChannelNorm
 from medseg.transforms.preprocess import Preprocessed, PreprocessPlan
 from medseg.transforms.resample import needs_resampling, resampled_shape
@@ -48,14 +48,8 @@ def crop_to_ras(
     ornt = nib.orientations.io_orientation(affine)
     transform = nib.orientations.ornt_transform(ornt, RAS)
     start, end = foreground_box(image, crop_foreground)
-    shape = image.shape[1:]
-    ras_shape, ras_start, ras_end = [0, 0, 0], [0, 0, 0], [0, 0, 0]
-    for axis, (target, flip) in enumerate(transform):
-        t, n = int(target), shape[axis]
-        ras_shape[t] = n
-        ras_start[t], ras_end[t] = (start[axis], end[axis]) if flip > 0 else (n - end[axis], n - start[axis])
     block = image[(slice(None), *(slice(s, e) for s, e in zip(start, end, strict=True)))]
-    return _apply(block, transform).contiguous(), ornt, tuple(ras_shape), tuple(ras_start), tuple(ras_end)
+    return _apply(block, transform).contiguous(), ornt, *box_in_ras(transform, tuple(image.shape[1:]), start, end)
 
 
 def channel_stats(image: torch.Tensor) -> np.ndarray:
