@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
+from medseg.cli.options import DeviceOpt
 from medseg.cli.progress import RichTrainingHooks
 from medseg.tracking import redact_secrets
 
@@ -64,7 +65,7 @@ def demo(
     out: Path = typer.Option(Path("medseg_demo"), "--out", help="Folder for data, runs, predictions."),
     minutes: float = typer.Option(6.0, "--minutes", min=0.1, help="Training time budget (minutes)."),
     fast: bool = typer.Option(False, "--fast", help="Smallest setting (seconds): a smoke test, not a model."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    device: str = DeviceOpt,
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Default: sqlite:///<out>/mlflow.db."),
 ) -> None:
     """Synthesise data, train a cross-modal TransUNet-3D, predict held-out cases, evaluate, show where to look."""

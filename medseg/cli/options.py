@@ -11,6 +11,14 @@ SetOpt = typer.Option([], "--set", "-s", help="Override a config key: --set trai
 TrackingUriOpt = typer.Option(
     None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
 )
+DeviceOpt = typer.Option("auto", "--device", help="cpu, cuda or auto.")
+FoldOpt = typer.Option(
+    None, "--fold", help="Validation fold K (default: the first fold), or 'all' to train on every case."
+)
+ExperimentOpt = typer.Option(None, "--experiment", help="MLflow experiment name.")
+RunNameOpt = typer.Option(None, "--run-name", help="MLflow run name.")
+NoTrackingOpt = typer.Option(False, "--no-tracking", help="Do not log to MLflow.")
+NoProgressOpt = typer.Option(False, "--no-progress", help="Plain log lines instead of progress bars.")
 FORMATS = ("table", "csv", "json")
 FormatOpt = typer.Option("table", "--format", help="table (for people), csv or json (for scripts).")
 

@@ -18,7 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from medseg.cli.options import TrackingUriOpt
+from medseg.cli.options import DeviceOpt, TrackingUriOpt
 
 if TYPE_CHECKING:
     from medseg.inference.output_folder import CaseResult
@@ -104,7 +104,7 @@ def predict(
         "always the host with --overlays (they draw the preprocessed image).",
     ),
     part: str | None = typer.Option(None, "--part", help="Predict shard i of n: --part 0/4."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    device: str = DeviceOpt,
     tracking_uri: str | None = TrackingUriOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="List the files that are not part of any case."),
 ) -> None:

@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from medseg.cli.options import ConfigOpt, SetOpt, TrackingUriOpt
+from medseg.cli.options import (
+    ConfigOpt,
+    DeviceOpt,
+    ExperimentOpt,
+    FoldOpt,
+    NoProgressOpt,
+    NoTrackingOpt,
+    RunNameOpt,
+    SetOpt,
+    TrackingUriOpt,
+)
 from medseg.cli.progress import RichTrainingHooks
 from medseg.tracking import redact_secrets
 
@@ -43,33 +53,28 @@ def train(
     ),
     config: str | None = ConfigOpt,
     set_: list[str] = SetOpt,
-    fold: str | None = typer.Option(
-        None, "--fold", help="Validation fold K (default: the first fold), or 'all' to train on every case."
-    ),
+    fold: str | None = FoldOpt,
     tracking_uri: str | None = TrackingUriOpt,
-    experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment name."),
-    run_name: str | None = typer.Option(None, "--run-name"),
+    experiment: str | None = ExperimentOpt,
+    run_name: str | None = RunNameOpt,
     resume: str | None = typer.Option(None, "--resume", help="Run id or checkpoint to continue."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    device: str = DeviceOpt,
     register: str | None = typer.Option(None, "--register", help="Register the best model under this name."),
-    no_tracking: bool = typer.Option(False, "--no-tracking", help="Do not log to MLflow."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Plain log lines instead of progress bars."),
+    no_tracking: bool = NoTrackingOpt,
+    no_progress: bool = NoProgressOpt,
     out: Path = typer.Option(Path("outputs"), "--out", help="Where checkpoints, pictures and scanned manifests go."),
 ) -> None:
     """Train a segmentation model; validates each N epochs with sliding windows and logs to MLflow."""
-    from medseg.workflows.train import TrainRequest
-
-    _check_device(device)
-    request = TrainRequest(
-        task=task,
+    request = _request(
+        task,
+        set_,
+        fold,
+        device,
+        no_tracking,
         config=config,
-        overrides=set_,
         data=data,
         manifest=manifest,
-        fold=_fold(fold),
-        device=device,
         tracking_uri=tracking_uri,
-        tracking=not no_tracking,
         experiment=experiment,
         run_name=run_name,
         register=register,
@@ -91,21 +96,18 @@ def distill(
     set_: list[str] = SetOpt,
     temperature: float = typer.Option(2.0, "--temperature", help="Softening temperature T of both outputs."),
     alpha: float = typer.Option(0.5, "--alpha", help="Weight of the teacher term (the labels' loss gets 1 - alpha)."),
-    fold: str | None = typer.Option(None, "--fold", help="Validation fold K (default: the first fold), or 'all'."),
+    fold: str | None = FoldOpt,
     tracking_uri: str | None = TrackingUriOpt,
-    experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment name."),
-    run_name: str | None = typer.Option(None, "--run-name"),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    experiment: str | None = ExperimentOpt,
+    run_name: str | None = RunNameOpt,
+    device: str = DeviceOpt,
     register: str | None = typer.Option(None, "--register", help="Register the student under this name."),
-    no_tracking: bool = typer.Option(False, "--no-tracking", help="Do not log to MLflow."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Plain log lines instead of progress bars."),
+    no_tracking: bool = NoTrackingOpt,
+    no_progress: bool = NoProgressOpt,
     out: Path = typer.Option(Path("outputs"), "--out", help="Where checkpoints, pictures and manifests go."),
 ) -> None:
     """Train a small student on a teacher's softened outputs plus the labels (knowledge distillation); the student
     is a normal model: its own MLflow run (tagged with the teacher), checkpoints and bundle."""
-    from medseg.workflows.train import TrainRequest
-
-    _check_device(device)
     overrides = [
         f"model.name={student}",
         "model.kwargs={}",  # the config's kwargs belong to its own model, not to the student
@@ -114,16 +116,16 @@ def distill(
         f"distill.temperature={temperature}",
         f"distill.alpha={alpha}",
     ]
-    request = TrainRequest(
-        task=task,
+    request = _request(
+        task,
+        overrides,
+        fold,
+        device,
+        no_tracking,
         config=config,
-        overrides=overrides,
         data=data,
         manifest=manifest,
-        fold=_fold(fold),
-        device=device,
         tracking_uri=tracking_uri,
-        tracking=not no_tracking,
         experiment=experiment,
         run_name=run_name,
         register=register,
@@ -144,21 +146,18 @@ def prune(
     manifest: Path | None = typer.Option(None, "--manifest", help="Manifest from `medseg data scan`."),
     config: str | None = ConfigOpt,
     set_: list[str] = SetOpt,
-    fold: str | None = typer.Option(None, "--fold", help="Validation fold K (default: the first fold), or 'all'."),
+    fold: str | None = FoldOpt,
     tracking_uri: str | None = TrackingUriOpt,
-    experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment name."),
-    run_name: str | None = typer.Option(None, "--run-name"),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    experiment: str | None = ExperimentOpt,
+    run_name: str | None = RunNameOpt,
+    device: str = DeviceOpt,
     register: str | None = typer.Option(None, "--register", help="Register the pruned model under this name."),
-    no_tracking: bool = typer.Option(False, "--no-tracking", help="Do not log to MLflow."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Plain log lines instead of progress bars."),
+    no_tracking: bool = NoTrackingOpt,
+    no_progress: bool = NoProgressOpt,
     out: Path = typer.Option(Path("outputs"), "--out", help="Where checkpoints, pictures and manifests go."),
 ) -> None:
     """Remove whole channels (structured pruning, torch-pruning) from a trained model and fine-tune it briefly; the
     result is a normal, smaller model bundle (its own MLflow run, tagged with the source) that `predict` loads."""
-    from medseg.workflows.train import TrainRequest
-
-    _check_device(device)
     overrides = [
         f"train.max_minutes={minutes}",
         f"train.lr={lr}",
@@ -166,22 +165,34 @@ def prune(
         f"prune.source={json.dumps(model)}",
         f"prune.amount={amount}",
     ]
-    request = TrainRequest(
-        task=task,
+    request = _request(
+        task,
+        overrides,
+        fold,
+        device,
+        no_tracking,
         config=config,
-        overrides=overrides,
         data=data,
         manifest=manifest,
-        fold=_fold(fold),
-        device=device,
         tracking_uri=tracking_uri,
-        tracking=not no_tracking,
         experiment=experiment,
         run_name=run_name,
         register=register,
         out=out,
     )
     _run_and_report(request, no_progress)
+
+
+def _request(
+    task: str, overrides: list[str], fold: str | None, device: str, no_tracking: bool, **fields
+) -> TrainRequest:
+    """The TrainRequest of a training command, its --fold and --device checked (the rest is the workflow's to check)."""
+    from medseg.workflows.train import TrainRequest
+
+    _check_device(device)
+    return TrainRequest(
+        task=task, overrides=overrides, fold=_fold(fold), device=device, tracking=not no_tracking, **fields
+    )
 
 
 def _run_and_report(request: TrainRequest, no_progress: bool) -> None:
