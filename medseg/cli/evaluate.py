@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,7 +12,11 @@ from rich.table import Table
 
 from medseg.cli.options import FormatOpt, TrackingUriOpt, check_format
 
+if TYPE_CHECKING:
+    from medseg.evaluation.evaluate import EvalResult
+
 console = Console()
+err_console = Console(stderr=True)
 METRIC_ROWS = (("dice", "{:.3f}"), ("hd95", "{:.1f}"), ("lesion_dice", "{:.3f}"), ("lesion_hd95", "{:.1f}"))
 
 
@@ -31,6 +36,7 @@ def evaluate(
     check_format(fmt)
     outcome = evaluate_folder(pred_dir, gt_dir, task, out=out, run_id=run, tracking_uri=tracking_uri)
     result = outcome.result
+    _report_problems(result)  # on stderr in every format, so csv/json on stdout stay parseable
     if fmt == "json":
         report = {
             "convention": outcome.convention,
@@ -42,23 +48,29 @@ def evaluate(
         }
         typer.echo(json.dumps(report, indent=1))
     elif fmt == "csv":
-        typer.echo(rows_to_csv(result.rows), nl=False)
-    else:
+        if result.rows:
+            typer.echo(rows_to_csv(result.rows), nl=False)
+    elif result.rows:
         _render(outcome, out, run)
     if result.failed:
         raise typer.Exit(1)
 
 
-def _render(outcome, out: Path, run: str | None) -> None:
-    result = outcome.result
+def _report_problems(result: EvalResult) -> None:
     for _, err in result.failed:
-        console.print(f"[red]failed[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]failed[/] {err}", highlight=False, soft_wrap=True)
+    if result.failed and not result.rows:
+        err_console.print(f"[red]error:[/] none of the {len(result.failed)} matched case(s) could be evaluated")
     if result.unmatched_pred:
         names = ", ".join(result.unmatched_pred[:10])
-        console.print(f"[yellow]{len(result.unmatched_pred)} prediction(s) without ground truth[/]: {names}")
+        err_console.print(f"[yellow]{len(result.unmatched_pred)} prediction(s) without ground truth[/]: {names}")
     if result.unmatched_gt:
         names = ", ".join(result.unmatched_gt[:10])
-        console.print(f"[yellow]{len(result.unmatched_gt)} labelled case(s) without prediction[/]: {names}")
+        err_console.print(f"[yellow]{len(result.unmatched_gt)} labelled case(s) without prediction[/]: {names}")
+
+
+def _render(outcome, out: Path, run: str | None) -> None:
+    result = outcome.result
     regions = outcome.task.scheme.region_names
     table = Table(title=f"evaluation of {len(result.rows)} cases (mean ± std)", caption=outcome.convention)
     table.add_column("metric")

@@ -6,14 +6,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from medseg.core import Case, Task
 from medseg.errors import DataError
 from medseg.evaluation.lesionwise import lesion_wise
 from medseg.evaluation.metrics import region_metrics
-from medseg.io.nifti import AFFINE_TOL_MM, read_label
+from medseg.io.nifti import AFFINE_TOL_MM, load_header, read_label
 from medseg.transforms.labels import labels_to_regions
 
 
@@ -28,16 +27,24 @@ class EvalResult:
 def evaluate_case(pred_path: Path, gt_case: Case, task: Task) -> dict:
     """Metrics for one case; predictions are in the ground truth's native label convention."""
     scheme = task.scheme
-    gt_img = nib.load(gt_case.label)
+    gt_img = load_header(gt_case.label, gt_case.id)
     shape, affine = gt_img.shape[:3], gt_img.affine
     gt = read_label(gt_case, shape, affine)
     pred_case = Case(gt_case.id, (), (), str(pred_path), gt_case.label_map, gt_case.layout)
-    pred_img = nib.load(str(pred_path))
-    if tuple(pred_img.shape[:3]) != tuple(shape) or not np.allclose(pred_img.affine, affine, atol=AFFINE_TOL_MM):
+    pred_img = load_header(str(pred_path), gt_case.id)
+    if tuple(pred_img.shape[:3]) != tuple(shape):
         raise DataError(
-            f"prediction grid {pred_img.shape} does not match the ground truth's {shape} (shape/affine)",
+            f"prediction shape {pred_img.shape[:3]} does not match the ground truth's {shape}",
             path=str(pred_path),
             case=gt_case.id,
+            hint="predict on the images of this dataset (medseg predict writes the input's grid)",
+        )
+    if not np.allclose(pred_img.affine, affine, atol=AFFINE_TOL_MM):
+        raise DataError(
+            f"prediction affine differs from the ground truth's (beyond {AFFINE_TOL_MM} mm)",
+            path=str(pred_path),
+            case=gt_case.id,
+            hint="predict on the images of this dataset (medseg predict writes the input's grid)",
         )
     pred = read_label(pred_case, shape, affine)
     spacing = [float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)]

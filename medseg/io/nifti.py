@@ -21,7 +21,8 @@ from medseg.io.dicom import is_series_ref, read_dicom_channels
 AFFINE_TOL_MM = 1e-3
 
 
-def _load(path: str, case_id: str) -> nib.Nifti1Image:
+def load_header(path: str, case_id: str) -> nib.Nifti1Image:
+    """The image with its header read (data still on disk); a DataError names the file when it cannot be."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"missing file {p.name}", path=str(p), case=case_id, hint="add the file or drop the case")
@@ -30,7 +31,12 @@ def _load(path: str, case_id: str) -> nib.Nifti1Image:
     try:
         return nib.load(str(p))
     except Exception as exc:
-        raise DataError(f"not a readable NIfTI file ({exc.__class__.__name__})", path=str(p), case=case_id) from None
+        raise DataError(
+            f"not a readable NIfTI file ({exc.__class__.__name__})",
+            path=str(p),
+            case=case_id,
+            hint="re-export the file as .nii or .nii.gz",
+        ) from None
 
 
 def _read_data(img: nib.Nifti1Image, path: str, case_id: str) -> np.ndarray:
@@ -55,7 +61,7 @@ SINGLE_FILE_NIFTI = (nib.Nifti1Image, nib.Nifti2Image)
 
 def _load_volume(path: str, case_id: str) -> tuple[np.ndarray, np.ndarray]:
     """The data array and affine of an image file, fully decoded (`.nii.gz` through `gzip_codec`)."""
-    img = _load(path, case_id)  # the checks and the header, as for any format
+    img = load_header(path, case_id)  # the checks and the header, as for any format
     if not path.endswith(".gz") or type(img) not in SINGLE_FILE_NIFTI:
         return _read_data(img, path, case_id), img.affine
     try:
@@ -108,7 +114,7 @@ def _check_geometry(ref_shape, ref_affine, shape, affine, path: str, case_id: st
 
 def read_affine(case: Case) -> np.ndarray:
     """The voxel-to-world affine of a case's first channel, from its header alone (no image data decoded)."""
-    return _load(case.images[0], case.id).affine
+    return load_header(case.images[0], case.id).affine
 
 
 # Voxel types kept as they are by `read_case(native_dtype=True)`; others become float32 (exact up to 2**24).

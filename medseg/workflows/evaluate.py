@@ -44,13 +44,13 @@ def evaluate(
     task = get_task(task_name, gt_dir)
     _, gt_cases = detect_cases(gt_dir, task.layouts)
     result = evaluate_folder(pred_dir, gt_cases, task, on_case)
-    if not result.rows:
-        raise DataError(
-            "no case could be evaluated", path=str(pred_dir), hint="prediction files must be named <case_id>.nii.gz"
-        )
+    if not result.rows and not result.failed:
+        raise DataError("no prediction matches a labelled case", path=str(pred_dir), hint=_no_match_hint(result))
     summary = summarise(result.rows)
     words = convention(task.empty_hd95_mm)
     outcome = EvaluateOutcome(result, summary, task, words)
+    if not result.rows:  # every case failed: the caller reports why; no empty CSV, nothing logged
+        return outcome
     if out is not None:
         outcome.csv, outcome.summary_path = out, out.with_suffix(".summary.json")
         atomic_write_text(out, rows_to_csv(result.rows))
@@ -64,3 +64,11 @@ def evaluate(
         metrics = {f"test_{k}": v["mean"] for k, v in summary.items()}
         log_to_existing_run(run_id, resolve_tracking_uri(tracking_uri), metrics, files)
     return outcome
+
+
+def _no_match_hint(result: EvalResult) -> str:
+    if not result.unmatched_gt:
+        return "the ground-truth folder has no label files"
+    if not result.unmatched_pred:
+        return "the prediction folder has no <case_id>.nii.gz files"
+    return f"prediction files must be named <case_id>.nii.gz, e.g. {result.unmatched_gt[0]}.nii.gz"

@@ -126,3 +126,64 @@ def test_evaluate_cli_tables_csv_and_json(tmp_path, brats2021_dir):
     assert "373.13" in report["convention"]
     rows = list(csv.DictReader(io.StringIO(run("--format", "csv"))))
     assert [float(r["dice_et"]) for r in rows] == [1.0] * len(cases)
+
+
+def _prediction_folder(tmp_path, brats2021_dir, broken: dict[int, bytes]):
+    """Perfect predictions (the labels themselves), with case i's file replaced by `broken[i]`."""
+    import shutil
+
+    from medseg.data.layouts import detect_cases
+    from medseg.pipelines import get_task
+
+    task = get_task("brats")
+    _, cases = detect_cases(brats2021_dir, task.layouts)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for i, c in enumerate(cases):
+        target = pred / f"{c.id}.nii.gz"
+        target.write_bytes(broken[i]) if i in broken else shutil.copy(c.label, target)
+    return pred, cases, task
+
+
+def test_broken_prediction_files_fail_their_case_and_the_others_are_scored(tmp_path, brats2021_dir):
+    from medseg.evaluation.evaluate import evaluate_folder
+
+    pred, cases, task = _prediction_folder(tmp_path, brats2021_dir, {1: b"", 2: b"not a nifti file at all"})
+    result = evaluate_folder(pred, cases, task)
+    assert [r["id"] for r in result.rows] == [cases[0].id, cases[3].id]
+    reasons = dict(result.failed)
+    assert "empty file" in reasons[cases[1].id] and "not a readable NIfTI file" in reasons[cases[2].id]
+
+
+def test_when_every_case_fails_each_reason_is_reported_not_a_naming_hint(tmp_path, brats2021_dir):
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from medseg.cli.evaluate import evaluate
+
+    app = typer.Typer()
+    app.command()(evaluate)
+
+    broken = dict.fromkeys(range(4), b"junk")
+    pred, _, _ = _prediction_folder(tmp_path, brats2021_dir, broken)
+    for fmt in ("table", "csv", "json"):
+        out = CliRunner().invoke(
+            app, [str(pred), str(brats2021_dir), "--format", fmt, "--out", str(tmp_path / "metrics.csv")]
+        )
+        assert out.exit_code == 1 and out.stderr.count("not a readable NIfTI file") == 4, out.output
+        assert "none of the 4 matched case(s)" in out.stderr and "<case_id>" not in out.output
+    assert json.loads(out.stdout)["failed"][0]["error"].endswith("(fix: re-export the file as .nii or .nii.gz)")
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_a_prediction_folder_with_wrong_names_gets_the_naming_hint(tmp_path, brats2021_dir):
+    from medseg.errors import DataError
+    from medseg.workflows.evaluate import evaluate
+
+    pred, cases, _ = _prediction_folder(tmp_path, brats2021_dir, {})
+    for c in cases:
+        (pred / f"{c.id}.nii.gz").rename(pred / f"{c.id}_seg.nii.gz")
+    with pytest.raises(DataError, match=f"named <case_id>.nii.gz, e.g. {cases[0].id}.nii.gz"):
+        evaluate(pred, brats2021_dir)
