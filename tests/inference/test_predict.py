@@ -311,3 +311,18 @@ def test_the_network_sees_the_bundles_spacing(tmp_path, monkeypatch):
     (x, y, z), fine = seen
     assert fine == (2 * x, y, 2 * z)
     assert nib.load(tmp_path / "fine" / "c1.nii.gz").shape == SHAPE
+
+
+def test_an_output_path_that_cannot_be_a_folder_fails_before_the_model_is_loaded(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from medseg.cli.predict import predict
+    from medseg.errors import MedsegError
+
+    app = typer.Typer()
+    app.command()(predict)
+    (tmp_path / "a_file").write_text("x")
+    for out_dir, words in ((tmp_path / "a_file", "is a file"), (tmp_path / "a_file" / "out", "lies under a file")):
+        result = CliRunner().invoke(app, [str(tmp_path), str(out_dir), "--model", str(tmp_path / "absent.pt")])
+        assert isinstance(result.exception, MedsegError) and words in str(result.exception), result.output
