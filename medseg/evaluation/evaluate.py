@@ -12,7 +12,7 @@ from medseg.core import Case, Task
 from medseg.errors import DataError
 from medseg.evaluation.lesionwise import lesion_wise
 from medseg.evaluation.metrics import region_metrics
-from medseg.io.nifti import AFFINE_TOL_MM, load_header, read_label
+from medseg.io.nifti import check_geometry, load_header, read_label
 from medseg.transforms.labels import labels_to_regions
 
 
@@ -32,20 +32,18 @@ def evaluate_case(pred_path: Path, gt_case: Case, task: Task) -> dict:
     gt = read_label(gt_case, shape, affine)
     pred_case = Case(gt_case.id, (), (), str(pred_path), gt_case.label_map, gt_case.layout)
     pred_img = load_header(str(pred_path), gt_case.id)
-    if tuple(pred_img.shape[:3]) != tuple(shape):
-        raise DataError(
-            f"prediction shape {pred_img.shape[:3]} does not match the ground truth's {shape}",
-            path=str(pred_path),
-            case=gt_case.id,
-            hint="predict on the images of this dataset (medseg predict writes the input's grid)",
-        )
-    if not np.allclose(pred_img.affine, affine, atol=AFFINE_TOL_MM):
-        raise DataError(
-            f"prediction affine differs from the ground truth's (beyond {AFFINE_TOL_MM} mm)",
-            path=str(pred_path),
-            case=gt_case.id,
-            hint="predict on the images of this dataset (medseg predict writes the input's grid)",
-        )
+    # Checked here, against the ground truth, so the message names both; read_label's own check then passes.
+    check_geometry(
+        shape,
+        affine,
+        pred_img.shape[:3],
+        pred_img.affine,
+        str(pred_path),
+        gt_case.id,
+        "prediction",
+        reference="the ground truth's",
+        hint="predict on the images of this dataset (medseg predict writes the input's grid)",
+    )
     pred = read_label(pred_case, shape, affine)
     spacing = [float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)]
     p = labels_to_regions(pred, scheme, gt_case.label_map)

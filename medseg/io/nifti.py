@@ -95,20 +95,31 @@ def _as_3d(data: np.ndarray, index: int | None, path: str, case_id: str) -> np.n
     return data
 
 
-def _check_geometry(ref_shape, ref_affine, shape, affine, path: str, case_id: str, what: str) -> None:
+def check_geometry(
+    ref_shape,
+    ref_affine,
+    shape,
+    affine,
+    path: str,
+    case_id: str,
+    what: str,
+    reference: str = "the first channel's",
+    hint: str = "",
+) -> None:
+    """`what`'s grid (shape, then affine within AFFINE_TOL_MM) must be `reference`'s; a DataError says which differs."""
     if tuple(shape) != tuple(ref_shape):
         raise DataError(
-            f"{what} shape {tuple(shape)} differs from the first channel's {tuple(ref_shape)}",
+            f"{what} shape {tuple(shape)} differs from {reference} {tuple(ref_shape)}",
             path=path,
             case=case_id,
-            hint="resample all channels onto one grid",
+            hint=hint or "resample all channels onto one grid",
         )
     if not np.allclose(affine, ref_affine, atol=AFFINE_TOL_MM):
         raise DataError(
-            f"{what} affine differs from the first channel's (beyond {AFFINE_TOL_MM} mm)",
+            f"{what} affine differs from {reference} (beyond {AFFINE_TOL_MM} mm)",
             path=path,
             case=case_id,
-            hint="co-register the channels onto one grid",
+            hint=hint or "co-register the channels onto one grid",
         )
 
 
@@ -149,7 +160,7 @@ def read_case(
         vol = _as_3d(data, index, path, case.id)
         if ref_shape is None:
             ref_shape, ref_affine = vol.shape, affine
-        _check_geometry(ref_shape, ref_affine, vol.shape, affine, path, case.id, "channel")
+        check_geometry(ref_shape, ref_affine, vol.shape, affine, path, case.id, "channel")
         if vol.dtype.kind == "f" and not np.isfinite(vol).all():  # integer voxels cannot be NaN: no pass over them
             raise DataError("image contains NaN or Inf voxels", path=path, case=case.id, hint="fix the export")
         arrays[i] = vol
@@ -171,7 +182,7 @@ def read_label(case: Case, ref_shape, ref_affine) -> np.ndarray:
     path = str(case.label)
     data, affine = _load_volume(path, case.id)
     data = _as_3d(data, None, path, case.id)
-    _check_geometry(ref_shape, ref_affine, data.shape, affine, path, case.id, "label")
+    check_geometry(ref_shape, ref_affine, data.shape, affine, path, case.id, "label")
     if not np.isfinite(data).all() or not np.all(np.equal(np.mod(data, 1), 0)):
         raise DataError("label map has non-integer values", path=path, case=case.id)
     values = set(np.unique(data).astype(int).tolist())
