@@ -34,22 +34,31 @@ def _nifti_files(folder: Path) -> dict[str, Path]:
 def find_suffix_cases(
     root: Path, suffixes: Sequence[str], label_suffix: str, sep: str, label_map: dict[str, int], layout: str
 ) -> list[Case]:
-    """Cases as folders `<id>/<id><sep><suffix>.nii.gz` (BraTS 2021/2023 style).
+    """Cases as folders `<id>/<id><sep><suffix>.nii.gz` (BraTS 2021/2023 style); `root` itself is the one case when
+    it is such a folder (`medseg predict BraTS2021_00000/ out/` predicts that case).
 
     A folder is a case when at least one of its files carries a known suffix; missing channels are kept
     as paths that do not exist, so validation can name the missing file instead of dropping the case.
     """
-    cases = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        files = _nifti_files(folder)
-        cid = folder.name
-        present = [s for s in suffixes if f"{cid}{sep}{s}" in files]
-        if not present:
-            continue
-        images = tuple(str(files.get(f"{cid}{sep}{s}", folder / f"{cid}{sep}{s}.nii.gz")) for s in suffixes)
-        label = files.get(f"{cid}{sep}{label_suffix}")
-        cases.append(Case(cid, images, (None,) * len(suffixes), str(label) if label else None, label_map, layout))
-    return cases
+    if not root.is_dir():
+        return []
+    own = _suffix_case(root, suffixes, label_suffix, sep, label_map, layout)
+    if own is not None:
+        return [own]
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    return [c for f in folders if (c := _suffix_case(f, suffixes, label_suffix, sep, label_map, layout)) is not None]
+
+
+def _suffix_case(
+    folder: Path, suffixes: Sequence[str], label_suffix: str, sep: str, label_map: dict[str, int], layout: str
+) -> Case | None:
+    files = _nifti_files(folder)
+    cid = folder.name
+    if not any(f"{cid}{sep}{s}" in files for s in suffixes):
+        return None
+    images = tuple(str(files.get(f"{cid}{sep}{s}", folder / f"{cid}{sep}{s}.nii.gz")) for s in suffixes)
+    label = files.get(f"{cid}{sep}{label_suffix}")
+    return Case(cid, images, (None,) * len(suffixes), str(label) if label else None, label_map, layout)
 
 
 _NNUNET = re.compile(r"^(?P<id>.+)_(?P<ch>\d{4})$")
@@ -106,6 +115,12 @@ def find_4d_cases(root: Path, channel_index: Sequence[int], label_map: dict[str,
 def detect_cases(root: str | Path, layouts: Sequence[Layout]) -> tuple[Layout, list[Case]]:
     """Try each layout in order; the first that finds cases wins."""
     root = Path(root)
+    if root.is_file():
+        raise DataError(
+            "a file, not a data folder",
+            path=str(root),
+            hint="pass the folder that holds the cases (one folder per case, or imagesTr/ with its files)",
+        )
     if not root.is_dir():
         raise DataError("data folder not found", path=str(root), hint="pass an existing folder")
     for layout in layouts:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -98,6 +100,22 @@ def test_unreadable_label_names_are_named(tmp_path, brats2021_dir):
     (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": names, "labels": {"a": 1, "b": 2, "c": 3}}))
     with pytest.raises(DataError, match="cannot be read as the BraTS classes"):
         detect_cases(tmp_path, get_task("brats").layouts)
+
+
+@pytest.mark.parametrize("fixture", ["brats2021_dir", "brats2023_dir"])
+def test_one_case_folder_is_that_case_not_four_msd_cases(request, fixture):
+    """`medseg predict BraTS2021_00000/ out/`: its four channel files were read as four 4D MSD cases."""
+    root = request.getfixturevalue(fixture)
+    _, every = detect_cases(root, get_task("brats").prediction_layouts)
+    folder = Path(every[1].images[0]).parent
+    layout, cases = detect_cases(folder, get_task("brats").prediction_layouts)
+    assert layout.name == every[1].layout and cases == [every[1]]
+
+
+def test_a_file_is_not_a_data_folder(brats2021_dir):
+    file = next(brats2021_dir.rglob("*_t1.nii.gz"))
+    with pytest.raises(DataError, match="a file, not a data folder"):
+        detect_cases(file, get_task("brats").prediction_layouts)
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):
