@@ -79,7 +79,7 @@ class LabelSpec:
 @dataclass
 class CasePrediction:
     """Labels (X, Y, Z) uint8 in the case's native convention, optional probabilities (R, X, Y, Z),
-    and the warnings a user should see (empty prediction, unusual intensities)."""
+    and the warnings a user should see (empty prediction, no zero background, unusual CT intensities)."""
 
     labels: np.ndarray
     probabilities: np.ndarray | None
@@ -87,18 +87,57 @@ class CasePrediction:
     warnings: list[str] = field(default_factory=list)
 
 
-def intensity_warnings(stats: np.ndarray, bundle: ModelBundle, missing: tuple[int, ...]) -> list[str]:
-    """Channels whose mean nonzero intensity is far from the training distribution (> 3 train SDs or
-    off by more than 5x): the classic cause of silent empty predictions."""
-    out = []
-    for i, (name, (train_mean, train_std)) in enumerate(zip(bundle.channels, bundle.norm_stats, strict=True)):
-        if i in missing or train_mean == 0:
+# Bundles whose norm_stats lack the training zero fraction: a z-scored channel with the foreground crop was trained
+# on skull-stripped volumes, where at least half the voxels are background 0 (BraTS: ~85 %).
+ASSUMED_ZERO_FRACTION = 0.5
+
+
+def input_warnings(stats: np.ndarray, bundle: ModelBundle, missing: tuple[int, ...]) -> list[str]:
+    """What makes a mask unreliable without failing the case, for the present channels:
+
+    - almost no zero background where training had one (under a quarter of its zero fraction): a shifted
+      background (scl_inter, CT-like air at -1000) or a volume that is not skull-stripped puts the whole volume in
+      the foreground crop and z-score, and the mask comes out wrong with nothing else to show it (one warning
+      naming every such channel);
+    - for channels normalised with fixed numbers (CT), a mean far from training (> 3 training SDs or off by more
+      than 5x). A z-scored channel is left alone there: a global rescale (scl_slope, uint8 export) is harmless.
+    """
+    out, no_background = [], []
+    norms = bundle.preprocess.intensity
+    for i, (name, train) in enumerate(zip(bundle.channels, bundle.norm_stats, strict=True)):
+        if i in missing:
+            continue
+        zscored = norms is None or norms[i].kind == "zscore"
+        measured = len(train) > 2
+        expected = train[2] if measured else ASSUMED_ZERO_FRACTION * (zscored and bundle.preprocess.crop_foreground)
+        if stats[i][2] < 0.25 * expected:
+            no_background.append((name, float(stats[i][2]), expected if measured else None))
+        train_mean, train_std = train[:2]
+        if zscored or train_mean == 0:
             continue
         mean = float(stats[i][0])
-        ratio = mean / train_mean if train_mean else float("inf")
-        if abs(mean - train_mean) > 3 * max(train_std, 1e-6) or not 0.2 <= ratio <= 5:
+        if abs(mean - train_mean) > 3 * max(train_std, 1e-6) or not 0.2 <= mean / train_mean <= 5:
             out.append(f"{name} intensities unusual (mean {mean:.3g} vs training {train_mean:.3g})")
+    if no_background:
+        out.insert(0, _no_background_warning(no_background))
     return out
+
+
+def _no_background_warning(channels: list[tuple[str, float, float | None]]) -> str:
+    """One line for every channel (name, zero fraction, training zero fraction if the bundle measured it)."""
+    many = len(channels) > 1
+    zeros = ("at most " if many else "") + f"{max(z for _, z, _ in channels):.1%}"
+    measured = [t for _, _, t in channels if t is not None]
+    trained = (
+        ("at least " if len(set(measured)) > 1 else "") + f"{min(measured):.0%} in training"
+        if measured
+        else "background 0 expected"
+    )
+    return (
+        f"{', '.join(n for n, _, _ in channels)}: almost no zero background ({zeros} of voxels are 0; {trained}): "
+        "the crop and z-score span the whole volume, so the mask is unreliable (set the background to 0: "
+        "skull-strip, or check the header's scl_inter)"
+    )
 
 
 def modality_mask(missing: tuple[int, ...], case: Case, engine: Engine, allow_missing: bool) -> torch.Tensor | None:
@@ -229,7 +268,7 @@ def _decide(
     """Threshold the case's probabilities: the finished labels when the device restores them (no kept
     probabilities, no components to clean on the host), else region masks on the cropped grid."""
     pre = prepared.pre
-    warnings = intensity_warnings(pre.stats, bundle, prepared.missing)
+    warnings = input_warnings(pre.stats, bundle, prepared.missing)
     components = any(rule.kind != "none" for rule in (infer.postprocess or {}).values())
     if prepared.on_device and not keep_probabilities and not components:
         labels = _labels_on_device(probs, pre.meta, infer.threshold, bundle.scheme, case.label_map)

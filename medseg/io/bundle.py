@@ -28,7 +28,8 @@ BUNDLE_FILE = "medseg_bundle.pt"  # name of the weights-only bundle beside check
 class ModelBundle:
     """Weights + how to rebuild the network + the task metadata inference needs.
 
-    `norm_stats`: per channel [mean, std] of raw nonzero intensities in the training data (for warnings).
+    `norm_stats`: per channel [mean, std] of raw nonzero intensities in the training data and the fraction of
+    voxels that are 0 (older bundles lack it), for the input warnings of `inference.case_predict`.
     `preprocess`: crop and target spacing, so inference prepares a case exactly as training did.
     `infer`: how the model predicts (sliding window, threshold, post-processing chosen after training).
     `structure`: layer attributes changed by structured pruning (`nets.pruning`); empty for an unpruned network.

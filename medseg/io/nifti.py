@@ -162,7 +162,13 @@ def read_case(
             ref_shape, ref_affine = vol.shape, affine
         check_geometry(ref_shape, ref_affine, vol.shape, affine, path, case.id, "channel")
         if vol.dtype.kind == "f" and not np.isfinite(vol).all():  # integer voxels cannot be NaN: no pass over them
-            raise DataError("image contains NaN or Inf voxels", path=path, case=case.id, hint="fix the export")
+            raise DataError(
+                "image contains NaN or Inf voxels",
+                path=path,
+                case=case.id,
+                hint="re-export it with those voxels set to 0 (or fix the tool that wrote it)",
+            )
+        _check_not_constant(vol, path, case.id)
         arrays[i] = vol
     if ref_shape is None:
         raise DataError("no channel file exists", case=case.id, path=case.images[0])
@@ -175,6 +181,20 @@ def read_case(
     if with_label and case.label is not None:
         label = read_label(case, ref_shape, ref_affine)
     return CaseVolumes(image, label, np.asarray(ref_affine, dtype=np.float64), tuple(missing))
+
+
+def _check_not_constant(vol: np.ndarray, path: str, case_id: str) -> None:
+    """A channel with one value everywhere (a blank export, a modality written as zeros) carries no image: the
+    network would see a missing modality as if it were present."""
+    lo, hi = vol.min(), vol.max()
+    if lo == hi:
+        what = "all 0" if lo == 0 else f"constant (every voxel is {lo:g})"
+        raise DataError(
+            f"image is {what}",
+            path=path,
+            case=case_id,
+            hint="re-export it; if the modality is missing, delete the file and predict with --allow-missing-modality",
+        )
 
 
 def read_label(case: Case, ref_shape, ref_affine) -> np.ndarray:

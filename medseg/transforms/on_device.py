@@ -7,6 +7,8 @@ and encodes gzip.
 
 from __future__ import annotations
 
+import math
+
 import nibabel as nib
 import numpy as np
 import torch
@@ -52,13 +54,15 @@ def crop_to_ras(
     return _apply(block, transform).contiguous(), ornt, *box_in_ras(transform, tuple(image.shape[1:]), start, end)
 
 
-def channel_stats(image: torch.Tensor) -> np.ndarray:
-    """`preprocess.channel_stats`: per-channel mean and std of the nonzero voxels, (M, 2) float64 on the host."""
-    out = torch.zeros((image.shape[0], 2), dtype=torch.float64, device=image.device)
+def channel_stats(image: torch.Tensor, volume_voxels: int) -> np.ndarray:
+    """`preprocess.channel_stats`: per channel the mean and std of the nonzero voxels and the zero fraction of the
+    whole volume (`image` is its foreground crop), (M, 3) float64 on the host."""
+    out = torch.zeros((image.shape[0], 3), dtype=torch.float64, device=image.device)
     for i, channel in enumerate(image):
         values = channel[channel != 0].double()
         if values.numel():
             out[i, 0], out[i, 1] = values.mean(), values.std(correction=0)
+        out[i, 2] = 1.0 - values.numel() / volume_voxels
     return out.cpu().numpy()
 
 
@@ -96,7 +100,7 @@ def preprocess(raw: torch.Tensor, affine: np.ndarray, plan: PreprocessPlan) -> P
         spacing,
         plan.spacing if resample else spacing,
     )
-    stats = channel_stats(image)
+    stats = channel_stats(image, math.prod(raw.shape[1:]))
     normalised = normalise(image, stats, plan.intensity)
     if resample:
         shape = resampled_shape(normalised.shape[1:], spacing, plan.spacing)

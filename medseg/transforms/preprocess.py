@@ -14,7 +14,7 @@ from medseg.transforms.labels import labels_to_regions
 from medseg.transforms.resample import Spacing, needs_resampling, resample_channels, resample_masks, resampled_shape
 
 # Bumped whenever preprocessing changes, so stale cache entries are never reused.
-PREPROCESS_VERSION = 3
+PREPROCESS_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -68,16 +68,20 @@ class Preprocessed:
     image: np.ndarray
     regions: np.ndarray | None
     meta: GridMeta
-    stats: np.ndarray  # (M, 2) raw mean/std over nonzero voxels, for out-of-distribution warnings
+    stats: np.ndarray  # (M, 3) raw mean/std over nonzero voxels and the zero fraction, for input warnings
 
 
-def channel_stats(image: np.ndarray) -> np.ndarray:
-    """Per-channel mean and std of nonzero voxels (the raw intensity distribution)."""
-    out = np.zeros((image.shape[0], 2), np.float64)
+def channel_stats(image: np.ndarray, volume_voxels: int | None = None) -> np.ndarray:
+    """Per channel: mean and std of the nonzero voxels (the raw intensity distribution, which z-scoring uses) and
+    the fraction of the whole volume that is exactly 0 (its background, when skull-stripped). `image` may be the
+    foreground crop of a volume of `volume_voxels` voxels: the crop holds every nonzero voxel."""
+    volume_voxels = volume_voxels or int(np.prod(image.shape[1:]))
+    out = np.zeros((image.shape[0], 3), np.float64)
     for i, ch in enumerate(image):
         nz = ch[ch != 0]
         if nz.size:
-            out[i] = nz.mean(), nz.std()
+            out[i, :2] = nz.mean(), nz.std()
+        out[i, 2] = 1.0 - nz.size / volume_voxels
     return out
 
 
@@ -90,7 +94,7 @@ def zscore_nonzero(image: np.ndarray, stats: np.ndarray) -> np.ndarray:
     """
     out = np.empty(image.shape, np.float32)
     for i, ch in enumerate(image):
-        mean, std = stats[i]
+        mean, std = stats[i][:2]
         np.subtract(ch, np.float32(mean), out=out[i])
         out[i] *= np.float32(1.0 / std if std > 0 else 1.0)  # MONAI divides by 1 where std is 0
         np.copyto(out[i], 0.0, where=ch == 0)
@@ -115,7 +119,7 @@ def preprocess_case(
         spacing,
         plan.spacing if resample else spacing,
     )
-    stats = channel_stats(image)
+    stats = channel_stats(image, int(np.prod(vols.image.shape[1:])))
     # Normalised before resampling: an MRI background stays exactly 0 where interpolation does not reach the brain.
     image = normalise(image, stats, plan.intensity)
     shape = resampled_shape(image.shape[1:], spacing, plan.spacing) if resample else None

@@ -60,6 +60,14 @@ def _nan(p: Path) -> None:
     _rewrite(p, data)
 
 
+def _all_zero(p: Path) -> None:
+    _rewrite(p, np.zeros(SHAPE, np.int16))
+
+
+def _constant(p: Path) -> None:
+    _rewrite(p, np.full(SHAPE, 7.5, np.float32))
+
+
 def _two_d(p: Path) -> None:
     _rewrite(p, np.ones((32, 32, 1), np.float32))
 
@@ -82,6 +90,8 @@ CASES = [
     ("t2", _shape, "shape .* differs"),
     ("t2", _affine, "affine differs"),
     ("flair", _nan, "NaN or Inf"),
+    ("t1ce", _all_zero, "image is all 0 .*--allow-missing-modality"),
+    ("t2", _constant, r"image is constant \(every voxel is 7.5\)"),
     ("t1", _two_d, "2D"),
     ("t1", _four_d, "expected a 3D image"),
     ("seg", _label_value, r"label values \[3\] are not in the brats2021 label map"),

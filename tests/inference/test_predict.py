@@ -159,13 +159,56 @@ def test_rerun_skips_complete_outputs_and_redoes_broken_ones(tmp_path):
     assert [p.name for p in (tmp_path / "out").glob(".*.part*")] == [".z.nii.gz.x2.part.nii.gz"]
 
 
-def test_empty_prediction_and_unusual_intensities_warn(tmp_path):
-    vol = _volume()
-    _write_case(tmp_path / "in", "c", vol * 50, RAS)
+def test_empty_prediction_warns(tmp_path):
+    _write_case(tmp_path / "in", "c", _volume(), RAS)
     (result,) = _predict(tmp_path / "in", tmp_path / "out", bundle=make_bundle(bias=-20.0))
     assert result.status == "ok"
-    assert any("empty prediction" in w for w in result.warnings)
-    assert any("intensities unusual" in w for w in result.warnings)
+    assert result.warnings == ["empty prediction (no region above threshold)"]
+
+
+@pytest.mark.parametrize("zero_fraction", [None, 0.8], ids=["old-bundle", "trained-skull-stripped"])
+def test_a_shifted_background_warns_and_a_rescale_does_not(tmp_path, zero_fraction):
+    """A background of 100 (scl_inter) or -1000 (CT-like air) puts the whole volume into the crop and the z-score,
+    a silently wrong mask; scaling (scl_slope, another scanner's range) is harmless to a per-case z-score."""
+    vol = _volume()
+    _write_case(tmp_path / "in", "plain", vol, RAS)
+    _write_case(tmp_path / "in", "scaled", vol * 50, RAS)
+    _write_case(tmp_path / "in", "shifted", vol + 100, RAS)
+    _write_case(tmp_path / "in", "air", np.where(vol == 0, -1000, vol), RAS)
+    bundle = make_bundle(bias=0.3)
+    if zero_fraction is not None:
+        bundle.norm_stats = [[500.0, 200.0, zero_fraction]] * 4
+    results = {r.id: r for r in _predict(tmp_path / "in", tmp_path / "out", bundle=bundle)}
+    assert results["plain"].warnings == [] and results["scaled"].warnings == []
+    trained = "background 0 expected" if zero_fraction is None else "80% in training"
+    for cid in ("shifted", "air"):
+        (warning,) = results[cid].warnings
+        assert warning.startswith(
+            f"t1, t1ce, t2, flair: almost no zero background (at most 0.0% of voxels are 0; {trained}): "
+        ), warning
+
+
+def test_no_background_warning_for_a_model_trained_without_zero_background(tmp_path):
+    _write_case(tmp_path / "in", "shifted", _volume() + 100, RAS)
+    bundle = make_bundle(bias=0.3)
+    bundle.norm_stats = [[500.0, 200.0, 0.0]] * 4  # e.g. an MRI dataset that is not skull-stripped
+    (result,) = _predict(tmp_path / "in", tmp_path / "out", bundle=bundle)
+    assert result.warnings == []
+
+
+def test_ct_channels_warn_on_intensities_far_from_training():
+    """Fixed-number normalisation (CT) depends on the absolute values: HU read without their rescale slope shows."""
+    from medseg.inference.case_predict import input_warnings
+    from medseg.transforms.intensity import ChannelNorm
+
+    bundle = make_bundle()
+    bundle.channels, bundle.norm_stats = ["ct"], [[40.0, 300.0, 0.0]]
+    bundle.preprocess = PreprocessPlan(intensity=(ChannelNorm("ct", -1000, 1000, 40, 300),))
+    assert input_warnings(np.array([[60.0, 280.0, 0.0]]), bundle, ()) == []
+    assert input_warnings(np.array([[1100.0, 280.0, 0.0]]), bundle, ()) == [
+        "ct intensities unusual (mean 1.1e+03 vs training 40)"
+    ]
+    assert input_warnings(np.array([[1100.0, 280.0, 0.0]]), bundle, (0,)) == []  # a missing channel: not judged
 
 
 def test_output_folder_of_another_model_or_other_settings_is_refused(tmp_path):

@@ -78,6 +78,8 @@ def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tm
     assert bundle.preprocess.spacing == spacing and run.data.params["plan.spacing"] == " x ".join(
         f"{v:g}" for v in spacing
     )
+    # per channel: raw mean and std of the training foreground, and its zero fraction (skull-stripped: most voxels)
+    assert [len(row) for row in bundle.norm_stats] == [3] * 4 and all(0.3 < row[2] < 1 for row in bundle.norm_stats)
     with torch.no_grad():
         assert bundle.build_model()(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
     # Resume from the run id (its out_dir tag finds last.pt): same run, epochs continue, params untouched.

@@ -40,6 +40,7 @@ def test_normalisation_is_zscore_on_nonzero_voxels():
     pre = preprocess_case(CaseVolumes(image, None, np.eye(4)), case, None)
     assert abs(pre.image.mean()) < 1e-5 and abs(pre.image.std() - 1) < 1e-3
     assert pre.stats[0, 0] == pytest.approx(150, rel=1e-4)
+    assert pre.stats[0, 2] == pytest.approx(1 - 216 / 1000)  # zero fraction of the whole volume, not the crop
 
 
 def test_zscore_matches_monai_normalize_intensity():
