@@ -29,7 +29,7 @@ def load_header(path: str, case_id: str) -> nib.Nifti1Image:
     if p.stat().st_size == 0:
         raise DataError("empty file", path=str(p), case=case_id, hint="re-export or re-download the file")
     try:
-        return nib.load(str(p))
+        img = nib.load(str(p))
     except Exception as exc:
         raise DataError(
             f"not a readable NIfTI file ({exc.__class__.__name__})",
@@ -37,6 +37,22 @@ def load_header(path: str, case_id: str) -> nib.Nifti1Image:
             case=case_id,
             hint="re-export the file as .nii or .nii.gz",
         ) from None
+    _check_affine(img.affine, str(p), case_id)
+    return img
+
+
+def _check_affine(affine: np.ndarray, path: str, case_id: str) -> None:
+    """The voxel-to-world matrix must give every voxel axis a direction: with a zero or NaN column, or two axes on
+    one line, there is no orientation to reach RAS with and no spacing (a collapsed sform or qform)."""
+    linear = affine[:3, :3]
+    sizes = np.linalg.norm(linear, axis=0) if np.isfinite(affine).all() else np.zeros(3)
+    if sizes.min() < 1e-6 or abs(np.linalg.det(linear)) < 1e-6 * sizes.prod():
+        raise DataError(
+            "the header's voxel-to-world affine is singular (a voxel axis has no direction or size)",
+            path=path,
+            case=case_id,
+            hint="repair the header's sform/qform (nibabel: img.set_sform(img.get_qform())) or re-export the file",
+        )
 
 
 def _read_data(img: nib.Nifti1Image, path: str, case_id: str) -> np.ndarray:

@@ -54,6 +54,16 @@ def _affine(p: Path) -> None:
     _rewrite(p, np.asarray(img.dataobj), aff)
 
 
+def _singular_affine(p: Path) -> None:
+    img = nib.load(p)
+    aff = img.affine.copy()
+    aff[:3, 2] = 0.0  # a collapsed sform: the third axis has no direction (nibabel cannot make it a qform)
+    out = nib.Nifti1Image(np.asarray(img.dataobj), None)
+    out.set_qform(None, code=0)
+    out.set_sform(aff, code=1)
+    nib.save(out, p)
+
+
 def _nan(p: Path) -> None:
     data = np.asarray(nib.load(p).dataobj).astype(np.float32)
     data[3, 3, 3] = np.nan
@@ -90,6 +100,7 @@ CASES = [
     ("t2", _shape, "shape .* differs"),
     ("t2", _affine, "affine differs"),
     ("flair", _nan, "NaN or Inf"),
+    ("t1", _singular_affine, "affine is singular .*sform/qform"),
     ("t1ce", _all_zero, "image is all 0 .*--allow-missing-modality"),
     ("t2", _constant, r"image is constant \(every voxel is 7.5\)"),
     ("t1", _two_d, "2D"),
