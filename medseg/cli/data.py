@@ -40,10 +40,19 @@ def scan(
     from medseg.workflows.scan import scan as scan_folder
 
     out = out or Path("data_manifests") / f"{data_dir.resolve().name}.json"
-    result = scan_folder(data_dir, task, out, folds=folds, seed=seed)
+    progress = Progress(
+        TextColumn("scanning"), TextColumn("{task.completed} case(s) read"), TimeElapsedColumn(), console=console
+    )
+
+    def on_case(_case, err: DataError | None) -> None:
+        progress.advance(bar)
+        if err is not None:  # printed as found, so they are listed even when no case is good
+            progress.console.print(f"[red]bad:[/] {err}", highlight=False, soft_wrap=True)  # paths whole for grep
+
+    with progress:
+        bar = progress.add_task("scan", total=None)
+        result = scan_folder(data_dir, task, out, folds=folds, seed=seed, on_case=on_case)
     render_unused(data_dir, result.unused, verbose)
-    for _case, err in result.bad:
-        console.print(f"[red]bad case[/] {err}", highlight=False, soft_wrap=True)  # paths stay whole for grep
     console.print(
         f"[green]{len(result.manifest.cases)} cases[/] ({result.manifest.layout} layout, {folds} folds) -> {out}"
         + (f"; [red]{len(result.bad)} bad case(s) excluded[/]" if result.bad else ""),

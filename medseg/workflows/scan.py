@@ -38,7 +38,15 @@ def scan(
     manifest, bad = scan_dataset(data_dir, task, folds=folds, seed=seed, on_case=on_case)
     unused = unused_files(data_dir, [*(c.case for c in manifest.cases), *(c for c, _ in bad)])
     if not manifest.cases:
-        first = f": {bad[0][1]}" if bad else ""
-        raise DataError(f"no valid cases{first}", path=str(data_dir), hint="fix the errors listed above")
+        raise _no_valid_case(data_dir, [err for _, err in bad])
     save_manifest(relativise(manifest, out.parent), out)
     return ScanResult(manifest, out, bad, unused)
+
+
+def _no_valid_case(data_dir: Path, errors: list[DataError]) -> DataError:
+    """Every case is bad: the first one's problem and fix, and where to see the others."""
+    if not errors:
+        return DataError("no valid cases", path=str(data_dir))
+    first = errors[0]
+    others = f"; {len(errors) - 1} other bad case(s): `medseg data scan {data_dir}` lists them" if errors[1:] else ""
+    return DataError(f"no valid cases ({first.message}{others})", path=first.path, case=first.case, hint=first.hint)

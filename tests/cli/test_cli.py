@@ -62,9 +62,33 @@ def test_scan_reports_bad_case_and_exits_1_unless_skip_bad(tmp_path):
     (tmp_path / "d" / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t2f.nii.gz").unlink()
     out = medseg("data", "scan", str(tmp_path / "d"), "--out", str(tmp_path / "m.json"), cwd=tmp_path)
     assert out.returncode == 1
-    assert "missing file BraTS-GLI-00001-000-t2f" in out.stdout + out.stderr
+    assert "bad: case BraTS-GLI-00001-000, " in out.stdout and "missing file BraTS-GLI-00001-000-t2f" in out.stdout
     ok = medseg("data", "scan", str(tmp_path / "d"), "--out", str(tmp_path / "m.json"), "--skip-bad", cwd=tmp_path)
     assert ok.returncode == 0 and (tmp_path / "m.json").exists()
+
+
+def test_scan_with_every_case_bad_lists_each_and_says_why(tmp_path):
+    """The bad cases are printed as found (the final error used to point to a list it never printed)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from medseg.cli.data import scan
+    from medseg.errors import DataError
+    from medseg.pipelines.brats import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "d", 2, "brats2021", (24, 24, 16), seed=1)
+    for t1 in (tmp_path / "d").rglob("*_t1.nii.gz"):
+        t1.unlink()
+    app = typer.Typer()
+    app.command()(scan)
+    result = CliRunner().invoke(app, [str(tmp_path / "d"), "--out", str(tmp_path / "m.json")])
+    assert [line.split(",")[0] for line in result.stdout.splitlines() if line.startswith("bad:")] == [
+        "bad: case BraTS2021_00000",
+        "bad: case BraTS2021_00001",
+    ]
+    assert isinstance(result.exception, DataError) and not (tmp_path / "m.json").exists()
+    assert str(result.exception).startswith("case BraTS2021_00000, ")
+    assert "no valid cases (missing file BraTS2021_00000_t1.nii.gz; 1 other bad case(s)" in str(result.exception)
 
 
 def test_predict_batch_with_a_broken_case_finishes_the_others_and_exits_1(tmp_path):
