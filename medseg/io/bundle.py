@@ -123,6 +123,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ModelFileError("checkpoint not found", path=str(p), hint="pass a .pt file written by medseg train")
+    with p.open("rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip (local file header first), or a bare pickle (protocol mark) with the legacy format
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        raise ModelFileError(
+            "not a PyTorch checkpoint (neither a torch.save zip nor a pickle)",
+            path=str(p),
+            hint="pass the .pt that medseg train wrote (best.pt), a .onnx from medseg export, or runs:/<run_id>/model",
+        )
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -131,8 +140,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             path=str(p),
             hint="only load checkpoints written by medseg from sources you trust",
         ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ModelFileError(f"not a readable checkpoint ({exc.__class__.__name__})", path=str(p)) from None
+    except Exception as exc:  # a truncated or corrupt file: torch raises RuntimeError, EOFError, KeyError, ...
+        raise ModelFileError(
+            f"not a readable checkpoint ({exc.__class__.__name__})",
+            path=str(p),
+            hint="copy or download the file again",
+        ) from None
     if not isinstance(payload, dict) or payload.get("bundle", {}).get("format") != FORMAT:
         raise ModelFileError("not a medseg checkpoint (no model bundle inside)", path=str(p))
     return payload

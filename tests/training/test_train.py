@@ -141,6 +141,28 @@ def test_malicious_checkpoint_is_refused(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"model:\n  name: transunet3d_small\n", "not a PyTorch checkpoint"),  # a config passed as --model
+        (b"hi\n", "not a PyTorch checkpoint"),  # torch.load raised KeyError 105: "incomplete bundle (missing 105)"
+        ("zip", "not a readable checkpoint"),  # a torch.save zip cut short by a copy
+    ],
+    ids=["yaml", "text", "truncated"],
+)
+def test_a_file_that_is_no_checkpoint_says_so(tmp_path, content, message):
+    from medseg.errors import ModelFileError
+
+    path = tmp_path / "model.pt"
+    if content == "zip":
+        torch.save({"bundle": {}}, path)
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ModelFileError, match=message):
+        load_checkpoint(path)
+
+
 def test_training_against_a_real_mlflow_server(brats2021_manifest, tmp_path, mlflow_server):
     import mlflow
 
