@@ -160,7 +160,7 @@ def read_case(
     """
     arrays: dict[int, np.ndarray] = {}
     missing = []
-    ref_shape = ref_affine = None
+    ref_shape = ref_affine = ref_name = None
     decoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     dicom = is_series_ref(case.images[0])
     if dicom:  # DICOM series, checked and converted in memory
@@ -175,8 +175,9 @@ def read_case(
         data, affine = decoded[path]
         vol = _as_3d(data, index, path, case.id)
         if ref_shape is None:
-            ref_shape, ref_affine = vol.shape, affine
-        check_geometry(ref_shape, ref_affine, vol.shape, affine, path, case.id, "channel")
+            ref_shape, ref_affine, ref_name = vol.shape, affine, Path(path).name
+        # both files named: the odd one out may be the first
+        check_geometry(ref_shape, ref_affine, vol.shape, affine, path, case.id, "channel", f"{ref_name}'s")
         if vol.dtype.kind == "f" and not np.isfinite(vol).all():  # integer voxels cannot be NaN: no pass over them
             raise DataError(
                 "image contains NaN or Inf voxels",
