@@ -136,15 +136,20 @@ class MlflowTracker:
         self._client.set_terminated(self.run_id, status=status)
 
 
-def log_to_existing_run(run_id: str, tracking_uri: str, metrics: dict[str, float], files: list[Path]) -> None:
-    """Attach evaluation metrics and files to a finished run (e.g. test-set Dice after training)."""
-    c = client(tracking_uri)
+def require_run(run_id: str, tracking_uri: str) -> None:
+    """Fail on one line when `run_id` is not in the store (checked before work whose results it should receive)."""
     try:
-        c.get_run(run_id)
+        client(tracking_uri).get_run(run_id)
     except Exception:
         raise TrackingError(
             f"no run {run_id} in {redact_secrets(tracking_uri)}", hint="see `medseg runs list`"
         ) from None
+
+
+def log_to_existing_run(run_id: str, tracking_uri: str, metrics: dict[str, float], files: list[Path]) -> None:
+    """Attach evaluation metrics and files to a finished run (e.g. test-set Dice after training)."""
+    require_run(run_id, tracking_uri)
+    c = client(tracking_uri)
     for key, value in metrics.items():
         c.log_metric(run_id, key, float(value))
     for f in files:

@@ -43,6 +43,12 @@ def evaluate(
         raise DataError("prediction folder not found", path=str(pred_dir))
     task = get_task(task_name, gt_dir)
     _, gt_cases = detect_cases(gt_dir, task.layouts)
+    if run_id:  # before scoring, and before a CSV is written for a run that cannot receive it
+        from medseg.tracking import resolve_tracking_uri
+        from medseg.tracking.run_writer import require_run
+
+        tracking_uri = resolve_tracking_uri(tracking_uri)
+        require_run(run_id, tracking_uri)
     result = evaluate_folder(pred_dir, gt_cases, task, on_case)
     if not result.rows and not result.failed:
         raise DataError("no prediction matches a labelled case", path=str(pred_dir), hint=_no_match_hint(result))
@@ -57,12 +63,11 @@ def evaluate(
         report = {"convention": words, "cases": len(result.rows), "metrics": summary}
         atomic_write_text(outcome.summary_path, json.dumps(report, indent=1))
     if run_id:
-        from medseg.tracking import resolve_tracking_uri
         from medseg.tracking.run_writer import log_to_existing_run
 
         files = [p for p in (outcome.csv, outcome.summary_path) if p is not None]
         metrics = {f"test_{k}": v["mean"] for k, v in summary.items()}
-        log_to_existing_run(run_id, resolve_tracking_uri(tracking_uri), metrics, files)
+        log_to_existing_run(run_id, tracking_uri, metrics, files)
     return outcome
 
 

@@ -187,3 +187,14 @@ def test_a_prediction_folder_with_wrong_names_gets_the_naming_hint(tmp_path, bra
         (pred / f"{c.id}.nii.gz").rename(pred / f"{c.id}_seg.nii.gz")
     with pytest.raises(DataError, match=f"named <case_id>.nii.gz, e.g. {cases[0].id}.nii.gz"):
         evaluate(pred, brats2021_dir)
+
+
+def test_an_unknown_run_fails_before_scoring_and_writes_nothing(tmp_path, brats2021_dir):
+    from medseg.errors import TrackingError
+    from medseg.workflows.evaluate import evaluate
+
+    pred, _, _ = _prediction_folder(tmp_path, brats2021_dir, {})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(TrackingError, match="no run deadbeef in"):
+        evaluate(pred, brats2021_dir, out=tmp_path / "metrics.csv", run_id="deadbeef", tracking_uri=uri)
+    assert not (tmp_path / "metrics.csv").exists()  # was written, then the run was found missing
