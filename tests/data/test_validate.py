@@ -92,6 +92,12 @@ def _label_value(p: Path) -> None:
     _rewrite(p, data.astype(np.uint8))
 
 
+def _label_noise(p: Path) -> None:
+    data = np.asarray(nib.load(p).dataobj).astype(np.float32)
+    data[data == 2] = 1.9999  # a label map resampled or exported as float
+    _rewrite(p, data)
+
+
 CASES = [
     ("flair", lambda p: p.unlink(), "missing file BraTS2021_00001_flair"),
     ("t1", lambda p: p.write_bytes(b""), "empty file"),
@@ -105,6 +111,7 @@ CASES = [
     ("t2", _constant, r"image is constant \(every voxel is 7.5\)"),
     ("t1", _two_d, "2D"),
     ("t1", _four_d, "expected a 3D image"),
+    ("seg", _label_noise, r"non-integer values \(e.g. 1.9999, \d+ voxels\) \(fix: round it"),
     ("seg", _label_value, r"label values \[3\] are not in the brats2021 label map"),
 ]
 
