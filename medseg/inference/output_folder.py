@@ -31,7 +31,7 @@ MARKER = ".medseg_predict.json"
 @dataclass
 class CaseResult:
     id: str
-    status: str  # ok | skipped | failed (| writing, while its output is being written)
+    status: str  # ok | skipped | failed (| writing, while its output is being written; interrupted before it)
     seconds: float = 0.0
     error: str = ""
     warnings: list[str] = field(default_factory=list)

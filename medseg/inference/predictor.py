@@ -278,6 +278,7 @@ def predict_folder(
     keep = WRITES_PER_WRITER * max(1, writer_count(workers))
     share = opts.device.type == "cuda" if opts.share_windows is None else opts.share_windows
     batching = share and not infer.tta and not opts.single_pass and infer.sw_batch_size > 1
+    completed = False
     try:
         with writer_pool(workers) as writers:
             t0 = time.monotonic()
@@ -306,24 +307,34 @@ def predict_folder(
                 _finish_writes(writes, results, out_dir, opts.shard, on_case, keep)
                 t0 = time.monotonic()
             _finish_writes(writes, results, out_dir, opts.shard, on_case, keep=0)
+        completed = True
     finally:
         del reader  # stops the reader processes now, also when interrupted
-    write_report(out_dir, results, opts.shard, final=True)
+        for fut, result in writes:  # interrupted: the pool has finished the writes under way, cancelled the rest
+            _settle(fut, result)
+        write_report(out_dir, results, opts.shard, final=completed)  # the truth on disk, also after an interruption
     return results
 
 
 def _finish_writes(writes, results, out_dir: Path, shard: tuple[int, int], on_case, keep: int) -> None:
-    """Report cases whose output is on disk, waiting for the oldest until at most `keep` writes are pending; a
-    failed write marks the case failed."""
+    """Report cases whose output is on disk, waiting for the oldest until at most `keep` writes are pending."""
     for fut, result in list(writes):
         if len(writes) <= keep and not fut.done():
             continue
-        try:
-            result.warnings = fut.result()
-            result.status = "ok"
-        except Exception as exc:
-            result.status, result.error = "failed", f"cannot write output ({_failure(exc)})"
+        _settle(fut, result)
         writes.remove((fut, result))
         if on_case:
             on_case(result)
     write_report(out_dir, results, shard, final=False)
+
+
+def _settle(fut: Future, result: CaseResult) -> None:
+    """A case's status from its write: ok (with the writer's warnings), failed, or interrupted when cancelled."""
+    if fut.cancelled():
+        result.status, result.output = "interrupted", ""
+        return
+    try:
+        result.warnings = fut.result()
+        result.status = "ok"
+    except Exception as exc:
+        result.status, result.error = "failed", f"cannot write output ({_failure(exc)})"

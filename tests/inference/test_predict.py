@@ -369,3 +369,25 @@ def test_an_output_path_that_cannot_be_a_folder_fails_before_the_model_is_loaded
     for out_dir, words in ((tmp_path / "a_file", "is a file"), (tmp_path / "a_file" / "out", "lies under a file")):
         result = CliRunner().invoke(app, [str(tmp_path), str(out_dir), "--model", str(tmp_path / "absent.pt")])
         assert isinstance(result.exception, MedsegError) and words in str(result.exception), result.output
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["thread-writer", "process-writer"])
+def test_an_interrupted_run_leaves_a_report_that_matches_the_disk(tmp_path, workers):
+    """The report was last rewritten before the interruption and could list a case written since as `writing`."""
+    for i, cid in enumerate("abcd"):
+        _write_case(tmp_path / "in", cid, _volume(i), RAS)
+    _, cases = detect_cases(tmp_path / "in", LAYOUTS)
+    bundle = make_bundle(bias=0.3)
+
+    def interrupt(result):
+        raise KeyboardInterrupt  # Ctrl-C while the first finished case is being reported
+
+    with pytest.raises(KeyboardInterrupt):
+        opts = PredictOptions(infer=bundle.infer, workers=workers)
+        predict_folder(cases, bundle, tmp_path / "out", opts, on_case=interrupt)
+    report = json.loads((tmp_path / "out" / "predict_report.json").read_text())
+    status = {c["id"]: c["status"] for c in report["cases"]}
+    assert not report["final"] and status["a"] == "ok"
+    for cid in "abcd":
+        written = (tmp_path / "out" / f"{cid}.nii.gz").exists()
+        assert status.get(cid) in (("ok",) if written else (None, "interrupted")), status
