@@ -44,7 +44,7 @@ from medseg.inference.workers import prepared_cases, resolve_workers, writer_cou
 from medseg.io.atomic import atomic_path
 from medseg.io.bundle import ModelBundle
 from medseg.io.dicom_seg import write_dicom_seg
-from medseg.io.nifti import save_nifti
+from medseg.io.nifti import placement_header, save_nifti
 from medseg.transforms.geometry import crop, to_ras
 from medseg.transforms.labels import labels_to_regions
 from medseg.viz.overlays import overlay_figure, save_png
@@ -124,7 +124,7 @@ def _write(out: NetworkOutput, image: np.ndarray | None, case: Case, spec: Outpu
             title=case.id,
         )
         save_png(rgb, out_dir / "overlays" / f"{case.id}.png")
-    save_nifti(pred.labels, pred.affine, out_dir / f"{case.id}.nii.gz", np.uint8)
+    save_nifti(pred.labels, pred.affine, out_dir / f"{case.id}.nii.gz", np.uint8, like=placement_header(case))
     return pred.warnings
 
 

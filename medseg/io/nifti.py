@@ -139,6 +139,16 @@ def check_geometry(
         )
 
 
+def placement_header(case: Case) -> nib.nifti1.Nifti1Header | None:
+    """The header of the case's first channel file on disk, whose placement its outputs copy (None for DICOM)."""
+    for path in case.images:
+        if is_series_ref(path):
+            return None
+        if Path(path).exists():
+            return load_header(path, case.id).header
+    return None
+
+
 def read_affine(case: Case) -> np.ndarray:
     """The voxel-to-world affine of a case's first channel, from its header alone (no image data decoded)."""
     return load_header(case.images[0], case.id).affine
@@ -249,11 +259,35 @@ def read_label(case: Case, ref_shape, ref_affine) -> np.ndarray:
     return data.astype(np.int16)
 
 
-def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, dtype: np.dtype = np.uint8) -> None:
-    """Write a volume atomically with qform = sform = `affine` (both codes 'scanner'), gzip by suffix."""
-    img = nib.Nifti1Image(np.asarray(array, dtype=dtype), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
+# The header fields that place voxels in the world, whichever of them a reader uses (nibabel: sform, else qform,
+# else pixdim; ITK-based viewers have their own preferences, and read a file with both codes 0 from pixdim alone).
+_PLACEMENT = ("qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z")
+_PLACEMENT += ("srow_x", "srow_y", "srow_z")
+
+
+def save_nifti(
+    array: np.ndarray,
+    affine: np.ndarray,
+    path: str | Path,
+    dtype: np.dtype = np.uint8,
+    like: nib.nifti1.Nifti1Header | None = None,
+) -> None:
+    """Write a volume atomically, gzip by suffix, with qform = sform = `affine` (both codes 'scanner'), or with
+    the placement fields of the input's header `like` copied as they are (codes 0 included), so that every reader
+    puts the output where it puts the input: with `affine` alone a file whose codes are both 0 came back moved and
+    flipped in SimpleITK."""
+    img = nib.Nifti1Image(np.asarray(array, dtype=dtype), None if like is not None else affine)
+    if like is None:
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+    else:
+        header = img.header
+        for key in _PLACEMENT:
+            header[key] = like[key]
+        pixdim = header["pixdim"].copy()
+        pixdim[:4] = like["pixdim"][:4]  # qfac and voxel sizes
+        header["pixdim"] = pixdim
+        header.set_xyzt_units(*like.get_xyzt_units())
     with atomic_path(path) as tmp:
         if str(path).endswith(".nii.gz"):
             tmp.write_bytes(gzip_codec.compress(img.to_bytes()))

@@ -74,7 +74,8 @@ def test_output_geometry_matches_input_in_nibabel_and_simpleitk(tmp_path, name, 
     img_in, img_out = nib.load(src), nib.load(out)
     assert img_out.shape == img_in.shape and img_out.get_data_dtype() == np.uint8
     np.testing.assert_allclose(img_out.affine, img_in.affine, atol=1e-5)
-    np.testing.assert_allclose(img_out.get_qform(), img_out.get_sform(), atol=1e-5)
+    for key in ("qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d", "srow_x", "srow_y", "srow_z"):
+        np.testing.assert_array_equal(img_out.header[key], img_in.header[key])
     s_in, s_out = sitk.ReadImage(str(src)), sitk.ReadImage(str(out))
     assert s_in.GetSize() == s_out.GetSize()
     np.testing.assert_allclose(s_in.GetOrigin(), s_out.GetOrigin(), atol=1e-4)
@@ -86,6 +87,36 @@ def test_output_geometry_matches_input_in_nibabel_and_simpleitk(tmp_path, name, 
     assert ref.any()
     np.testing.assert_array_equal(got, to_voxels(ref[None])[0])
     assert set(np.unique(got)) <= {0, 1, 2, 4}  # BraTS 2021 native labels
+
+
+def _headers_without_codes(path: Path) -> None:
+    """An ANALYZE-style header: qform and sform codes 0, the grid given by pixdim alone."""
+    img = nib.load(path)
+    header = img.header.copy()
+    header["qform_code"], header["sform_code"] = 0, 0
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), None, header), path)
+
+
+def _qform_differs_from_sform(path: Path) -> None:
+    """Both codes set but different matrices: readers disagree on which wins (nibabel: sform)."""
+    img = nib.load(path)
+    img.set_qform(_rotation_z(10) @ img.affine, code=1)
+    nib.save(img, path)
+
+
+@pytest.mark.parametrize("damage", [_headers_without_codes, _qform_differs_from_sform], ids=["no-codes", "q-vs-s"])
+def test_unusual_headers_are_copied_so_every_reader_places_the_output_like_the_input(tmp_path, damage):
+    """With codes 0 the output was written with invented 'scanner' codes: SimpleITK put it elsewhere, flipped."""
+    _write_case(tmp_path / "in", "c1", _volume(), np.diag([1.2, 1.0, 1.5, 1.0]), np.int16)
+    for path in (tmp_path / "in" / "c1").iterdir():
+        damage(path)
+    assert _predict(tmp_path / "in", tmp_path / "out")[0].status == "ok"
+    src, out = tmp_path / "in" / "c1" / "c1_t1.nii.gz", tmp_path / "out" / "c1.nii.gz"
+    np.testing.assert_allclose(nib.load(out).affine, nib.load(src).affine, atol=1e-5)
+    s_in, s_out = sitk.ReadImage(str(src)), sitk.ReadImage(str(out))
+    np.testing.assert_allclose(s_out.GetOrigin(), s_in.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(s_out.GetDirection(), s_in.GetDirection(), atol=1e-5)
+    np.testing.assert_allclose(s_out.GetSpacing(), s_in.GetSpacing(), atol=1e-5)
 
 
 # (layout fixture, {painted class: its code in that layout's files})

@@ -69,10 +69,10 @@ def test_a_failed_write_in_a_writer_process_fails_that_case_alone(tmp_path, monk
     cases = [c for c in _folder(tmp_path / "in") if c.id != "c"]
     real = predictor.save_nifti
 
-    def full_disk_for_b(array, affine, path, dtype):
+    def full_disk_for_b(array, affine, path, dtype, like=None):
         if Path(path).name == "b.nii.gz":
             raise OSError(28, "No space left on device")
-        real(array, affine, path, dtype)
+        real(array, affine, path, dtype, like)
 
     monkeypatch.setattr(predictor, "save_nifti", full_disk_for_b)  # writer processes are forked: they see it
     results = {r.id: r for r in _run(cases, tmp_path / "out", 2)}
