@@ -163,8 +163,8 @@ def read_case(
 ) -> CaseVolumes:
     """Read and validate all channels (and the label) of a case; raises DataError naming file and problem.
 
-    With `allow_missing`, absent channel files are zero-filled and reported in `missing` (for cross-modal
-    models that mask them), as long as at least one channel exists. The image is float32, or with
+    With `allow_missing`, absent channel files and files that are all 0 are zero-filled and reported in `missing`
+    (for cross-modal models that mask them), as long as at least one channel has data. The image is float32, or with
     `native_dtype` the channels' own small integer type when they share one (int16 MRI: half the bytes to move
     to a GPU that preprocesses it, `transforms.on_device`).
     """
@@ -195,10 +195,15 @@ def read_case(
                 case=case.id,
                 hint="re-export it with those voxels set to 0 (or fix the tool that wrote it)",
             )
+        if allow_missing and not vol.any():  # a modality exported as zeros is as missing as an absent file
+            missing.append(i)
+            continue
         _check_not_constant(vol, path, case.id)
         arrays[i] = vol
     if ref_shape is None:
         raise DataError("no channel file exists", case=case.id, path=case.images[0])
+    if not arrays:
+        raise DataError("every channel file is all 0", case=case.id, path=case.images[0], hint="re-export the case")
     dtypes = {vol.dtype for vol in arrays.values()}
     dtype = dtypes.pop() if native_dtype and len(dtypes) == 1 and dtypes <= SMALL_INTEGERS else np.float32
     image = np.zeros((len(case.images), *ref_shape), dtype)  # each channel cast straight into its slot
@@ -216,12 +221,8 @@ def _check_not_constant(vol: np.ndarray, path: str, case_id: str) -> None:
     lo, hi = vol.min(), vol.max()
     if lo == hi:
         what = "all 0" if lo == 0 else f"constant (every voxel is {lo:g})"
-        raise DataError(
-            f"image is {what}",
-            path=path,
-            case=case_id,
-            hint="re-export it; if the modality is missing, delete the file and predict with --allow-missing-modality",
-        )
+        missing = "; a missing modality written as zeros: predict with --allow-missing-modality" if lo == 0 else ""
+        raise DataError(f"image is {what}", path=path, case=case_id, hint=f"re-export it{missing}")
 
 
 def _check_integer_labels(data: np.ndarray, path: str, case_id: str) -> None:

@@ -173,6 +173,20 @@ def test_missing_modality_is_masked_when_allowed(tmp_path):
     assert result.status == "failed" and "cannot mask" in result.error
 
 
+def test_a_modality_written_as_zeros_is_masked_like_an_absent_file_when_allowed(tmp_path):
+    vol = _volume()
+    _write_case(tmp_path / "in", "absent", vol, RAS)
+    (tmp_path / "in" / "absent" / "absent_t1ce.nii.gz").unlink()
+    vol[1] = 0
+    _write_case(tmp_path / "in", "zeros", vol, RAS)
+    refused = {r.id: r for r in _predict(tmp_path / "in", tmp_path / "out0")}
+    assert "image is all 0" in refused["zeros"].error and "--allow-missing-modality" in refused["zeros"].error
+    results = {r.id: r for r in _predict(tmp_path / "in", tmp_path / "out", allow_missing=True)}
+    assert results["zeros"].status == "ok" and results["zeros"].missing_modalities == ["t1ce"]
+    masks = [np.asarray(nib.load(tmp_path / "out" / f"{cid}.nii.gz").dataobj) for cid in ("absent", "zeros")]
+    np.testing.assert_array_equal(masks[0], masks[1])
+
+
 def test_rerun_skips_complete_outputs_and_redoes_broken_ones(tmp_path):
     vol = _volume()
     for cid in ("a", "b"):
