@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,10 +10,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from medseg.cli.options import FormatOpt, check_format
 from medseg.errors import DataError
 
 app = typer.Typer(help="Scan, validate and synthesise datasets.", no_args_is_help=True)
 console = Console()
+err_console = Console(stderr=True)
 
 
 def render_unused(root: Path, unused: list[Path], verbose: bool, out: Console = console) -> None:
@@ -35,32 +38,72 @@ def scan(
     seed: int = typer.Option(0, "--seed"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Exit 0 even if some cases were bad."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="List the files that are not part of any case."),
+    fmt: str = FormatOpt,
 ) -> None:
     """Detect the layout, read and validate every case, write a manifest with deterministic folds."""
     from medseg.workflows.scan import scan as scan_folder
 
+    check_format(fmt)
+    people = fmt == "table"
     out = out or Path("data_manifests") / f"{data_dir.resolve().name}.json"
+    shown = console if people else err_console  # for scripts stdout holds the csv/json alone
     progress = Progress(
-        TextColumn("scanning"), TextColumn("{task.completed} case(s) read"), TimeElapsedColumn(), console=console
+        TextColumn("scanning"),
+        TextColumn("{task.completed} case(s) read"),
+        TimeElapsedColumn(),
+        console=shown,
+        disable=not people,
     )
 
     def on_case(_case, err: DataError | None) -> None:
         progress.advance(bar)
         if err is not None:  # printed as found, so they are listed even when no case is good
-            progress.console.print(f"[red]bad:[/] {err}", highlight=False, soft_wrap=True)  # paths whole for grep
+            shown.print(f"[red]bad:[/] {err}", highlight=False, soft_wrap=True)  # paths whole for grep
 
     with progress:
         bar = progress.add_task("scan", total=None)
         result = scan_folder(data_dir, task, out, folds=folds, seed=seed, on_case=on_case)
-    render_unused(data_dir, result.unused, verbose)
-    console.print(
-        f"[green]{len(result.manifest.cases)} cases[/] ({result.manifest.layout} layout, {folds} folds) -> {out}"
-        + (f"; [red]{len(result.bad)} bad case(s) excluded[/]" if result.bad else ""),
-        highlight=False,
-        soft_wrap=True,
-    )
+    if people:
+        render_unused(data_dir, result.unused, verbose)
+        console.print(
+            f"[green]{len(result.manifest.cases)} cases[/] ({result.manifest.layout} layout, {folds} folds) -> {out}"
+            + (f"; [red]{len(result.bad)} bad case(s) excluded[/]" if result.bad else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        typer.echo(_scan_report(result, fmt), nl=False)
     if result.bad and not skip_bad:
         raise DataError(f"{len(result.bad)} bad case(s) excluded from the manifest", hint="fix them or pass --skip-bad")
+
+
+def _scan_report(result, fmt: str) -> str:
+    """Every case (good with its fold, shape and spacing; bad with its error) as csv, or json with the manifest."""
+    from medseg.io.tables import rows_to_csv
+
+    rows = [
+        {
+            "id": c.case.id,
+            "status": "ok",
+            "fold": c.fold,
+            "shape": "x".join(map(str, c.shape)),
+            "spacing": "x".join(f"{v:g}" for v in c.spacing),
+            "error": "",
+        }
+        for c in result.manifest.cases
+    ]
+    rows += [
+        {"id": c.id, "status": "bad", "fold": "", "shape": "", "spacing": "", "error": str(e)} for c, e in result.bad
+    ]
+    if fmt == "csv":
+        return rows_to_csv(rows)
+    report = {
+        "manifest": str(result.path),
+        "layout": result.manifest.layout,
+        "cases": rows,
+        "ignored_files": [str(p) for p in result.unused],
+    }
+    return json.dumps(report, indent=1) + "\n"
 
 
 @app.command("synth")

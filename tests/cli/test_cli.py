@@ -91,6 +91,42 @@ def test_scan_with_every_case_bad_lists_each_and_says_why(tmp_path):
     assert "no valid cases (missing file BraTS2021_00000_t1.nii.gz; 1 other bad case(s)" in str(result.exception)
 
 
+def test_scan_json_and_csv_list_every_case_for_scripts(tmp_path):
+    import csv
+    import io
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from medseg.cli.data import scan
+    from medseg.pipelines.brats import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "d", 3, "brats2021", (24, 24, 16), seed=1)
+    (tmp_path / "d" / "BraTS2021_00001" / "BraTS2021_00001_t2.nii.gz").write_bytes(b"")
+    (tmp_path / "d" / "notes.txt").write_text("unrelated")
+    app = typer.Typer()
+    app.command()(scan)
+    args = [str(tmp_path / "d"), "--out", str(tmp_path / "m.json"), "--folds", "2"]
+    result = CliRunner().invoke(app, [*args, "--format", "json"])
+    assert result.exit_code == 1  # a bad case, no --skip-bad
+    report = json.loads(result.stdout)
+    assert [(c["id"], c["status"]) for c in report["cases"]] == [
+        ("BraTS2021_00000", "ok"),
+        ("BraTS2021_00002", "ok"),
+        ("BraTS2021_00001", "bad"),
+    ]
+    assert report["cases"][0]["shape"] == "24x24x16" and report["cases"][0]["fold"] in (0, 1)
+    assert "empty file" in report["cases"][2]["error"] and "empty file" in result.stderr
+    assert report["manifest"] == str(tmp_path / "m.json") and report["ignored_files"] == [
+        str(tmp_path / "d" / "notes.txt")
+    ]
+    result = CliRunner().invoke(app, [*args, "--format", "csv", "--skip-bad"])
+    assert result.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["status"] for r in rows] == ["ok", "ok", "bad"] and rows[0]["spacing"]
+
+
 def test_predict_batch_with_a_broken_case_finishes_the_others_and_exits_1(tmp_path):
     from medseg.io.bundle import save_checkpoint
     from medseg.pipelines.brats import write_synthetic_dataset
