@@ -67,6 +67,17 @@ def _interrupted(signals: list[int]) -> None:
     sys.exit(128 + signals[0] if signals else 130)
 
 
+def _wrapped_user_error(exc: BaseException) -> MedsegError | None:
+    """The MedsegError that caused `exc`, if any, following the exception chain."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, MedsegError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def main() -> None:
     """Entry point: run the app, turning MedsegError into one line (exit 1) and Ctrl-C into exit 130.
 
@@ -97,6 +108,10 @@ def main() -> None:
         exc.show()
         sys.exit(getattr(exc, "exit_code", 2))
     except Exception as exc:  # a bug: keep the traceback for the report, without credentials it may quote
+        user_error = _wrapped_user_error(exc)
+        if user_error is not None:  # a user's mistake found inside a library (MONAI wraps transform errors)
+            err_console.print(f"[bold red]error:[/] {redact_secrets(str(user_error))}", highlight=False, soft_wrap=True)
+            sys.exit(1)
         text = "".join(traceback.format_exception(exc))
         err_console.print(redact_secrets(text), highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)

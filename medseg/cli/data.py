@@ -71,6 +71,14 @@ def scan(
             highlight=False,
             soft_wrap=True,
         )
+        unlabelled = [c.case.id for c in result.manifest.cases if not c.case.label]
+        if unlabelled:
+            console.print(
+                f"[yellow]{len(unlabelled)} case(s) have no label file[/] ({', '.join(unlabelled[:5])}"
+                f"{', ...' if len(unlabelled) > 5 else ''}): fine to predict, refused for training",
+                highlight=False,
+                soft_wrap=True,
+            )
     else:
         typer.echo(_scan_report(result, fmt), nl=False)
     if result.bad and not skip_bad:
@@ -85,6 +93,7 @@ def _scan_report(result, fmt: str) -> str:
         {
             "id": c.case.id,
             "status": "ok",
+            "labelled": bool(c.case.label),
             "fold": c.fold,
             "shape": "x".join(map(str, c.shape)),
             "spacing": "x".join(f"{v:g}" for v in c.spacing),

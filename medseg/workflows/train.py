@@ -9,7 +9,7 @@ from pathlib import Path
 from medseg.config import ExperimentConfig, apply_overrides, load_config
 from medseg.core import Task
 from medseg.data.manifest import Manifest, load_manifest
-from medseg.errors import MedsegError
+from medseg.errors import DataError, MedsegError
 from medseg.inference.model_source import load_model_ref
 from medseg.io.bundle import load_checkpoint
 from medseg.pipelines import get_task, task_for_manifest
@@ -117,6 +117,7 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
                 hooks.message(f"excluded {case.id}: {err}")
         barrier(world)  # other ranks read the manifest once rank 0 has written it
         manifest = load_manifest(manifest_path)
+        _check_labelled(manifest, manifest_path)
         task = task_for_manifest(req.task, manifest)
         split = _split(req.fold, manifest)
         hooks.message(f"validation: {split.label}")
@@ -147,3 +148,16 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
     return TrainOutcome(
         result, tracker.run_id, getattr(tracker, "experiment_id", None), target, manifest_path, split, runtime
     )
+
+
+def _check_labelled(manifest: Manifest, path: Path) -> None:
+    """Every case trains or validates, so every case needs its label file: refused before any work (a case
+    without one failed inside MONAI's data loader, or after a whole epoch when it was in the validation fold)."""
+    unlabelled = [c.case.id for c in manifest.cases if not c.case.label]
+    if unlabelled:
+        names = ", ".join(unlabelled[:5]) + (", ..." if len(unlabelled) > 5 else "")
+        raise DataError(
+            f"{len(unlabelled)} case(s) have no label file: {names}",
+            path=str(path),
+            hint="add their label files (e.g. <id>_seg.nii.gz) or move those cases out of the training folder",
+        )

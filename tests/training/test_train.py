@@ -288,3 +288,40 @@ def test_a_time_budget_anneals_the_learning_rate_to_its_end():
     assert lr_factor(30, 2, by_epochs) > 0.99
     by_time = run_progress(30, 1000, 2, elapsed_s=0.95 * 20 * 60, max_minutes=20)
     assert by_time == pytest.approx(0.95) and lr_factor(30, 2, by_time) < 0.01
+
+
+def test_a_case_without_labels_is_refused_before_any_work(tmp_path, brats2021_dir):
+    """It passed `data scan` (fine for prediction), then failed inside MONAI's loader with a traceback."""
+    import shutil
+
+    from medseg.errors import DataError
+    from medseg.workflows.train import TrainRequest, run_training
+
+    shutil.copytree(brats2021_dir, tmp_path / "d")
+    (tmp_path / "d" / "BraTS2021_00002" / "BraTS2021_00002_seg.nii.gz").unlink()
+    request = TrainRequest("brats", config=SMOKE, data=tmp_path / "d", device="cpu", tracking=False, out=tmp_path)
+    with pytest.raises(DataError, match=r"1 case\(s\) have no label file: BraTS2021_00002"):
+        run_training(request)
+    assert not (tmp_path / "cache").exists() and not list(tmp_path.glob("runs/*"))
+
+
+def test_a_user_error_raised_inside_a_library_is_one_line(monkeypatch, capsys):
+    """MONAI wraps a transform's exception in a RuntimeError: the CLI still finds the medseg error behind it."""
+    import sys
+
+    from medseg.cli import app as cli
+    from medseg.errors import DataError
+
+    def wrapped(**_):
+        try:
+            raise DataError("case has no label", case="c1")
+        except DataError as exc:
+            raise RuntimeError("applying transform <LoadCachedd>") from exc
+
+    monkeypatch.setattr(cli, "app", wrapped)
+    monkeypatch.setattr(cli, "_register", lambda: None)
+    monkeypatch.setattr(sys, "argv", ["medseg"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "case c1: case has no label" in err and "Traceback" not in err
