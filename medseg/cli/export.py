@@ -27,6 +27,7 @@ def export(
 ) -> None:
     """Export the network with its metadata (channels, regions, label map, patch size, post-processing), verified
     against PyTorch: an export that differs beyond its tolerance is not written."""
+    from medseg.io.atomic import check_writable
     from medseg.workflows.export import export_model
 
     if fmt != "onnx":
@@ -34,6 +35,9 @@ def export(
     if fp16 and int8:
         raise typer.BadParameter("choose one of --fp16 and --int8", param_hint="--fp16/--int8")
     precision = "fp16" if fp16 else "int8" if int8 else "fp32"
+    if out.suffix != ".onnx":
+        raise typer.BadParameter(f"an ONNX file is written: name it *.onnx (not {out.name})", param_hint="--out")
+    check_writable(out)  # before the export and its check: a wrong path should not cost them
     with console.status(f"exporting {precision} ONNX and checking it against PyTorch"):
         report = export_model(model, out, precision, calibration, tracking_uri)
     console.print(

@@ -119,11 +119,11 @@ def predict(
         raise typer.BadParameter(f"one of {', '.join(ENGINES)}", param_hint="--engine")
     if overlays and steps_on_device:
         raise typer.BadParameter("overlays draw the preprocessed image on the host", param_hint="--steps-on-device")
-    from medseg.inference.output_folder import check_output_dir
+    from medseg.io.atomic import check_writable
     from medseg.transforms.postprocess import describe_plan
     from medseg.workflows.predict import FolderPredictor
 
-    check_output_dir(output_dir)  # before the model load: a wrong path should not cost a minute
+    check_writable(output_dir, folder=True)  # before the model load: a wrong path should not cost a minute
     predictor = FolderPredictor.from_model(
         model,
         tracking_uri,

@@ -193,6 +193,10 @@ def compare(
     check_format(fmt)
     if len(run_ids) < 2:
         raise typer.BadParameter("give at least two run ids", param_hint="RUN_IDS")
+    if plot:
+        from medseg.io.atomic import check_writable
+
+        check_writable(plot)
     uri = resolve_tracking_uri(tracking_uri)
     pairs = [get_run(uri, r) for r in run_ids]
     runs = [summarise_run(c, r) for c, r in pairs]

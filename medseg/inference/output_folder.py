@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from medseg.config import InferConfig
 from medseg.core import Case
 from medseg.errors import MedsegError
-from medseg.io.atomic import atomic_write_text, temporary_siblings
+from medseg.io.atomic import atomic_write_text, check_writable, temporary_siblings
 from medseg.io.bundle import ModelBundle
 from medseg.memory import peak_rss_bytes
 
@@ -61,25 +60,10 @@ def predictions_fingerprint(bundle: ModelBundle, infer: InferConfig) -> str:
     return h.hexdigest()[:16]
 
 
-def check_output_dir(out_dir: Path) -> None:
-    """Fail before any work (and before a model is loaded) when `out_dir` cannot become a folder we write to;
-    creates nothing."""
-    existing = out_dir.absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        where = "is a file" if existing == out_dir.absolute() else f"lies under a file ({existing})"
-        raise MedsegError(f"output path {where}", path=str(out_dir), hint="pass a folder path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise MedsegError(
-            f"no permission to write in {existing}", path=str(out_dir), hint="pass a folder you can write to"
-        )
-
-
 def claim_output_dir(out_dir: Path, fingerprint: str, model_name: str, overwrite: bool) -> None:
     """Refuse a folder holding another model's (or settings') predictions, or foreign NIfTI files, unless
     `overwrite`; then mark it as ours. Shards of one run write the same marker."""
-    check_output_dir(out_dir)
+    check_writable(out_dir, folder=True)
     marker = out_dir / MARKER
     if out_dir.exists() and not overwrite:
         if marker.exists():

@@ -9,11 +9,30 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from medseg.errors import MedsegError
+
 # mkstemp creates 0600 files; outputs get the permissions a plain open() would give (0666 minus the umask).
 # Read once at import, while single-threaded: os.umask can only be read by setting it.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
+
+
+def check_writable(path: str | Path, folder: bool = False) -> None:
+    """Fail on one line when `path` cannot become the file (or, with `folder`, the folder) we write: a folder where
+    a file goes, a path under a file, no permission. Creates nothing, so commands call it before their work."""
+    path = Path(path)
+    target = path.absolute()
+    if not folder and target.is_dir():
+        raise MedsegError("output path is a folder", path=str(path), hint="pass a file path (e.g. name it inside)")
+    existing = target if folder else target.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == target else f"lies under a file ({existing})"
+        raise MedsegError(f"output path {where}", path=str(path), hint="pass a path in a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise MedsegError(f"no permission to write in {existing}", path=str(path), hint="pass a path you can write to")
 
 
 @contextlib.contextmanager
@@ -23,6 +42,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     The temporary name keeps the final suffix (e.g. `.nii.gz`) so writers that dispatch on it work.
     """
     final = Path(final)
+    check_writable(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(final.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{suffix}", dir=final.parent)

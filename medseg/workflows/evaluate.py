@@ -12,7 +12,7 @@ from medseg.data.layouts import detect_cases
 from medseg.errors import DataError
 from medseg.evaluation.evaluate import EvalResult, evaluate_folder, summarise
 from medseg.evaluation.metrics import convention
-from medseg.io.atomic import atomic_write_text
+from medseg.io.atomic import atomic_write_text, check_writable
 from medseg.io.tables import rows_to_csv
 from medseg.pipelines import get_task
 
@@ -41,6 +41,8 @@ def evaluate(
     log `test_*` metrics and both files to MLflow run `run_id` when given."""
     if not pred_dir.is_dir():
         raise DataError("prediction folder not found", path=str(pred_dir))
+    if out is not None:
+        check_writable(out)  # before scoring: a wrong path would lose the metrics
     task = get_task(task_name, gt_dir)
     _, gt_cases = detect_cases(gt_dir, task.layouts)
     if run_id:  # before scoring, and before a CSV is written for a run that cannot receive it

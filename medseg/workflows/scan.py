@@ -11,6 +11,7 @@ from medseg.data.layouts import unused_files
 from medseg.data.manifest import Manifest, save_manifest
 from medseg.data.validate import relativise, scan_dataset
 from medseg.errors import DataError
+from medseg.io.atomic import check_writable
 from medseg.pipelines import get_task
 
 
@@ -34,6 +35,7 @@ def scan(
     on_case: Callable[[Case, DataError | None], None] | None = None,
 ) -> ScanResult:
     """Write the manifest of the good cases of `data_dir` to `out` (paths relative to it); raise if none is good."""
+    check_writable(out)  # before reading every case
     task = get_task(task_name, data_dir)
     manifest, bad = scan_dataset(data_dir, task, folds=folds, seed=seed, on_case=on_case)
     unused = unused_files(data_dir, [*(c.case for c in manifest.cases), *(c for c, _ in bad)])

@@ -11,6 +11,7 @@ from medseg.core import Task
 from medseg.data.manifest import Manifest, load_manifest
 from medseg.errors import DataError, MedsegError
 from medseg.inference.model_source import load_model_ref
+from medseg.io.atomic import check_writable
 from medseg.io.bundle import load_checkpoint
 from medseg.pipelines import get_task, task_for_manifest
 from medseg.runtime import Runtime, current_runtime, resolve_device
@@ -96,6 +97,9 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
     hooks = hooks or SilentHooks()
     runtime = current_runtime()
     task, manifest_path = _task_and_manifest_path(req)
+    check_writable(req.out, folder=True)  # before scanning and caching
+    if req.data is not None:
+        check_writable(manifest_path)
     cfg = load_config(req.config or task.default_config, req.overrides)
     uri = resolve_tracking_uri(req.tracking_uri, cfg.tracking.uri)
     payload = None

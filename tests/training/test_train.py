@@ -325,3 +325,13 @@ def test_a_user_error_raised_inside_a_library_is_one_line(monkeypatch, capsys):
         cli.main()
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and "case c1: case has no label" in err and "Traceback" not in err
+
+
+def test_an_output_folder_under_a_file_is_refused_before_scanning(tmp_path, brats2021_dir):
+    from medseg.errors import MedsegError
+    from medseg.workflows.train import TrainRequest, run_training
+
+    (tmp_path / "a_file").write_text("x")
+    request = TrainRequest("brats", config=SMOKE, data=brats2021_dir, tracking=False, out=tmp_path / "a_file" / "o")
+    with pytest.raises(MedsegError, match="output path lies under a file"):
+        run_training(request)
