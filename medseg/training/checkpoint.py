@@ -47,6 +47,7 @@ def save_training_checkpoint(
     history: list[dict],
     config: dict,
     run_id: str | None,
+    data: dict,
 ) -> None:
     """Everything needed to continue exactly where training stopped; written atomically."""
     save_checkpoint(
@@ -59,6 +60,7 @@ def save_training_checkpoint(
             "history": history,
             "config": config,
             "run_id": run_id,
+            "data": data,
             "rng": rng_state(),
         },
         path,

@@ -124,7 +124,7 @@ def fit(spec: TrainSpec, model: SegmentationModel, tracker: Tracker, hooks: Prog
         if world.is_main:
             bundle = spec.bundle(model)
             extra = dict(epoch=epoch, best=state.best, history=state.history, config=redacted_dump(cfg))
-            extra |= dict(optimizer=optimizer, scaler=scaler, run_id=tracker.run_id)
+            extra |= dict(optimizer=optimizer, scaler=scaler, run_id=tracker.run_id, data=spec.data)
             save_training_checkpoint(last_path, bundle, **extra)
             if state.best_epoch == epoch:
                 save_training_checkpoint(best_path, bundle, **extra)

@@ -18,6 +18,7 @@ from medseg.core import Task
 from medseg.data.cache import read_entry
 from medseg.data.manifest import Manifest
 from medseg.data.planning import plan_preprocessing
+from medseg.errors import ConfigError
 from medseg.inference.model_source import ModelRef
 from medseg.io.atomic import atomic_write_text
 from medseg.io.bundle import BUNDLE_FILE, load_checkpoint, save_checkpoint
@@ -119,6 +120,13 @@ def train_task(
     with a `prune_source`, training fine-tunes that network with `cfg.prune.amount` of its channels removed."""
     hooks = hooks or SilentHooks()
     _seed(cfg, world)
+    data = {"manifest": manifest.digest(), "fold": split.fold}
+    if resume and resume.get("data", data) != data:
+        raise ConfigError(
+            f"this run trained on manifest {resume['data']['manifest']} with fold {resume['data']['fold']}, not "
+            f"{data['manifest']} with fold {data['fold']}: resuming would mix its validation cases into training",
+            hint="resume with the same --data/--manifest and --fold, or start a new run",
+        )
     train_cases, val_cases = manifest.split(split.fold)
     cache_dir = Path(cfg.data.cache_dir)
     plan = plan_preprocessing(cfg.data, train_cases, task.channels, manifest.intensity_stats)
@@ -166,6 +174,7 @@ def train_task(
             plan,
             start,
             structure,
+            data,
         )
         model = spec.build_network()
         if world.is_main and not resume:

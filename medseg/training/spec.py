@@ -55,6 +55,7 @@ class TrainSpec:
     plan: PreprocessPlan = field(default_factory=PreprocessPlan)
     start: SegmentationModel | None = None  # a network to train from instead of a fresh build (a pruned model)
     structure: dict = field(default_factory=dict)  # `start`'s pruned layout, carried into every bundle
+    data: dict = field(default_factory=dict)  # the manifest digest and fold trained on, checked by `--resume`
 
     @property
     def model_kwargs(self) -> dict:

@@ -115,7 +115,8 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
     world = init_world(device.type, runtime)
     try:
         if req.data is not None and runtime.is_main:
-            scanned = scan(req.data, req.task, manifest_path, folds=5, seed=cfg.train.seed)
+            # folds from `data scan`'s default seed, not train.seed: a seed study keeps its validation cases
+            scanned = scan(req.data, req.task, manifest_path, folds=5, seed=0)
             hooks.message(f"manifest of {len(scanned.manifest.cases)} cases -> {manifest_path}")
             for case, err in scanned.bad:
                 hooks.message(f"excluded {case.id}: {err}")

@@ -99,6 +99,16 @@ def test_resume_is_bit_for_bit(brats2021_manifest, tmp_path):
     )
     assert first.epochs_run == 1  # stopped by the time budget after one epoch
     more = ["train.epochs=3", "train.val_every=5", "train.max_minutes=null"]
+    # Another dataset would put the run's validation cases into training: refused before any work.
+    from dataclasses import replace
+
+    from medseg.data.manifest import load_manifest, save_manifest
+    from medseg.errors import ConfigError
+
+    fewer = load_manifest(brats2021_manifest)
+    save_manifest(replace(fewer, cases=fewer.cases[:-1]), tmp_path / "fewer.json")
+    with pytest.raises(ConfigError, match=r"this run trained on manifest [0-9a-f]{16} with fold 0, not"):
+        _train(tmp_path / "fewer.json", tmp_path / "b", None, more, resume=str(first.last_path))
     resumed, _ = _train(brats2021_manifest, tmp_path / "b", None, more, resume=str(first.last_path))
     a = load_checkpoint(straight.last_path)
     b = load_checkpoint(resumed.last_path)
@@ -335,3 +345,27 @@ def test_an_output_folder_under_a_file_is_refused_before_scanning(tmp_path, brat
     request = TrainRequest("brats", config=SMOKE, data=brats2021_dir, tracking=False, out=tmp_path / "a_file" / "o")
     with pytest.raises(MedsegError, match="output path lies under a file"):
         run_training(request)
+
+
+def test_the_training_seed_does_not_change_which_cases_are_held_out(tmp_path, brats2021_dir, monkeypatch):
+    """With --data, the folds came from train.seed: a seed study compared different validation cases."""
+    from medseg.data.manifest import load_manifest
+    from medseg.workflows import train as train_workflow
+
+    class Scanned(Exception):
+        pass
+
+    def stop(*_, **__):
+        raise Scanned
+
+    monkeypatch.setattr(train_workflow, "train_task", stop)
+    folds = []
+    for seed in (0, 1, 2):
+        out = tmp_path / f"seed{seed}"
+        request = _one_untracked_epoch(tmp_path, out, data=brats2021_dir)
+        request.overrides.append(f"train.seed={seed}")
+        with pytest.raises(Scanned):
+            train_workflow.run_training(request)
+        (manifest,) = (out / "manifests").glob("*.json")
+        folds.append({c.case.id: c.fold for c in load_manifest(manifest).cases})
+    assert folds[0] == folds[1] == folds[2]
