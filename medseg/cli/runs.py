@@ -116,7 +116,7 @@ def list_(
          **{f"best_{k}": s.best.get(k) for k in regions}}
         for s in runs
     ]  # fmt: skip
-    _emit(fmt, records, f"{len(runs)} run(s), best epoch by val_dice_mean", columns, rows)
+    _emit(fmt, records, f"{len(runs)} run(s) by {sort} (best epoch by val_dice_mean)", columns, rows)
 
 
 # Tags linking a run to the model it started from (`training/from_model.link_tags`).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from medseg.errors import TrackingError
@@ -72,6 +73,12 @@ def get_run(uri: str, run_id: str):
 
 
 def list_runs(uri: str, experiment: str | None, sort: str, limit: int) -> list[RunSummary]:
+    """The `limit` best runs by `sort` among every run of the store (or `experiment`), or the latest by start time.
+
+    Ranking reads each run's best-epoch values, which cost several history queries per run; so every run is first
+    ranked by what its record already holds (the logged model's val Dice tag, else the metric's last value), and
+    only the leading candidates are read in full. Losses and distances rank ascending.
+    """
     c = client(uri)
     if experiment:
         exp = c.get_experiment_by_name(experiment)
@@ -80,11 +87,39 @@ def list_runs(uri: str, experiment: str | None, sort: str, limit: int) -> list[R
         ids = [exp.experiment_id]
     else:
         ids = [e.experiment_id for e in c.search_experiments()]
-    runs = c.search_runs(ids, max_results=max(limit * 5, 50), order_by=["attributes.start_time DESC"])
-    summaries = [summarise_run(c, r) for r in runs]
     if sort == "start_time":
-        return summaries[:limit]
-    return sorted(summaries, key=lambda s: s.best.get(sort, s.metrics.get(sort, float("-inf"))), reverse=True)[:limit]
+        runs = c.search_runs(ids, max_results=limit, order_by=["attributes.start_time DESC"])
+        return [summarise_run(c, r) for r in runs]
+    runs = _every_run(c, ids)
+    if runs and not any(sort in r.data.metrics for r in runs):
+        known = sorted({k for r in runs for k in r.data.metrics})
+        raise TrackingError(f"no run has the metric '{sort}'", hint=f"sort by start_time or one of: {', '.join(known)}")
+    sign = 1.0 if lower_is_better(sort) else -1.0
+    quick = sorted(runs, key=lambda r: sign * _recorded_value(r, sort))
+    summaries = [summarise_run(c, r) for r in quick[: max(3 * limit, 20)]]
+    return sorted(summaries, key=lambda s: sign * s.best.get(sort, s.metrics.get(sort, sign * math.inf)))[:limit]
+
+
+def lower_is_better(metric: str) -> bool:
+    return "loss" in metric or "hd95" in metric or metric.endswith("_s")
+
+
+def _every_run(c, ids: list[str]) -> list:
+    runs, token = [], None
+    while True:
+        page = c.search_runs(ids, max_results=1000, order_by=["attributes.start_time DESC"], page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _recorded_value(run, metric: str) -> float:
+    """A run's `metric` from its record alone: the logged model's val Dice (its best epoch), else the last value."""
+    if metric == BEST_BY and MODEL_METRIC_TAG in run.data.tags:
+        return float(run.data.tags[MODEL_METRIC_TAG])
+    sign = 1.0 if lower_is_better(metric) else -1.0
+    return run.data.metrics.get(metric, sign * math.inf)
 
 
 MODEL_METRIC_TAG = "medseg.model_val_dice_mean"

@@ -181,3 +181,26 @@ def test_runs_and_evaluate_speak_csv_and_json(store):
     assert set(shown["postprocess"]) == {"ET", "TC", "WT"}
     compared = json.loads(medseg("runs", "compare", a, b, "--format", "json", "--tracking-uri", uri, cwd=tmp).stdout)
     assert [r["run_id"] for r in compared] == [a, b] and "model.kwargs.cross_modal" in compared[0]
+
+
+def test_runs_are_ranked_among_every_run_of_the_store(tmp_path):
+    """Only the 50 latest runs were ranked: an older best run vanished from `runs list --limit 3`."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from medseg.errors import TrackingError
+    from medseg.tracking.review import list_runs
+
+    uri = f"sqlite:///{tmp_path / 'many.db'}"
+    c = MlflowClient(uri)
+    exp = c.create_experiment("many")
+    for i in range(56):
+        run = c.create_run(exp, run_name=f"r{i}", start_time=1000 + i)
+        dice, loss = 0.99 if i == 0 else 0.1 + i / 1000, 1.0 - i / 100
+        c.log_batch(run.info.run_id, metrics=[Metric("val_dice_mean", dice, 0, 0), Metric("train_loss", loss, 0, 0)])
+        c.set_terminated(run.info.run_id)
+    assert [s.name for s in list_runs(uri, None, "val_dice_mean", 3)] == ["r0", "r55", "r54"]
+    assert [s.name for s in list_runs(uri, None, "train_loss", 2)] == ["r55", "r54"]  # losses: lowest first
+    assert [s.name for s in list_runs(uri, None, "start_time", 2)] == ["r55", "r54"]
+    with pytest.raises(TrackingError, match="no run has the metric 'val_dice'"):
+        list_runs(uri, None, "val_dice", 3)
