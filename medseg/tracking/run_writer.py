@@ -21,7 +21,7 @@ from medseg.tracking.store import client, mlflow_module, prepare_experiment, ret
 
 
 class MlflowTracker:
-    """One MLflow run; `run_id` resumes an existing run (params are then not re-logged)."""
+    """One MLflow run; `run_id` resumes an existing run (its params are then kept, new ones added)."""
 
     def __init__(
         self,
@@ -56,9 +56,13 @@ class MlflowTracker:
             self._monitor.start()
 
     def log_params(self, params: dict[str, Any]) -> None:
-        if self.resumed:
-            return  # MLflow params are immutable: a resumed run keeps its original ones
+        """Log params; a resumed run keeps the ones it has (MLflow params are immutable) and gains the new ones,
+        such as the post-processing rules of a run interrupted before it chose them."""
         from mlflow.entities import Param
+
+        if self.resumed:
+            logged = self._client.get_run(self.run_id).data.params
+            params = {k: v for k, v in params.items() if k not in logged}
 
         clean = [Param(k, ("" if v is None else str(v))[:6000]) for k, v in params.items()]
         for i in range(0, len(clean), 100):  # MLflow's batch limit

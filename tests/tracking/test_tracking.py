@@ -127,3 +127,16 @@ def test_a_registration_that_loses_the_alias_race_still_leaves_the_best_champion
     monkeypatch.setattr(registry, "client", lambda _uri: c)
     assert registry.promote_best(uri, "m") == "2"
     assert str(c.get_model_version_by_alias("m", registry.CHAMPION).version) == "2"
+
+
+def test_a_resumed_run_keeps_its_params_and_gains_new_ones(tmp_path):
+    """The post-processing rules of a run interrupted before choosing them were never logged after --resume."""
+    from medseg.tracking.run_writer import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    first = MlflowTracker(uri, "exp", "a")
+    first.log_params({"train.epochs": 30})
+    resumed = MlflowTracker(uri, "exp", run_id=first.run_id)
+    resumed.log_params({"train.epochs": 31, "postprocess.ET": "largest component"})  # 31: immutable, kept at 30
+    params = resumed._client.get_run(first.run_id).data.params
+    assert params == {"train.epochs": "30", "postprocess.ET": "largest component"}
