@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from medseg import __version__
+from medseg.cli.progress import InterruptAdvice
 from medseg.errors import MedsegError
 from medseg.redact import redact_secrets
 
@@ -63,7 +64,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def _interrupted(signals: list[int]) -> None:
-    err_console.print("[yellow]interrupted[/]: outputs written so far are complete; re-run to resume")
+    err_console.print(f"[yellow]interrupted[/]: {InterruptAdvice.text}", highlight=False, soft_wrap=True)
     sys.exit(128 + signals[0] if signals else 130)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -11,6 +13,12 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+
+class InterruptAdvice:
+    """What Ctrl-C should tell the user (`cli.app`); a command replaces the default once it knows better."""
+
+    text = "outputs written so far are complete; re-run to resume"
 
 
 class RichTrainingHooks:
@@ -68,3 +76,9 @@ class RichTrainingHooks:
     def message(self, text: str) -> None:
         if not self.quiet:
             self.console.print(f"[dim]{text}[/]", highlight=False)
+
+    def run_started(self, run_id: str | None, out_dir: Path) -> None:
+        """Name the run where the log starts, and make Ctrl-C say how to continue it."""
+        resume = run_id or str(out_dir / "last.pt")
+        InterruptAdvice.text = f"the run continues from its last epoch with the same command and --resume {resume}"
+        self.message(f"run {run_id or '(not tracked)'}: checkpoints in {out_dir}")

@@ -160,6 +160,8 @@ def train_task(
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", config_to_yaml(cfg))
         tracker.set_tags({"medseg.out_dir": str(out_dir.resolve()), **tags})
+        if world.is_main:
+            hooks.run_started(tracker.run_id, out_dir)
         spec = TrainSpec(
             cfg,
             task,

@@ -22,6 +22,7 @@ class ProgressHooks(Protocol):
     def step(self, loss: float) -> None: ...
     def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
     def message(self, text: str) -> None: ...
+    def run_started(self, run_id: str | None, out_dir: Path) -> None: ...
 
 
 class SilentHooks:
@@ -35,6 +36,9 @@ class SilentHooks:
         pass
 
     def message(self, text: str) -> None:
+        pass
+
+    def run_started(self, run_id: str | None, out_dir: Path) -> None:
         pass
 
 

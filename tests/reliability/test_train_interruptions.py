@@ -75,6 +75,7 @@ def test_signal_during_checkpoint_save_keeps_previous_checkpoint_and_resume_fini
     (run_dir,) = (tmp_path / "runs").iterdir()
     if sig != signal.SIGKILL:
         assert "interrupted" in stderr and "Traceback" not in stderr
+        assert f"same command and --resume {run_dir.name}" in stderr  # was "re-run to resume": a new run
         assert not list(run_dir.glob(".*")), "a handled signal removes the temporary checkpoint"
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 0  # the previous checkpoint, intact
 
