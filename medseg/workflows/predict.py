@@ -97,8 +97,14 @@ class FolderPredictor:
             if not path.is_file():
                 raise ModelFileError("model not found", path=str(path), hint="pass a file from `medseg export`")
             bundle, facts, export = read_onnx_bundle(path)
-            if kwargs.get("engine", "torch") == "torch":  # the library's default; `auto` picks among ONNX engines
-                kwargs["engine"] = "onnxruntime"
+            kwargs.setdefault("engine", "onnxruntime")  # not the library's torch default; `auto` picks among ONNX ones
+            if kwargs.get("single_pass") and export.get("spatial") == "fixed":
+                raise MedsegError(
+                    f"--single-pass feeds the whole foreground box, but this ONNX file has fixed window axes "
+                    f"({'x'.join(map(str, bundle.patch_size))})",
+                    path=str(path),
+                    hint="drop --single-pass, or predict with the .pt checkpoint",
+                )
             source = f"an exported ONNX graph ({export['precision']})"
             return cls(bundle, source=source, onnx=(path, NetworkFacts(**facts)), **kwargs)
         source = (

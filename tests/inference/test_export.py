@@ -53,6 +53,18 @@ def test_the_onnx_file_alone_predicts_what_pytorch_predicts(exported, brats2021_
         assert agree > 0.999, cid
 
 
+def test_options_an_onnx_file_cannot_honour_are_refused_before_any_case(exported):
+    """--single-pass with fixed window axes failed every case with a truncated engine error; an explicit
+    --engine torch ran ONNX Runtime while saying nothing."""
+    from medseg.workflows.predict import FolderPredictor
+
+    root, _, _ = exported
+    with pytest.raises(MedsegError, match="this ONNX file has fixed window axes \\(32x32x32\\)"):
+        FolderPredictor.from_model(str(root / "model.onnx"), device="cpu", single_pass=True)
+    with pytest.raises(MedsegError, match="--engine torch needs PyTorch weights"):
+        FolderPredictor.from_model(str(root / "model.onnx"), device="cpu", engine="torch")
+
+
 def test_an_export_that_does_not_reproduce_pytorch_is_not_written(tmp_path, monkeypatch):
     from medseg.inference import onnx_export
 
