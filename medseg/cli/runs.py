@@ -112,7 +112,8 @@ def list_(
     rows = [[c.cell(s) for c in columns] for s in runs]
     records = [
         {"run_id": s.run_id, "name": s.name, "model": s.params.get("model_name"), "status": s.status,
-         "fold": s.params.get("fold"), "epochs": s.epochs, "duration_s": s.duration_s, "best_epoch": s.best_epoch,
+         "fold": s.params.get("fold"), "epochs": s.epochs, "duration_s": s.duration_s,
+         "best_epoch": s.best_epoch_number,
          **{f"best_{k}": s.best.get(k) for k in regions}}
         for s in runs
     ]  # fmt: skip
@@ -142,21 +143,24 @@ def show(
     postprocess = {k.removeprefix("postprocess."): v for k, v in s.params.items() if k.startswith("postprocess.")}
     links = {k.removeprefix("medseg."): s.tags[k] for k in LINK_TAGS if k in s.tags}
     if fmt != "table":
-        metrics = [{"metric": k, "final": v, "best_epoch": s.best.get(k)} for k, v in sorted(s.metrics.items())]
+        metrics = [{"metric": k, "final": v, "at_best_epoch": s.best.get(k)} for k, v in sorted(s.metrics.items())]
         record = {
-            "run_id": s.run_id, "name": s.name, "status": s.status, "epochs": s.epochs, "best_epoch": s.best_epoch,
-            "duration_s": s.duration_s, "metrics": metrics, "params": s.params, "postprocess": postprocess,
+            "run_id": s.run_id, "name": s.name, "status": s.status, "epochs": s.epochs,
+            "best_epoch": s.best_epoch_number, "duration_s": s.duration_s, "metrics": metrics, "params": s.params,
+            "postprocess": postprocess,
             "artifacts": arts, "models": models, "registry": aliases, "links": links,
         }  # fmt: skip
         _emit(fmt, [record] if fmt == "json" else metrics, "", [], [])
         return
     console.print(
-        f"[bold]{s.name}[/]  {s.run_id}  {s.status}  {s.epochs} epochs  {_duration(s.duration_s)}", highlight=False
+        f"[bold]{s.name}[/]  {s.run_id}  {s.status}  {s.epochs} epochs  best epoch {s.best_epoch_number or '-'}  "
+        f"{_duration(s.duration_s)}",
+        highlight=False,
     )
     metric_cols = [
         Column("metric", lambda r: r[0]),
         Column("final", lambda r: r[1], True),
-        Column("best epoch", lambda r: r[2], True),
+        Column("at best epoch", lambda r: r[2], True),
     ]
     rows = [(k, _fmt(v, 4), _fmt(s.best.get(k), 4) if k in s.best else "") for k, v in sorted(s.metrics.items())]
     print_table("metrics", metric_cols, rows)

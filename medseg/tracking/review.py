@@ -30,7 +30,12 @@ class RunSummary:
     end_ms: int | None
     epochs: int = 0
     best: dict[str, float] = field(default_factory=dict)
-    best_epoch: int | None = None
+    best_epoch: int | None = None  # the MLflow step (0-based)
+
+    @property
+    def best_epoch_number(self) -> int | None:
+        """The best epoch as training prints it (1-based)."""
+        return None if self.best_epoch is None else self.best_epoch + 1
 
     @property
     def duration_s(self) -> float | None:
