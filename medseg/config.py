@@ -167,7 +167,10 @@ class ExperimentConfig(_Strict):
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
-        raise ConfigError(f"override '{item}' is not key=value", hint="use --set train.epochs=5")
+        # not "key=value" in the text: the CLI's secret redaction reads that as an API key and masks it
+        raise ConfigError(
+            f"override '{item}' has no '='", hint=f"write it as {item}=<value>, e.g. --set train.epochs=5"
+        )
     key, raw = item.split("=", 1)
     return key.strip().split("."), yaml.safe_load(raw)
 

@@ -39,8 +39,14 @@ def test_yaml_is_parsed_safely(tmp_path):
 
 
 def test_bad_override_syntax():
-    with pytest.raises(ConfigError, match="key=value"):
+    """Said the way the CLI shows it: "is not key=value" came out as "is not key=***" (the secret redaction)."""
+    from medseg.redact import redact_secrets
+
+    with pytest.raises(ConfigError) as err:
         load_config(None, ["train.epochs"])
+    assert redact_secrets(str(err.value)) == (
+        "override 'train.epochs' has no '=' (fix: write it as train.epochs=<value>, e.g. --set train.epochs=5)"
+    )
 
 
 def test_shipped_configs_load_by_name_from_any_folder(tmp_path, monkeypatch):

@@ -35,6 +35,8 @@ def export(
     if fp16 and int8:
         raise typer.BadParameter("choose one of --fp16 and --int8", param_hint="--fp16/--int8")
     precision = "fp16" if fp16 else "int8" if int8 else "fp32"
+    if calibration is not None and not int8:
+        raise typer.BadParameter("only int8 is calibrated: add --int8 or drop it", param_hint="--calibration")
     if out.suffix != ".onnx":
         raise typer.BadParameter(f"an ONNX file is written: name it *.onnx (not {out.name})", param_hint="--out")
     check_writable(out)  # before the export and its check: a wrong path should not cost them

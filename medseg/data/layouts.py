@@ -131,7 +131,7 @@ def detect_cases(root: str | Path, layouts: Sequence[Layout]) -> tuple[Layout, l
     raise DataError(
         f"no cases found in any known layout ({names})",
         path=str(root),
-        hint="see README 'Data layouts' for the file names medseg recognises",
+        hint="a case needs its image files (labels alone are none); README 'Layouts recognised automatically'",
     )
 
 

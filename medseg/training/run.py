@@ -131,7 +131,8 @@ def train_task(
     cache_dir = Path(cfg.data.cache_dir)
     plan = plan_preprocessing(cfg.data, train_cases, task.channels, manifest.intensity_stats)
     if world.is_main:
-        hooks.message(f"preparing {len(train_cases) + len(val_cases)} cases (decoded once, then cached)")
+        cases = len({c.id for c in [*train_cases, *val_cases]})  # with fold all, validation cases also train
+        hooks.message(f"preparing {cases} cases (decoded once, then cached)")
         if plan.spacing:
             hooks.message("voxel spacing for the network: " + " x ".join(f"{v:g}" for v in plan.spacing) + " mm")
         prepare_cache([*train_cases, *val_cases], task.scheme, cache_dir, plan)

@@ -70,12 +70,14 @@ def _resume_payload(resume: str, uri: str) -> dict:
 def _split(fold: int | str | None, manifest: Manifest) -> Split:
     folds = sorted({c.fold for c in manifest.cases})
     if fold == ALL_FOLDS:
-        return Split(None, "training cases (fold all: nothing held out, validation scores seen cases)")
+        return Split(None, "fold all: nothing held out, validation scores a fifth of the training cases")
     if fold is None:
         if len(folds) < 2:
+            few = len(manifest.cases) < 2
             raise MedsegError(
                 "the manifest has a single fold, so no case can be held out for validation",
-                hint="scan with --folds 5, or pass --fold all to validate on training cases",
+                hint=("add cases, or " if few else "scan with --folds 5, or ")
+                + "pass --fold all to validate on training cases",
             )
         fold = folds[0]
     if int(fold) not in folds:

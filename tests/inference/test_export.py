@@ -144,6 +144,23 @@ def test_int8_without_calibration_is_a_usage_error(exported, tmp_path):
     assert "Traceback" not in out.stderr and not (tmp_path / "m.onnx").exists()
 
 
+def test_export_options_that_would_be_ignored_or_mislead_are_usage_errors(exported, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from medseg.cli.export import export
+
+    root, _, _ = exported
+    app = typer.Typer()
+    app.command()(export)
+    model = ["--model", str(root / "model.pt")]
+    calibrated = CliRunner().invoke(app, [*model, "--out", str(tmp_path / "m.onnx"), "--calibration", str(tmp_path)])
+    assert calibrated.exit_code == 2 and "only int8 is calibrated" in calibrated.output  # was silently ignored
+    misnamed = CliRunner().invoke(app, [*model, "--out", str(tmp_path / "m.pt")])
+    assert misnamed.exit_code == 2 and "name it *.onnx" in misnamed.output  # ONNX under a checkpoint's name
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("name", ["torch-bf16", "onnxruntime", "openvino"])
 def test_every_engine_gives_pytorch_fp32_probabilities(name, exported):
     """Within the tolerances `auto` keeps an engine by, with and without a masked modality."""

@@ -369,3 +369,15 @@ def test_the_training_seed_does_not_change_which_cases_are_held_out(tmp_path, br
         (manifest,) = (out / "manifests").glob("*.json")
         folds.append({c.case.id: c.fold for c in load_manifest(manifest).cases})
     assert folds[0] == folds[1] == folds[2]
+
+
+def test_a_single_case_cannot_be_held_out_and_the_hint_says_what_helps(tmp_path, brats2021_dir):
+    import shutil
+
+    from medseg.errors import MedsegError
+    from medseg.workflows.train import TrainRequest, run_training
+
+    shutil.copytree(brats2021_dir / "BraTS2021_00000", tmp_path / "one" / "BraTS2021_00000")
+    request = TrainRequest("brats", config=SMOKE, data=tmp_path / "one", device="cpu", tracking=False, out=tmp_path)
+    with pytest.raises(MedsegError, match="add cases, or pass --fold all"):  # not "scan with --folds 5"
+        run_training(request)
