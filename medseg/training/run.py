@@ -20,7 +20,7 @@ from medseg.data.manifest import Manifest
 from medseg.data.planning import plan_preprocessing
 from medseg.errors import ConfigError
 from medseg.inference.model_source import ModelRef
-from medseg.io.atomic import atomic_write_text
+from medseg.io.atomic import atomic_write_text, check_writable
 from medseg.io.bundle import BUNDLE_FILE, load_checkpoint, save_checkpoint
 from medseg.io.tables import rows_to_csv
 from medseg.nets import model_info
@@ -34,7 +34,7 @@ from medseg.training.distributed import barrier
 from medseg.training.from_model import check_compatible, link_tags, pruned_start
 from medseg.training.loop import fit
 from medseg.training.postprocess_choice import choose_postprocess, predict_validation
-from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult, TrainSpec
+from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult, TrainSpec, check_network_config
 from medseg.transforms.preprocess import PreprocessPlan
 from medseg.viz.curves import learning_curves
 from medseg.viz.overlays import save_png
@@ -128,7 +128,10 @@ def train_task(
             hint="resume with the same --data/--manifest and --fold, or start a new run",
         )
     train_cases, val_cases = manifest.split(split.fold)
+    if prune_source is None and teacher is None:  # those check their source model first, on the cached cases
+        check_network_config(cfg, task)  # a bad model name or keyword fails now, not after caching every case
     cache_dir = Path(cfg.data.cache_dir)
+    check_writable(cache_dir, folder=True)  # under a file: "not a directory" was reported as a full disk
     plan = plan_preprocessing(cfg.data, train_cases, task.channels, manifest.intensity_stats)
     if world.is_main:
         cases = len({c.id for c in [*train_cases, *val_cases]})  # with fold all, validation cases also train

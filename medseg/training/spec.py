@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -42,6 +43,34 @@ class SilentHooks:
         pass
 
 
+def network_kwargs(cfg: ExperimentConfig, task: Task) -> dict:
+    return {"in_channels": len(task.channels), "out_channels": task.scheme.out_channels} | dict(cfg.model.kwargs)
+
+
+def configured_network(cfg: ExperimentConfig, task: Task, device: str | None = None) -> SegmentationModel:
+    """The configured network, built on `device` ("meta": only its shapes, to check a config in milliseconds); a bad
+    name, keyword or patch size is a one-line config error."""
+    try:
+        with torch.device(device) if device else contextlib.nullcontext():
+            model = create_model(cfg.model.name, **network_kwargs(cfg, task))
+        model.check_input_shape(torch.zeros(1, len(task.channels), *cfg.train.patch_size, device="meta"))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"model '{cfg.model.name}': {exc}", hint="check model.name, model.kwargs and train.patch_size"
+        ) from None
+    return model
+
+
+def check_network_config(cfg: ExperimentConfig, task: Task) -> None:
+    """`configured_network`'s checks before any case is cached; a network that cannot be built on the meta device
+    (MONAI's SwinUNETR calls .item() at init) is checked when it is built for training."""
+    try:
+        configured_network(cfg, task, "meta")
+    except (RuntimeError, NotImplementedError) as exc:
+        if "meta" not in str(exc):
+            raise
+
+
 @dataclass
 class TrainSpec:
     """Everything a training run needs, already validated and resolved by the caller."""
@@ -63,23 +92,11 @@ class TrainSpec:
 
     @property
     def model_kwargs(self) -> dict:
-        return {"in_channels": len(self.task.channels), "out_channels": self.task.scheme.out_channels} | dict(
-            self.cfg.model.kwargs
-        )
+        return network_kwargs(self.cfg, self.task)
 
     def build_network(self) -> SegmentationModel:
         """The configured network; a bad name, keyword or patch size is a one-line config error."""
-        if self.start is not None:
-            return self.start
-        cfg = self.cfg
-        try:
-            model = create_model(cfg.model.name, **self.model_kwargs)
-            model.check_input_shape(torch.zeros(1, len(self.task.channels), *cfg.train.patch_size, device="meta"))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ConfigError(
-                f"model '{cfg.model.name}': {exc}", hint="check model.name, model.kwargs and train.patch_size"
-            ) from None
-        return model
+        return self.start if self.start is not None else configured_network(self.cfg, self.task)
 
     def bundle(self, model: torch.nn.Module) -> ModelBundle:
         """The model's current weights (copied to the CPU) with everything inference needs."""

@@ -381,3 +381,18 @@ def test_a_single_case_cannot_be_held_out_and_the_hint_says_what_helps(tmp_path,
     request = TrainRequest("brats", config=SMOKE, data=tmp_path / "one", device="cpu", tracking=False, out=tmp_path)
     with pytest.raises(MedsegError, match="add cases, or pass --fold all"):  # not "scan with --folds 5"
         run_training(request)
+
+
+def test_a_bad_model_or_cache_path_fails_before_any_case_is_cached(brats2021_manifest, tmp_path):
+    from medseg.errors import ConfigError, MedsegError
+
+    request = _one_untracked_epoch(tmp_path, tmp_path / "runs", manifest=brats2021_manifest)
+    request.overrides.append("model.kwargs.no_such_keyword=1")
+    with pytest.raises(ConfigError, match=r"model 'transunet3d_tiny'.*no_such_keyword"):
+        run_training(request)
+    assert not (tmp_path / "cache").exists()  # was reported only after caching every case
+    (tmp_path / "a_file").write_text("x")
+    request = _one_untracked_epoch(tmp_path, tmp_path / "runs", manifest=brats2021_manifest)
+    request.overrides.append(f"data.cache_dir={tmp_path / 'a_file' / 'cache'}")
+    with pytest.raises(MedsegError, match="output path lies under a file"):  # its fix said "free disk space"
+        run_training(request)
