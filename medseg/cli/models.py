@@ -38,9 +38,9 @@ def list_(
 
 
 def _registry_table(uri: str) -> None:
-    from medseg.tracking.store import client
+    from medseg.tracking.store import existing_store_client
 
-    c = client(uri)
+    c = existing_store_client(uri)
     table = Table(title="MLflow registered models")
     for col in ("name", "version", "aliases", "val_dice_mean", "source run"):
         table.add_column(col)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from medseg.errors import TrackingError
 from medseg.redact import redact_secrets
-from medseg.tracking.store import client
+from medseg.tracking.store import existing_store_client
 
 BEST_BY = "val_dice_mean"
 
@@ -70,7 +70,7 @@ def summarise_run(c, run) -> RunSummary:
 
 
 def get_run(uri: str, run_id: str):
-    c = client(uri)
+    c = existing_store_client(uri)
     try:
         return c, c.get_run(run_id)
     except Exception:
@@ -84,7 +84,7 @@ def list_runs(uri: str, experiment: str | None, sort: str, limit: int) -> list[R
     ranked by what its record already holds (the logged model's val Dice tag, else the metric's last value), and
     only the leading candidates are read in full. Losses and distances rank ascending.
     """
-    c = client(uri)
+    c = existing_store_client(uri)
     if experiment:
         exp = c.get_experiment_by_name(experiment)
         if exp is None:
@@ -162,7 +162,7 @@ def registry_aliases(c, model_uris: list[str]) -> list[str]:
 def run_output_dir(run_id: str, tracking_uri: str) -> str:
     """The local folder (checkpoints) a medseg run wrote, from its `medseg.out_dir` tag."""
     try:
-        run = client(tracking_uri).get_run(run_id)
+        run = existing_store_client(tracking_uri).get_run(run_id)
     except TrackingError:
         raise
     except Exception:

@@ -17,7 +17,14 @@ import numpy as np
 from medseg.errors import TrackingError
 from medseg.redact import redact_secrets
 from medseg.tracking.registry import register_version
-from medseg.tracking.store import client, mlflow_module, prepare_experiment, retry_lost_race, scoped_tracking_uri
+from medseg.tracking.store import (
+    client,
+    existing_store_client,
+    mlflow_module,
+    prepare_experiment,
+    retry_lost_race,
+    scoped_tracking_uri,
+)
 
 
 class MlflowTracker:
@@ -142,8 +149,9 @@ class MlflowTracker:
 
 def require_run(run_id: str, tracking_uri: str) -> None:
     """Fail on one line when `run_id` is not in the store (checked before work whose results it should receive)."""
+    c = existing_store_client(tracking_uri)
     try:
-        client(tracking_uri).get_run(run_id)
+        c.get_run(run_id)
     except Exception:
         raise TrackingError(
             f"no run {run_id} in {redact_secrets(tracking_uri)}", hint="see `medseg runs list`"

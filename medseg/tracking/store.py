@@ -43,6 +43,17 @@ def client(uri: str):
         return _opened_client(uri)
 
 
+def existing_store_client(uri: str):
+    """`client` for commands that only read: a SQLite store that does not exist is an error, not an empty store
+    created on the spot (a typo in the URI looked like "0 runs")."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise TrackingError(
+            f"no MLflow store at {uri.removeprefix('sqlite:///')}",
+            hint="pass the --tracking-uri (or MLFLOW_TRACKING_URI) of your runs; training creates the store",
+        )
+    return client(uri)
+
+
 def _opened_client(uri: str):
     """A client whose tracking and registry stores are open (for SQLite: created and migrated). Call under
     `store_lock`."""

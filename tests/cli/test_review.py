@@ -205,3 +205,16 @@ def test_runs_are_ranked_among_every_run_of_the_store(tmp_path):
     assert [s.name for s in list_runs(uri, None, "start_time", 2)] == ["r55", "r54"]
     with pytest.raises(TrackingError, match="no run has the metric 'val_dice'"):
         list_runs(uri, None, "val_dice", 3)
+
+
+def test_reading_a_store_that_does_not_exist_creates_nothing(tmp_path):
+    """A typo in --tracking-uri made a new empty store and listed "0 run(s)"."""
+    from medseg.errors import TrackingError
+    from medseg.tracking.review import get_run, list_runs
+
+    uri = f"sqlite:///{tmp_path / 'typo' / 'mlflow.db'}"
+    with pytest.raises(TrackingError, match=r"no MLflow store at .*typo/mlflow\.db"):
+        list_runs(uri, None, "val_dice_mean", 5)
+    with pytest.raises(TrackingError, match="no MLflow store"):
+        get_run(uri, "0123")
+    assert not (tmp_path / "typo").exists()

@@ -194,7 +194,12 @@ def test_an_unknown_run_fails_before_scoring_and_writes_nothing(tmp_path, brats2
     from medseg.workflows.evaluate import evaluate
 
     pred, _, _ = _prediction_folder(tmp_path, brats2021_dir, {})
+    from medseg.tracking.store import client
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(TrackingError, match="no MLflow store at"):
+        evaluate(pred, brats2021_dir, out=tmp_path / "metrics.csv", run_id="deadbeef", tracking_uri=uri)
+    client(uri)  # the store exists, the run does not
     with pytest.raises(TrackingError, match="no run deadbeef in"):
         evaluate(pred, brats2021_dir, out=tmp_path / "metrics.csv", run_id="deadbeef", tracking_uri=uri)
     assert not (tmp_path / "metrics.csv").exists()  # was written, then the run was found missing
