@@ -67,6 +67,15 @@ def _resume_payload(resume: str, uri: str) -> dict:
     return load_checkpoint(Path(run_output_dir(resume, uri)) / "last.pt")
 
 
+def _finished_run(resume: str, uri: str) -> bool:
+    """Whether `resume` names a tracked run that ended normally (a checkpoint path: unknown, so no)."""
+    if Path(resume).is_file():
+        return False
+    from medseg.tracking.review import get_run
+
+    return get_run(uri, resume)[1].info.status == "FINISHED"
+
+
 def _split(fold: int | str | None, manifest: Manifest) -> Split:
     folds = sorted({c.fold for c in manifest.cases})
     if fold == ALL_FOLDS:
@@ -109,6 +118,12 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
         payload = _resume_payload(req.resume, uri)
         # A resumed run keeps its own config; explicit overrides still apply (e.g. more epochs).
         cfg = ExperimentConfig.model_validate(apply_overrides(copy.deepcopy(payload["config"]), req.overrides))
+        if payload["epoch"] + 1 >= cfg.train.epochs and _finished_run(req.resume, uri):
+            raise MedsegError(
+                f"run {req.resume} already finished its {cfg.train.epochs} epochs (resuming would only log its model "
+                "again)",
+                hint=f"pass --set train.epochs=N with N > {cfg.train.epochs} to train it further",
+            )
     teacher = load_model_ref(cfg.distill.teacher, uri) if cfg.distill else None
     prune_source = load_model_ref(cfg.prune.source, uri) if cfg.prune else None
     if prune_source is not None:

@@ -83,6 +83,10 @@ def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tm
     with torch.no_grad():
         assert bundle.build_model()(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
     # Resume from the run id (its out_dir tag finds last.pt): same run, epochs continue, params untouched.
+    from medseg.errors import MedsegError
+
+    with pytest.raises(MedsegError, match="already finished its 2 epochs"):  # it re-logged its model each time
+        _train(brats2021_manifest, tmp_path, uri, [], resume=tracker.run_id)
     resumed, tracker2 = _train(brats2021_manifest, tmp_path, uri, ["train.epochs=3"], resume=tracker.run_id)
     assert tracker2.run_id == tracker.run_id
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1, 2]
