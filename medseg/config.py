@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -224,13 +226,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
+        loc, msg = _first_problem(exc.errors())
         raise ConfigError(
-            f"invalid config key '{loc}': {first['msg']}",
+            f"invalid config key '{loc}': {msg}",
             path=str(path) if path else None,
             hint="`medseg config show --config brats_smoke` lists the valid keys",
         ) from None
+
+
+def _first_problem(errors: list[dict]) -> tuple[str, str]:
+    """The first invalid key and what is wrong with it. A key that accepts several forms (`data.spacing`: auto,
+    native or three numbers) gets one error per form, located under a pydantic label such as "literal['auto',
+    'native']": they are named together, each by its form, instead of the label posing as part of the key."""
+    field = tuple(itertools.takewhile(lambda x: isinstance(x, int) or re.fullmatch(r"\w+", x), errors[0]["loc"]))
+    same = [e for e in errors if tuple(e["loc"][: len(field)]) == field]
+    if len(same) == 1 and tuple(same[0]["loc"]) == field:
+        return ".".join(map(str, field)), same[0]["msg"]
+    forms = [
+        (".".join(map(str, e["loc"][len(field) :])).replace("constrained-", "") or "value", e["msg"]) for e in same
+    ]
+    return ".".join(map(str, field)), "; ".join(f"as {form}: {msg}" for form, msg in forms)
 
 
 def config_to_yaml(cfg: ExperimentConfig) -> str:

@@ -72,3 +72,13 @@ def test_secrets_never_leave_in_a_config_dump():
     assert cfg.tracking.uri.endswith("x9")  # the process itself keeps the real URI
     for text in (config_to_yaml(cfg), str(redacted_dump(cfg))):
         assert "hunter2" not in text and "x9" not in text and "bob:***@db" in text
+
+
+def test_a_key_with_several_forms_names_each_form_not_a_pydantic_label():
+    """Was "invalid config key 'data.spacing.literal['auto','native']'", never saying three numbers were allowed."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.spacing=[1,1]"])
+    assert str(err.value).startswith(
+        "invalid config key 'data.spacing': as literal['auto','native']: Input should be 'auto' or 'native'; "
+        "as tuple[float, float, float].2: Field required"
+    )
