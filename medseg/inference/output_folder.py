@@ -121,10 +121,17 @@ def _report_name(shard: tuple[int, int]) -> str:
     return REPORT if n == 1 else f"predict_report.part{i}of{n}.json"
 
 
-def write_report(out_dir: Path, results: Sequence[CaseResult], shard: tuple[int, int], final: bool) -> None:
-    """This shard's report (rewritten after every case); the merged report once every shard is final."""
-    summary = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+STATUSES = ("ok", "skipped", "failed", "interrupted")
+
+
+def write_report(
+    out_dir: Path, results: Sequence[CaseResult], shard: tuple[int, int], final: bool, about: dict[str, str]
+) -> None:
+    """This shard's report (rewritten after every case); the merged report once every shard is final. `about`:
+    what predicted (model, engine, device), so a report says how its masks were made."""
+    summary = {s: sum(r.status == s for r in results) for s in STATUSES}
     report = {
+        **about,
         "summary": summary,
         "peak_memory_gb": peak_memory_gb(),
         "shard": list(shard),
@@ -149,8 +156,9 @@ def merge_reports(out_dir: Path, parts: int) -> bool:
             return False
         reports.append(report)
     cases = sorted((c for r in reports for c in r["cases"]), key=lambda c: c["id"])
-    summary = {s: sum(r["summary"][s] for r in reports) for s in ("ok", "skipped", "failed")}
+    summary = {s: sum(r["summary"].get(s, 0) for r in reports) for s in STATUSES}
     peak = {k: max(r["peak_memory_gb"].get(k, 0.0) for r in reports) for k in reports[0]["peak_memory_gb"]}
-    merged = {"summary": summary, "peak_memory_gb": peak, "shards": parts, "final": True, "cases": cases}
+    about = {k: reports[0][k] for k in ("model", "engine", "device") if k in reports[0]}
+    merged = {**about, "summary": summary, "peak_memory_gb": peak, "shards": parts, "final": True, "cases": cases}
     atomic_write_text(out_dir / REPORT, json.dumps(merged, indent=1))
     return True

@@ -278,6 +278,7 @@ def predict_folder(
     keep = WRITES_PER_WRITER * max(1, writer_count(workers))
     share = opts.device.type == "cuda" if opts.share_windows is None else opts.share_windows
     batching = share and not infer.tta and not opts.single_pass and infer.sw_batch_size > 1
+    about = {"model": bundle.model_name, "engine": engine.name, "device": str(opts.device)}
     completed = False
     try:
         with writer_pool(workers) as writers:
@@ -304,19 +305,19 @@ def predict_folder(
                         on_case(result)
                 del group, outputs  # release the inputs as soon as they are used (the loop's names too)
                 prepared = out = image = None
-                _finish_writes(writes, results, out_dir, opts.shard, on_case, keep)
+                _finish_writes(writes, results, out_dir, opts.shard, on_case, keep, about)
                 t0 = time.monotonic()
-            _finish_writes(writes, results, out_dir, opts.shard, on_case, keep=0)
+            _finish_writes(writes, results, out_dir, opts.shard, on_case, 0, about)
         completed = True
     finally:
         del reader  # stops the reader processes now, also when interrupted
         for fut, result in writes:  # interrupted: the pool has finished the writes under way, cancelled the rest
             _settle(fut, result)
-        write_report(out_dir, results, opts.shard, final=completed)  # the truth on disk, also after an interruption
+        write_report(out_dir, results, opts.shard, completed, about)  # the truth on disk, also after an interruption
     return results
 
 
-def _finish_writes(writes, results, out_dir: Path, shard: tuple[int, int], on_case, keep: int) -> None:
+def _finish_writes(writes, results, out_dir: Path, shard: tuple[int, int], on_case, keep: int, about: dict) -> None:
     """Report cases whose output is on disk, waiting for the oldest until at most `keep` writes are pending."""
     for fut, result in list(writes):
         if len(writes) <= keep and not fut.done():
@@ -325,7 +326,7 @@ def _finish_writes(writes, results, out_dir: Path, shard: tuple[int, int], on_ca
         writes.remove((fut, result))
         if on_case:
             on_case(result)
-    write_report(out_dir, results, shard, final=False)
+    write_report(out_dir, results, shard, False, about)
 
 
 def _settle(fut: Future, result: CaseResult) -> None:

@@ -223,7 +223,8 @@ def test_two_shards_predict_into_one_folder_at_once(tmp_path):
         assert p.returncode == 0, err[-2000:]
     assert len(list((tmp_path / "out").glob("BraTS2021_*.nii.gz"))) == 6
     report = json.loads((tmp_path / "out" / "predict_report.json").read_text())
-    assert report["summary"] == {"ok": 6, "skipped": 0, "failed": 0} and report["shards"] == 2
+    assert report["summary"] == {"ok": 6, "skipped": 0, "failed": 0, "interrupted": 0} and report["shards"] == 2
+    assert report["engine"] and report["model"]  # what made the masks, kept by the merge
     assert sorted(c["id"] for c in report["cases"]) == [f"BraTS2021_{i:05d}" for i in range(6)]
     assert not list((tmp_path / "out").glob(".*.part*"))
 

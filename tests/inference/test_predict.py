@@ -158,7 +158,8 @@ def test_bad_cases_are_reported_and_the_batch_goes_on(tmp_path):
     assert results["nan"].status == "failed" and "NaN" in results["nan"].error
     assert results["missing"].status == "failed" and "missing_flair" in results["missing"].error
     report = json.loads((tmp_path / "out" / "predict_report.json").read_text())
-    assert report["summary"] == {"ok": 1, "skipped": 0, "failed": 2}
+    assert report["summary"] == {"ok": 1, "skipped": 0, "failed": 2, "interrupted": 0}
+    assert (report["model"], report["engine"], report["device"]) == ("transunet3d_tiny", "torch", "cpu")
     assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["good.nii.gz"]
 
 
