@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medseg.config import ExperimentConfig, apply_overrides, load_config
-from medseg.core import Task
+from medseg.core import Case, Task
+from medseg.data.layouts import detect_cases
 from medseg.data.manifest import Manifest, load_manifest
 from medseg.errors import DataError, MedsegError
 from medseg.inference.model_source import load_model_ref
@@ -132,6 +133,7 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
     world = init_world(device.type, runtime)
     try:
         if req.data is not None and runtime.is_main:
+            _check_labelled(detect_cases(req.data, task.layouts)[1], req.data)  # before reading every voxel
             # folds from `data scan`'s default seed, not train.seed: a seed study keeps its validation cases
             scanned = scan(req.data, req.task, manifest_path, folds=5, seed=0)
             hooks.message(f"manifest of {len(scanned.manifest.cases)} cases -> {manifest_path}")
@@ -139,7 +141,7 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
                 hooks.message(f"excluded {case.id}: {err}")
         barrier(world)  # other ranks read the manifest once rank 0 has written it
         manifest = load_manifest(manifest_path)
-        _check_labelled(manifest, manifest_path)
+        _check_labelled([c.case for c in manifest.cases], manifest_path)
         task = task_for_manifest(req.task, manifest)
         split = _split(req.fold, manifest)
         hooks.message(f"validation: {split.label}")
@@ -172,10 +174,10 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
     )
 
 
-def _check_labelled(manifest: Manifest, path: Path) -> None:
+def _check_labelled(cases: list[Case], path: Path) -> None:
     """Every case trains or validates, so every case needs its label file: refused before any work (a case
     without one failed inside MONAI's data loader, or after a whole epoch when it was in the validation fold)."""
-    unlabelled = [c.case.id for c in manifest.cases if not c.case.label]
+    unlabelled = [c.id for c in cases if not c.label]
     if unlabelled:
         names = ", ".join(unlabelled[:5]) + (", ..." if len(unlabelled) > 5 else "")
         raise DataError(

@@ -317,6 +317,7 @@ def test_a_case_without_labels_is_refused_before_any_work(tmp_path, brats2021_di
     with pytest.raises(DataError, match=r"1 case\(s\) have no label file: BraTS2021_00002"):
         run_training(request)
     assert not (tmp_path / "cache").exists() and not list(tmp_path.glob("runs/*"))
+    assert not (tmp_path / "manifests").exists()  # refused from the file names, before the scan reads every voxel
 
 
 def test_a_user_error_raised_inside_a_library_is_one_line(monkeypatch, capsys):
