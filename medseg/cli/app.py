@@ -69,13 +69,13 @@ def _interrupted(signals: list[int]) -> None:
 
 
 def _wrapped_user_error(exc: BaseException) -> MedsegError | None:
-    """The MedsegError that caused `exc`, if any, following the exception chain."""
+    """The MedsegError that explicitly caused `exc` (`raise ... from`), if any, down the chain."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, MedsegError):
             return exc
         seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__  # `raise ... from`: a library wrapping our error (not a bug raised while handling one)
     return None
 
 

@@ -42,7 +42,7 @@ def find_suffix_cases(
     """
     if not root.is_dir():
         return []
-    own = _suffix_case(root, suffixes, label_suffix, sep, label_map, layout)
+    own = _suffix_case(root.resolve(), suffixes, label_suffix, sep, label_map, layout)  # "." has no name
     if own is not None:
         return [own]
     folders = sorted(p for p in root.iterdir() if p.is_dir())

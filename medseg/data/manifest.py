@@ -63,6 +63,12 @@ class Manifest:
         }
         return out | ({"intensity_stats": self.intensity_stats} if self.intensity_stats else {})
 
+    def split_digest(self) -> str:
+        """Hash of the case ids and their folds: what a run's train/validation split is, whatever the paths (a
+        dataset moved with its manifest, another mount point) or the statistics."""
+        pairs = sorted((c.case.id, c.fold) for c in self.cases)
+        return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
+
     def digest(self) -> str:
         """Content hash (logged so a run names exactly the data it saw)."""
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]

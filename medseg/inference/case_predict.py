@@ -87,9 +87,10 @@ class CasePrediction:
     warnings: list[str] = field(default_factory=list)
 
 
-# Bundles whose norm_stats lack the training zero fraction: a z-scored channel with the foreground crop was trained
-# on skull-stripped volumes, where at least half the voxels are background 0 (BraTS: ~85 %).
-ASSUMED_ZERO_FRACTION = 0.5
+# BraTS bundles whose norm_stats lack the training zero fraction were trained on skull-stripped volumes, where at
+# least half the voxels are background 0 (~85 %); other tasks' older bundles are not judged (MRI may have no zero
+# background, e.g. prostate).
+ASSUMED_ZERO_FRACTION = {"brats": 0.5}
 
 
 def input_warnings(stats: np.ndarray, bundle: ModelBundle, missing: tuple[int, ...]) -> list[str]:
@@ -109,8 +110,8 @@ def input_warnings(stats: np.ndarray, bundle: ModelBundle, missing: tuple[int, .
             continue
         zscored = norms is None or norms[i].kind == "zscore"
         measured = len(train) > 2
-        expected = train[2] if measured else ASSUMED_ZERO_FRACTION * (zscored and bundle.preprocess.crop_foreground)
-        if stats[i][2] < 0.25 * expected:
+        expected = train[2] if measured else ASSUMED_ZERO_FRACTION.get(bundle.task, 0.0)
+        if zscored and bundle.preprocess.crop_foreground and stats[i][2] < 0.25 * expected:  # CT: air is no problem
             no_background.append((name, float(stats[i][2]), expected if measured else None))
         train_mean, train_std = train[:2]
         if zscored or train_mean == 0:

@@ -96,7 +96,7 @@ def list_runs(uri: str, experiment: str | None, sort: str, limit: int) -> list[R
         runs = c.search_runs(ids, max_results=limit, order_by=["attributes.start_time DESC"])
         return [summarise_run(c, r) for r in runs]
     runs = _every_run(c, ids)
-    if runs and not any(sort in r.data.metrics for r in runs):
+    if sort != BEST_BY and runs and not any(sort in r.data.metrics for r in runs):  # a typo in --sort
         known = sorted({k for r in runs for k in r.data.metrics})
         raise TrackingError(f"no run has the metric '{sort}'", hint=f"sort by start_time or one of: {', '.join(known)}")
     sign = 1.0 if lower_is_better(sort) else -1.0
@@ -106,7 +106,7 @@ def list_runs(uri: str, experiment: str | None, sort: str, limit: int) -> list[R
 
 
 def lower_is_better(metric: str) -> bool:
-    return "loss" in metric or "hd95" in metric or metric.endswith("_s")
+    return "loss" in metric or "hd95" in metric or (metric.endswith("_s") and not metric.endswith("_per_s"))
 
 
 def _every_run(c, ids: list[str]) -> list:

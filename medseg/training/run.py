@@ -120,10 +120,10 @@ def train_task(
     with a `prune_source`, training fine-tunes that network with `cfg.prune.amount` of its channels removed."""
     hooks = hooks or SilentHooks()
     _seed(cfg, world)
-    data = {"manifest": manifest.digest(), "fold": split.fold}
+    data = {"manifest": manifest.split_digest(), "fold": split.fold}
     if resume and resume.get("data", data) != data:
         raise ConfigError(
-            f"this run trained on manifest {resume['data']['manifest']} with fold {resume['data']['fold']}, not "
+            f"this run trained on case set {resume['data']['manifest']} with fold {resume['data']['fold']}, not "
             f"{data['manifest']} with fold {data['fold']}: resuming would mix its validation cases into training",
             hint="resume with the same --data/--manifest and --fold, or start a new run",
         )

@@ -218,3 +218,17 @@ def test_reading_a_store_that_does_not_exist_creates_nothing(tmp_path):
     with pytest.raises(TrackingError, match="no MLflow store"):
         get_run(uri, "0123")
     assert not (tmp_path / "typo").exists()
+
+
+def test_runs_without_the_default_metric_are_still_listed(tmp_path):
+    """A first run that crashed before validating: `runs list` must show it, not fail on the default --sort."""
+    from mlflow import MlflowClient
+
+    from medseg.tracking.review import list_runs, lower_is_better
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    c = MlflowClient(uri)
+    c.create_run(c.create_experiment("e"), run_name="crashed")
+    assert [s.name for s in list_runs(uri, None, "val_dice_mean", 5)] == ["crashed"]
+    assert lower_is_better("train_loss") and lower_is_better("elapsed_s") and lower_is_better("val_hd95_wt")
+    assert not lower_is_better("train_samples_per_s") and not lower_is_better("val_dice_mean")

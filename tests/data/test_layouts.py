@@ -112,6 +112,13 @@ def test_one_case_folder_is_that_case_not_four_msd_cases(request, fixture):
     assert layout.name == every[1].layout and cases == [every[1]]
 
 
+def test_the_current_folder_as_one_case(brats2021_dir, monkeypatch):
+    folder = next(p for p in brats2021_dir.iterdir() if p.is_dir())
+    monkeypatch.chdir(folder)
+    _, cases = detect_cases(Path("."), get_task("brats").prediction_layouts)
+    assert [c.id for c in cases] == [folder.name]  # "." has no name of its own
+
+
 def test_a_file_is_not_a_data_folder(brats2021_dir):
     file = next(brats2021_dir.rglob("*_t1.nii.gz"))
     with pytest.raises(DataError, match="a file, not a data folder"):

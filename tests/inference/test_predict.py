@@ -257,6 +257,17 @@ def test_ct_channels_warn_on_intensities_far_from_training():
     assert input_warnings(np.array([[1100.0, 280.0, 0.0]]), bundle, (0,)) == []  # a missing channel: not judged
 
 
+def test_older_bundles_of_other_tasks_are_not_assumed_to_expect_a_zero_background():
+    """A prostate MRI model (no skull to strip) would have warned on every case."""
+    from medseg.inference.case_predict import input_warnings
+
+    bundle = make_bundle()  # norm_stats without the zero fraction, as bundles written before it
+    no_zeros = np.array([[500.0, 200.0, 0.0]] * 4)
+    assert "almost no zero background" in input_warnings(no_zeros, bundle, ())[0]  # BraTS: skull-stripped
+    bundle.task = "generic"
+    assert input_warnings(no_zeros, bundle, ()) == []
+
+
 def test_output_folder_of_another_model_or_other_settings_is_refused(tmp_path):
     """The guard is in `predict_folder` itself, so library callers get it too."""
     vol = _volume()

@@ -111,8 +111,10 @@ def test_resume_is_bit_for_bit(brats2021_manifest, tmp_path):
 
     fewer = load_manifest(brats2021_manifest)
     save_manifest(replace(fewer, cases=fewer.cases[:-1]), tmp_path / "fewer.json")
-    with pytest.raises(ConfigError, match=r"this run trained on manifest [0-9a-f]{16} with fold 0, not"):
+    with pytest.raises(ConfigError, match=r"this run trained on case set [0-9a-f]{16} with fold 0, not"):
         _train(tmp_path / "fewer.json", tmp_path / "b", None, more, resume=str(first.last_path))
+    moved = replace(fewer, cases=[replace(c, case=replace(c.case, images=("/elsewhere",) * 4)) for c in fewer.cases])
+    assert moved.split_digest() == fewer.split_digest()  # data moved with its manifest: still the same run's cases
     resumed, _ = _train(brats2021_manifest, tmp_path / "b", None, more, resume=str(first.last_path))
     a = load_checkpoint(straight.last_path)
     b = load_checkpoint(resumed.last_path)
