@@ -279,6 +279,10 @@ def predict_folder(
     share = opts.device.type == "cuda" if opts.share_windows is None else opts.share_windows
     batching = share and not infer.tta and not opts.single_pass and infer.sw_batch_size > 1
     about = {"model": bundle.model_name, "engine": engine.name, "device": str(opts.device)}
+
+    def report(final: bool) -> None:
+        write_report(out_dir, results, opts.shard, final, about)
+
     completed = False
     try:
         with writer_pool(workers) as writers:
@@ -305,20 +309,21 @@ def predict_folder(
                         on_case(result)
                 del group, outputs  # release the inputs as soon as they are used (the loop's names too)
                 prepared = out = image = None
-                _finish_writes(writes, results, out_dir, opts.shard, on_case, keep, about)
+                _finish_writes(writes, on_case, keep, report)
                 t0 = time.monotonic()
-            _finish_writes(writes, results, out_dir, opts.shard, on_case, 0, about)
+            _finish_writes(writes, on_case, 0, report)
         completed = True
     finally:
         del reader  # stops the reader processes now, also when interrupted
         for fut, result in writes:  # interrupted: the pool has finished the writes under way, cancelled the rest
             _settle(fut, result)
-        write_report(out_dir, results, opts.shard, completed, about)  # the truth on disk, also after an interruption
+        report(completed)  # the truth on disk, also after an interruption
     return results
 
 
-def _finish_writes(writes, results, out_dir: Path, shard: tuple[int, int], on_case, keep: int, about: dict) -> None:
-    """Report cases whose output is on disk, waiting for the oldest until at most `keep` writes are pending."""
+def _finish_writes(writes, on_case, keep: int, report: Callable[[bool], None]) -> None:
+    """Report cases whose output is on disk, waiting for the oldest until at most `keep` writes are pending, then
+    rewrite the (not final) report."""
     for fut, result in list(writes):
         if len(writes) <= keep and not fut.done():
             continue
@@ -326,7 +331,7 @@ def _finish_writes(writes, results, out_dir: Path, shard: tuple[int, int], on_ca
         writes.remove((fut, result))
         if on_case:
             on_case(result)
-    write_report(out_dir, results, shard, False, about)
+    report(False)
 
 
 def _settle(fut: Future, result: CaseResult) -> None:

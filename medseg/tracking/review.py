@@ -100,9 +100,10 @@ def list_runs(uri: str, experiment: str | None, sort: str, limit: int) -> list[R
         known = sorted({k for r in runs for k in r.data.metrics})
         raise TrackingError(f"no run has the metric '{sort}'", hint=f"sort by start_time or one of: {', '.join(known)}")
     sign = 1.0 if lower_is_better(sort) else -1.0
-    quick = sorted(runs, key=lambda r: sign * _recorded_value(r, sort))
+    worst = sign * math.inf  # a run without the metric ranks last
+    quick = sorted(runs, key=lambda r: sign * _recorded_value(r, sort, worst))
     summaries = [summarise_run(c, r) for r in quick[: max(3 * limit, 20)]]
-    return sorted(summaries, key=lambda s: sign * s.best.get(sort, s.metrics.get(sort, sign * math.inf)))[:limit]
+    return sorted(summaries, key=lambda s: sign * s.best.get(sort, s.metrics.get(sort, worst)))[:limit]
 
 
 def lower_is_better(metric: str) -> bool:
@@ -119,12 +120,12 @@ def _every_run(c, ids: list[str]) -> list:
             return runs
 
 
-def _recorded_value(run, metric: str) -> float:
-    """A run's `metric` from its record alone: the logged model's val Dice (its best epoch), else the last value."""
+def _recorded_value(run, metric: str, missing: float) -> float:
+    """A run's `metric` from its record alone: the logged model's val Dice (its best epoch), else the last value,
+    else `missing` (the worst value, so the run ranks last)."""
     if metric == BEST_BY and MODEL_METRIC_TAG in run.data.tags:
         return float(run.data.tags[MODEL_METRIC_TAG])
-    sign = 1.0 if lower_is_better(metric) else -1.0
-    return run.data.metrics.get(metric, sign * math.inf)
+    return run.data.metrics.get(metric, missing)
 
 
 MODEL_METRIC_TAG = "medseg.model_val_dice_mean"
