@@ -102,7 +102,16 @@ def _scan_report(result, fmt: str) -> str:
         for c in result.manifest.cases
     ]
     rows += [
-        {"id": c.id, "status": "bad", "fold": "", "shape": "", "spacing": "", "error": str(e)} for c, e in result.bad
+        {
+            "id": c.id,
+            "status": "bad",
+            "labelled": bool(c.label),
+            "fold": "",
+            "shape": "",
+            "spacing": "",
+            "error": str(e),
+        }
+        for c, e in result.bad
     ]
     if fmt == "csv":
         return rows_to_csv(rows)

@@ -117,7 +117,7 @@ def test_scan_json_and_csv_list_every_case_for_scripts(tmp_path):
         ("BraTS2021_00001", "bad"),
     ]
     assert report["cases"][0]["shape"] == "24x24x16" and report["cases"][0]["fold"] in (0, 1)
-    assert report["cases"][0]["labelled"] is True
+    assert report["cases"][0]["labelled"] is True and report["cases"][2]["labelled"] is True  # same columns
     assert "empty file" in report["cases"][2]["error"] and "empty file" in result.stderr
     assert report["manifest"] == str(tmp_path / "m.json") and report["ignored_files"] == [
         str(tmp_path / "d" / "notes.txt")
