@@ -22,12 +22,13 @@ class InterruptAdvice:
 
 
 class RichTrainingHooks:
-    """One bar per epoch (`enabled`); a one-line summary per epoch (val Dice when validated) unless `quiet`
-    (torchrun ranks other than 0)."""
+    """One bar per epoch (`enabled`, on a terminal only); a one-line summary per epoch (val Dice when validated)
+    unless `quiet` (torchrun ranks other than 0). Lines are never wrapped: a redirected log keeps one line per
+    epoch for grep, without the blank line a stopped bar leaves outside a terminal."""
 
     def __init__(self, console: Console, enabled: bool = True, quiet: bool = False) -> None:
         self.console = console
-        self.enabled = enabled and not quiet
+        self.enabled = enabled and not quiet and console.is_terminal
         self.quiet = quiet
         self.progress: Progress | None = None
         self.task = None
@@ -71,11 +72,11 @@ class RichTrainingHooks:
                 if k.startswith("val_dice_")
             )
             parts.append(f"[bold]val Dice {dices}[/]")
-        self.console.print("  ".join(parts), highlight=False)
+        self.console.print("  ".join(parts), highlight=False, soft_wrap=True)
 
     def message(self, text: str) -> None:
         if not self.quiet:
-            self.console.print(f"[dim]{text}[/]", highlight=False)
+            self.console.print(f"[dim]{text}[/]", highlight=False, soft_wrap=True)
 
     def run_started(self, run_id: str | None, out_dir: Path) -> None:
         """Name the run where the log starts, and make Ctrl-C say how to continue it."""
