@@ -1,14 +1,17 @@
-"""BraTS 2023 lesion-wise Dice and HD95, following the challenge's published description.
+"""BraTS 2023 lesion-wise Dice and HD95, with the matching rules of the challenge's evaluation code.
 
-GT lesions are 26-connected components; each is dilated (3 iterations) to collect the predicted components
-that touch it; GT lesions <= `min_voxels` are ignored; unmatched GT lesions and predicted components that
-touch no GT lesion score Dice 0 / HD95 374. Scores are averaged over (GT lesions + false positives).
-Not validated against the AGPL `brats-evaluation` package; use that as the external reference.
+GT lesions: 26-connected components of the ground truth, where components whose 3-fold dilations (18-connected
+structuring element) touch count as one lesion. A GT lesion is matched by every predicted 26-connected component
+that meets its own dilation; GT lesions of <= `min_volume_mm3` (50 mm3 for BraTS-GLI) are left out of the score,
+but predictions meeting them are not false positives. Scored lesions without a match and predicted components
+meeting no GT lesion score Dice 0 / HD95 374 mm; the score averages over (scored lesions + false positives).
+Compared against the challenge's own code on real-model predictions: `benchmarks/compare_lesionwise.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -16,7 +19,17 @@ from scipy import ndimage
 from medseg.evaluation.metrics import dice, hd95
 
 MISSED_HD95_MM = 374.0
-_STRUCT = np.ones((3, 3, 3), bool)
+_CONNECT = np.ones((3, 3, 3), bool)  # components: 26-connected
+_GROW = ndimage.generate_binary_structure(3, 2)  # dilation: 18-connected, as the challenge code
+
+
+@dataclass(frozen=True)
+class _Matching:
+    """Scored GT lesions with the predicted components that match each (None: missed), and the number of
+    predicted components that meet no GT lesion."""
+
+    pairs: list[tuple[np.ndarray, np.ndarray | None]]
+    false_positives: int
 
 
 def _crop_to_content(pred: np.ndarray, gt: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
@@ -32,47 +45,55 @@ def _crop_to_content(pred: np.ndarray, gt: np.ndarray, margin: int) -> tuple[np.
     return pred[box], gt[box]
 
 
-def _matches(
-    pred: np.ndarray, gt: np.ndarray, min_voxels: int, dilation: int
-) -> tuple[list[tuple[np.ndarray, np.ndarray | None]], int] | None:
-    """([(GT lesion, matched prediction or None)], number of false-positive components); None when both
-    masks are empty of scored lesions and predictions."""
+def _gt_lesions(gt: np.ndarray, dilation: int) -> tuple[np.ndarray, int]:
+    """GT voxels labelled by the component of the dilated GT they lie in: nearby pieces are one lesion."""
+    grown_cc, n = ndimage.label(ndimage.binary_dilation(gt, _GROW, iterations=dilation), _CONNECT)
+    return np.where(gt, grown_cc, 0), n
+
+
+def _match(
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], min_volume_mm3: float, dilation: int
+) -> _Matching:
+    # Both dilations start from GT voxels, so a margin of one dilation (+1) keeps every result of the whole volume.
     pred, gt = _crop_to_content(pred.astype(bool), gt.astype(bool), dilation + 1)
-    gt_cc, n_gt = ndimage.label(gt, _STRUCT)
-    pred_cc, n_pred = ndimage.label(pred, _STRUCT)
-    sizes = np.bincount(gt_cc.ravel(), minlength=n_gt + 1)[1:]
-    gt_ids = [i + 1 for i, s in enumerate(sizes) if s > min_voxels]
-    if not gt_ids and n_pred == 0:
-        return None
+    lesions, n_lesions = _gt_lesions(gt, dilation)
+    pred_cc, n_pred = ndimage.label(pred, _CONNECT)
+    voxel_mm3 = float(np.prod(spacing))
+    sizes = np.bincount(lesions.ravel(), minlength=n_lesions + 1)
     pairs, matched = [], set()
-    for gid in gt_ids:
-        lesion = gt_cc == gid
-        grown = ndimage.binary_dilation(lesion, _STRUCT, iterations=dilation)
-        hits = set(np.unique(pred_cc[grown]).tolist()) - {0}
+    for lid in range(1, n_lesions + 1):
+        lesion = lesions == lid
+        hits = set(np.unique(pred_cc[ndimage.binary_dilation(lesion, _GROW, iterations=dilation)]).tolist()) - {0}
         matched |= hits
-        pairs.append((lesion, np.isin(pred_cc, list(hits)) if hits else None))
-    return pairs, n_pred - len(matched)
+        if sizes[lid] * voxel_mm3 > min_volume_mm3:
+            pairs.append((lesion, np.isin(pred_cc, list(hits)) if hits else None))
+    return _Matching(pairs, n_pred - len(matched))
 
 
 def lesion_wise(
-    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], min_voxels: int = 50, dilation: int = 3
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing: Sequence[float],
+    min_volume_mm3: float = 50.0,
+    dilation: int = 3,
 ) -> tuple[float, float]:
-    """(lesion-wise Dice, lesion-wise HD95 mm) for one region's boolean masks."""
-    found = _matches(pred, gt, min_voxels, dilation)
-    if found is None:
+    """(lesion-wise Dice, lesion-wise HD95 mm) for one region's boolean masks; (1, 0) when nothing is scored."""
+    m = _match(pred, gt, spacing, min_volume_mm3, dilation)
+    if not m.pairs and not m.false_positives:
         return 1.0, 0.0
-    pairs, false_pos = found
-    dices = [dice(p, lesion) if p is not None else 0.0 for lesion, p in pairs] + [0.0] * false_pos
-    hds = [hd95(p, lesion, spacing) if p is not None else MISSED_HD95_MM for lesion, p in pairs]
-    hds += [MISSED_HD95_MM] * false_pos
+    dices = [dice(p, lesion) if p is not None else 0.0 for lesion, p in m.pairs] + [0.0] * m.false_positives
+    hds = [hd95(p, lesion, spacing) if p is not None else MISSED_HD95_MM for lesion, p in m.pairs]
+    hds += [MISSED_HD95_MM] * m.false_positives
     return float(np.mean(dices)), float(np.mean(hds))
 
 
-def lesion_dice(pred: np.ndarray, gt: np.ndarray, min_voxels: int = 50, dilation: int = 3) -> float:
+def lesion_dice(
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], min_volume_mm3: float = 50.0, dilation: int = 3
+) -> float:
     """Lesion-wise Dice alone (no HD95: ~10x cheaper), for searches that score many candidate masks."""
-    found = _matches(pred, gt, min_voxels, dilation)
-    if found is None:
+    m = _match(pred, gt, spacing, min_volume_mm3, dilation)
+    if not m.pairs and not m.false_positives:
         return 1.0
-    pairs, false_pos = found
-    dices = [dice(p, lesion) if p is not None else 0.0 for lesion, p in pairs] + [0.0] * false_pos
-    return float(np.mean(dices))
+    return float(
+        np.mean([dice(p, lesion) if p is not None else 0.0 for lesion, p in m.pairs] + [0.0] * m.false_positives)
+    )

@@ -58,7 +58,7 @@ def search_postprocess(
             for case in cases:
                 mask = postprocess(case.pred, scheme, trial, case.spacing)[i]
                 d.append(dice(mask, case.gt[i]))
-                lw.append(lesion_dice(mask, case.gt[i]))
+                lw.append(lesion_dice(mask, case.gt[i], case.spacing))
             row = {
                 "region": name,
                 "rule": rule.describe(),

@@ -37,7 +37,8 @@ def _summary(cases: Sequence[ScoredCase], scheme: LabelScheme, rules: dict[str, 
         masks = postprocess(case.pred, scheme, rules, case.spacing) if rules else case.pred
         for i, name in enumerate(scheme.region_names):
             out.setdefault(f"{prefix}dice_{name.lower()}", []).append(dice(masks[i], case.gt[i]))
-            out.setdefault(f"{prefix}lesion_dice_{name.lower()}", []).append(lesion_dice(masks[i], case.gt[i]))
+            lesion = lesion_dice(masks[i], case.gt[i], case.spacing)
+            out.setdefault(f"{prefix}lesion_dice_{name.lower()}", []).append(lesion)
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 

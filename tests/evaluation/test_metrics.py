@@ -5,7 +5,7 @@ import pytest
 import torch
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
-from medseg.evaluation.lesionwise import lesion_wise
+from medseg.evaluation.lesionwise import lesion_dice, lesion_wise
 from medseg.evaluation.metrics import dice, hd95, image_diagonal_mm, region_metrics, volume_ml
 from medseg.pipelines.brats import EMPTY_HD95_MM
 
@@ -79,6 +79,33 @@ def test_lesion_wise_ignores_small_gt_lesions():
     gt = cube((20, 20, 20), (2, 2, 2), (5, 5, 5))  # 27 voxels <= 50
     lw = lesion_wise(np.zeros_like(gt), gt, (1, 1, 1))
     assert lw == (1.0, 0.0)
+
+
+# The matching rules of the BraTS 2023 evaluation code (rachitsaluja/BraTS-2023-Metrics); the whole metric is
+# compared with that code on real-model predictions by benchmarks/compare_lesionwise.py.
+def test_lesion_wise_merges_gt_pieces_whose_dilations_touch():
+    near = cube((40, 40, 40), (5, 5, 5), (11, 11, 11)) | cube((40, 40, 40), (5, 5, 15), (11, 11, 21))  # 3 apart
+    pred = cube((40, 40, 40), (5, 5, 5), (11, 11, 11))
+    # One lesion of 432 voxels half found: Dice 2*216/(216+432); as two lesions it would be (1 + 0) / 2.
+    assert lesion_wise(pred, near, (1, 1, 1))[0] == pytest.approx(2 * 216 / 648)
+
+
+def test_lesion_wise_prediction_of_an_unscored_small_lesion_is_no_false_positive():
+    big, small = cube((40, 40, 40), (2, 2, 2), (8, 8, 8)), cube((40, 40, 40), (25, 25, 25), (28, 28, 28))
+    assert lesion_wise(big | small, big | small, (1, 1, 1)) == (1.0, 0.0)
+
+
+def test_lesion_wise_dilation_is_18_connected():
+    gt = cube((40, 40, 40), (10, 10, 10), (14, 14, 14))
+    corner = np.zeros_like(gt)
+    corner[16, 16, 16] = True  # 3 voxels off the cube's corner on every axis: reached only by a 26-connected step
+    assert lesion_wise(gt | corner, gt, (1, 1, 1))[0] == pytest.approx(0.5)
+
+
+def test_lesion_wise_size_threshold_is_a_volume():
+    gt = cube((20, 20, 20), (2, 2, 2), (5, 5, 5))  # 27 voxels of 8 mm3 = 216 mm3 > 50 mm3: scored, and missed
+    assert lesion_wise(np.zeros_like(gt), gt, (2, 2, 2)) == (0.0, 374.0)
+    assert lesion_dice(np.zeros_like(gt), gt, (2, 2, 2)) == 0.0
 
 
 def test_evaluate_folder_ignores_temporary_files(tmp_path, brats2021_dir):
