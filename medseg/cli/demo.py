@@ -108,7 +108,9 @@ def demo(
     plan = predictor.plan(test_dir)
     pred_dir = out / "predictions"
     results = predictor.run(plan, pred_dir, overwrite=True, overlays=True)
-    console.print(f"{sum(r.status == 'ok' for r in results)}/{len(results)} cases predicted -> {pred_dir}")
+    console.print(
+        f"{sum(r.status == 'ok' for r in results)}/{len(results)} cases predicted -> {pred_dir}", soft_wrap=True
+    )
     evaluation = evaluate(pred_dir, test_dir, "brats", out=out / "metrics.csv", run_id=trained.run_id, tracking_uri=uri)
     _report(evaluation, trained, out, pred_dir, uri, time.monotonic() - t0)
 

@@ -60,13 +60,19 @@ def _report_problems(result: EvalResult) -> None:
     for _, err in result.failed:
         err_console.print(f"[red]failed[/] {err}", highlight=False, soft_wrap=True)
     if result.failed and not result.rows:
-        err_console.print(f"[red]error:[/] none of the {len(result.failed)} matched case(s) could be evaluated")
+        err_console.print(
+            f"[red]error:[/] none of the {len(result.failed)} matched case(s) could be evaluated", soft_wrap=True
+        )
     if result.unmatched_pred:
         names = ", ".join(result.unmatched_pred[:10])
-        err_console.print(f"[yellow]{len(result.unmatched_pred)} prediction(s) without ground truth[/]: {names}")
+        err_console.print(
+            f"[yellow]{len(result.unmatched_pred)} prediction(s) without ground truth[/]: {names}", soft_wrap=True
+        )
     if result.unmatched_gt:
         names = ", ".join(result.unmatched_gt[:10])
-        err_console.print(f"[yellow]{len(result.unmatched_gt)} labelled case(s) without prediction[/]: {names}")
+        err_console.print(
+            f"[yellow]{len(result.unmatched_gt)} labelled case(s) without prediction[/]: {names}", soft_wrap=True
+        )
 
 
 def _render(outcome, out: Path, run: str | None) -> None:
@@ -83,6 +89,6 @@ def _render(outcome, out: Path, run: str | None) -> None:
             cells.append(f"{fmt.format(s['mean'])} ± {fmt.format(s['std'])}")
         table.add_row(metric + (" (mm)" if "hd95" in metric else ""), *cells)
     console.print(table)
-    console.print(f"per-case metrics: {outcome.csv}   summary: {outcome.summary_path}", highlight=False)
+    console.print(f"per-case metrics: {outcome.csv}   summary: {outcome.summary_path}", highlight=False, soft_wrap=True)
     if run:
-        console.print(f"logged {len(outcome.summary)} test metrics to run {run}")
+        console.print(f"logged {len(outcome.summary)} test metrics to run {run}", soft_wrap=True)

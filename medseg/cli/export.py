@@ -47,5 +47,6 @@ def export(
         f"{report.spatial} spatial axes); max probability difference to PyTorch fp32 {report.max_prob_diff:.2g} "
         f"(tolerance {report.tolerance:g})",
         highlight=False,
+        soft_wrap=True,
     )
-    console.print(f"predict with: medseg predict --model {report.path} IN OUT", highlight=False)
+    console.print(f"predict with: medseg predict --model {report.path} IN OUT", highlight=False, soft_wrap=True)

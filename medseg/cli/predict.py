@@ -136,7 +136,7 @@ def predict(
         allow_missing=allow_missing_modality,
         single_pass=single_pass,
         engine=engine,
-        on_message=lambda text: console.print(f"[dim]{text}[/]", highlight=False),
+        on_message=lambda text: console.print(f"[dim]{text}[/]", highlight=False, soft_wrap=True),
     )
     plan = predictor.plan(input_dir, _part(part))
     render_unused(input_dir, plan.unused, verbose, console)
@@ -146,8 +146,11 @@ def predict(
         f"{len(plan.cases)} case(s){shard}, model {bundle.model_name} ({', '.join(bundle.channels)}) from "
         f"{predictor.source}, on {predictor.device} with {predictor.engine.name}",
         highlight=False,
+        soft_wrap=True,
     )
-    console.print(f"post-processing: {describe_plan(predictor.infer.postprocess or {})}", highlight=False)
+    console.print(
+        f"post-processing: {describe_plan(predictor.infer.postprocess or {})}", highlight=False, soft_wrap=True
+    )
     progress = Progress(
         TextColumn("predicting"),
         BarColumn(),
@@ -165,7 +168,7 @@ def predict(
             progress.console.print(f"[red]failed[/] {why}", highlight=False, soft_wrap=True)
         elif r.status == "ok":
             extra = f"  [yellow]warning: {'; '.join(r.warnings)}[/]" if r.warnings else ""
-            progress.console.print(f"[green]ok[/] {r.id} {r.seconds:.1f}s{extra}", highlight=False)
+            progress.console.print(f"[green]ok[/] {r.id} {r.seconds:.1f}s{extra}", highlight=False, soft_wrap=True)
 
     with progress:
         task_id = progress.add_task("predict", total=len(plan.cases))
@@ -179,7 +182,9 @@ def predict(
             workers=workers,
             steps_on_device=steps_on_device,
             on_case=on_case,
-            on_message=lambda text: progress.console.print(f"[yellow]warning:[/] {text}", highlight=False),
+            on_message=lambda text: progress.console.print(
+                f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True
+            ),
         )
     _summary(results, output_dir)
     if any(r.status == "failed" for r in results):
@@ -200,5 +205,5 @@ def _summary(results: list[CaseResult], output_dir: Path) -> None:
     console.print(table)
     mem = peak_memory_gb()
     gpu = f", GPU {mem['gpu']:.1f} GiB" if "gpu" in mem else ""
-    console.print(f"peak memory: {mem['rss']:.1f} GiB resident{gpu}", highlight=False)
-    console.print(f"outputs and predict_report.json in {output_dir}", highlight=False)
+    console.print(f"peak memory: {mem['rss']:.1f} GiB resident{gpu}", highlight=False, soft_wrap=True)
+    console.print(f"outputs and predict_report.json in {output_dir}", highlight=False, soft_wrap=True)

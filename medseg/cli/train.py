@@ -209,17 +209,27 @@ def _run_and_report(request: TrainRequest, no_progress: bool) -> None:
         f"[green]done[/]: best val Dice (mean of regions) {result.best_dice:.3f} at epoch {result.best_epoch + 1} "
         f"({outcome.split.label}); checkpoints in {result.last_path.parent}",
         highlight=False,
+        soft_wrap=True,
     )
     from medseg.transforms.postprocess import describe_plan
 
-    console.print(f"post-processing chosen on validation: {describe_plan(result.postprocess)}", highlight=False)
+    console.print(
+        f"post-processing chosen on validation: {describe_plan(result.postprocess)}", highlight=False, soft_wrap=True
+    )
     if target.uri:
-        console.print(f"tracked in {redact_secrets(target.uri)} (experiment '{target.experiment}')", highlight=False)
+        console.print(
+            f"tracked in {redact_secrets(target.uri)} (experiment '{target.experiment}')",
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.model_uri:
         from medseg.tracking.store import runs_url
 
         console.print(
-            f"model: {result.model_uri}" + (f" (registered: {' '.join(result.aliases)})" if result.aliases else "")
+            f"model: {result.model_uri}" + (f" (registered: {' '.join(result.aliases)})" if result.aliases else ""),
+            soft_wrap=True,
         )
         url = runs_url(target.uri, outcome.experiment_id)
-        console.print(f"review: medseg runs show {outcome.run_id}   |   medseg ui  ->  {url}", highlight=False)
+        console.print(
+            f"review: medseg runs show {outcome.run_id}   |   medseg ui  ->  {url}", highlight=False, soft_wrap=True
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -159,6 +160,19 @@ def test_unrelated_files_are_ignored_and_listed_with_verbose(tmp_path, bundle_fi
         out = medseg(*args, "--verbose", cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         assert "ignored notes.txt" in out.stdout and "ignored BraTS2021_00000/BraTS2021_00000_t1_old" in out.stdout
+
+
+def test_predict_log_keeps_each_line_whole_when_redirected(tmp_path, bundle_file):
+    from medseg.pipelines.brats import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "d", 1, "brats2021", (24, 24, 16), seed=1)
+    out_dir = tmp_path / "a_folder_name_long_enough_to_pass_eighty_columns" / "predictions"
+    out = medseg("predict", "--model", str(bundle_file), "d", str(out_dir), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert f"outputs and predict_report.json in {out_dir}" in lines
+    header = r"1 case\(s\), model \S+ \(t1, t1ce, t2, flair\) from .+, on cpu with [\w-]+"
+    assert any(re.fullmatch(header, line) for line in lines), out.stdout
 
 
 def test_part_option_is_parsed_and_checked():
