@@ -12,7 +12,8 @@ made from its ground truth (blobs near and far, a missed component, grown/shrunk
 ways round, so the ground truth also has many close pieces (the rule that merges them is exercised). Every pair
 goes through both implementations from the same files: the reference's `get_LesionWiseResults(..., "BraTS-GLI")`
 and medseg's `lesion_wise` / `region_metrics`. Prints per pair and region the lesion-wise Dice / HD95 and the
-legacy Dice / HD95 of both, then the largest differences. The reference is AGPL and not part of medseg: it
+legacy Dice / HD95 of both, then the largest differences (also of the lesion counts: detected, false-positive,
+missed). The reference is AGPL and not part of medseg: it
 runs from your checkout, in its own interpreter. Its HD95 comes from DeepMind's surface-distance code, medseg's
 from MONAI: those differ slightly by definition (surfel-weighted percentile); the Dice values must agree exactly.
 """
@@ -47,7 +48,7 @@ DRIVER = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import metrics
-cols = ("LesionWise_Score_Dice", "LesionWise_Score_HD95", "Legacy_Dice", "Legacy_HD95")
+cols = ("LesionWise_Score_Dice", "LesionWise_Score_HD95", "Legacy_Dice", "Legacy_HD95", "Num_TP", "Num_FP", "Num_FN")
 out = []
 for pred, gt in json.load(sys.stdin):
     df = metrics.get_LesionWiseResults(pred, gt, "BraTS-GLI").set_index("Labels")
@@ -105,13 +106,14 @@ def perturb(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return pred
 
 
-def ours(pred: np.ndarray, gt: np.ndarray, spacing) -> dict[str, tuple[float, float, float, float]]:
+def ours(pred: np.ndarray, gt: np.ndarray, spacing) -> dict[str, tuple[float, ...]]:
     p, g = (labels_to_regions(x, SCHEME, LABELS_2023).astype(bool) for x in (pred, gt))
     legacy = region_metrics(p, g, SCHEME.region_names, spacing, empty_hd95_mm=374.0, metrics=("dice", "hd95"))
     out = {}
     for i, name in enumerate(SCHEME.region_names):
-        lw_dice, lw_hd = lesion_wise(p[i], g[i], spacing)
-        out[name] = (lw_dice, lw_hd, legacy[f"dice_{name.lower()}"], legacy[f"hd95_{name.lower()}"])
+        lw = lesion_wise(p[i], g[i], spacing)
+        counts = (lw.detected, lw.false_positives, lw.missed)
+        out[name] = (lw.dice, lw.hd95, legacy[f"dice_{name.lower()}"], legacy[f"hd95_{name.lower()}"], *counts)
     return out
 
 
@@ -151,7 +153,7 @@ def main() -> None:
             scores.append(ours(pred, truth, spacing))
             print(f"scored {names[-1]}", file=sys.stderr, flush=True)
     reference = run_reference(args.reference_python, args.reference, files)
-    diffs = {k: [] for k in ("lw_dice", "lw_hd95", "dice", "hd95")}
+    diffs = {k: [] for k in ("lw_dice", "lw_hd95", "dice", "hd95", "tp", "fp", "fn")}
     print(f"{'pair':44} {'region':6} {'lesion Dice ours/ref':>22} {'lesion HD95 ours/ref':>22} "
           f"{'Dice ours/ref':>16} {'HD95 ours/ref':>16}")  # fmt: skip
     for name, a, b in zip(names, scores, reference, strict=True):

@@ -17,7 +17,14 @@ if TYPE_CHECKING:
 
 console = Console()
 err_console = Console(stderr=True)
-METRIC_ROWS = (("dice", "{:.3f}"), ("hd95", "{:.1f}"), ("lesion_dice", "{:.3f}"), ("lesion_hd95", "{:.1f}"))
+METRIC_ROWS = (
+    ("dice", "dice", "{:.3f}"),
+    ("hd95", "hd95 (mm)", "{:.1f}"),
+    ("lesion_dice", "lesion_dice", "{:.3f}"),
+    ("lesion_hd95", "lesion_hd95 (mm)", "{:.1f}"),
+    ("lesion_fp", "false-positive lesions", "{:.1f}"),
+    ("lesion_missed", "missed lesions", "{:.1f}"),
+)
 
 
 def evaluate(
@@ -82,12 +89,12 @@ def _render(outcome, out: Path, run: str | None) -> None:
     table.add_column("metric")
     for r in regions:
         table.add_column(r, justify="right")
-    for metric, fmt in METRIC_ROWS:
+    for metric, label, fmt in METRIC_ROWS:
         cells = []
         for r in regions:
             s = outcome.summary[f"{metric}_{r.lower()}"]
             cells.append(f"{fmt.format(s['mean'])} ± {fmt.format(s['std'])}")
-        table.add_row(metric + (" (mm)" if "hd95" in metric else ""), *cells)
+        table.add_row(label, *cells)
     console.print(table)
     console.print(f"per-case metrics: {outcome.csv}   summary: {outcome.summary_path}", highlight=False, soft_wrap=True)
     if run:

@@ -50,9 +50,11 @@ def evaluate_case(pred_path: Path, gt_case: Case, task: Task) -> dict:
     g = labels_to_regions(gt, scheme, gt_case.label_map)
     row = {"id": gt_case.id, **region_metrics(p, g, scheme.region_names, spacing, task.empty_hd95_mm)}
     for i, name in enumerate(scheme.region_names):
-        lw_dice, lw_hd = lesion_wise(p[i], g[i], spacing)
-        row[f"lesion_dice_{name.lower()}"] = lw_dice
-        row[f"lesion_hd95_{name.lower()}"] = lw_hd
+        lw = lesion_wise(p[i], g[i], spacing)
+        row[f"lesion_dice_{name.lower()}"] = lw.dice
+        row[f"lesion_hd95_{name.lower()}"] = lw.hd95
+        row[f"lesion_fp_{name.lower()}"] = lw.false_positives
+        row[f"lesion_missed_{name.lower()}"] = lw.missed
     return row
 
 

@@ -70,21 +70,35 @@ def _match(
     return _Matching(pairs, n_pred - len(matched))
 
 
+@dataclass(frozen=True)
+class LesionScores:
+    """One region's lesion-wise scores and the lesion counts behind them (the challenge code's Num_TP / Num_FN /
+    Num_FP: scored GT lesions found and missed, predicted components meeting no GT lesion)."""
+
+    dice: float
+    hd95: float
+    detected: int
+    missed: int
+    false_positives: int
+
+
 def lesion_wise(
     pred: np.ndarray,
     gt: np.ndarray,
     spacing: Sequence[float],
     min_volume_mm3: float = 50.0,
     dilation: int = 3,
-) -> tuple[float, float]:
-    """(lesion-wise Dice, lesion-wise HD95 mm) for one region's boolean masks; (1, 0) when nothing is scored."""
+) -> LesionScores:
+    """Lesion-wise Dice and HD95 (mm) for one region's boolean masks; Dice 1 / HD95 0 when nothing is scored."""
     m = _match(pred, gt, spacing, min_volume_mm3, dilation)
+    missed = sum(p is None for _, p in m.pairs)
+    counts = (len(m.pairs) - missed, missed, m.false_positives)
     if not m.pairs and not m.false_positives:
-        return 1.0, 0.0
+        return LesionScores(1.0, 0.0, *counts)
     dices = [dice(p, lesion) if p is not None else 0.0 for lesion, p in m.pairs] + [0.0] * m.false_positives
     hds = [hd95(p, lesion, spacing) if p is not None else MISSED_HD95_MM for lesion, p in m.pairs]
     hds += [MISSED_HD95_MM] * m.false_positives
-    return float(np.mean(dices)), float(np.mean(hds))
+    return LesionScores(float(np.mean(dices)), float(np.mean(hds)), *counts)
 
 
 def lesion_dice(

@@ -5,7 +5,7 @@ import pytest
 import torch
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
-from medseg.evaluation.lesionwise import lesion_dice, lesion_wise
+from medseg.evaluation.lesionwise import LesionScores, lesion_dice, lesion_wise
 from medseg.evaluation.metrics import dice, hd95, image_diagonal_mm, region_metrics, volume_ml
 from medseg.pipelines.brats import EMPTY_HD95_MM
 
@@ -68,17 +68,17 @@ def test_agrees_with_monai_where_conventions_coincide():
 def test_lesion_wise_counts_misses_and_false_positives():
     gt = cube((40, 40, 40), (2, 2, 2), (8, 8, 8)) | cube((40, 40, 40), (20, 20, 20), (26, 26, 26))
     pred = cube((40, 40, 40), (2, 2, 2), (8, 8, 8)) | cube((40, 40, 40), (30, 30, 30), (35, 35, 35))
-    lw_dice, lw_hd = lesion_wise(pred, gt, (1, 1, 1))
+    lw = lesion_wise(pred, gt, (1, 1, 1))
     # lesion 1 perfect (1.0), lesion 2 missed (0), one false positive (0): mean over 3.
-    assert lw_dice == pytest.approx(1 / 3)
-    assert lw_hd == pytest.approx((0 + 374 + 374) / 3)
-    assert lesion_wise(np.zeros_like(gt), np.zeros_like(gt), (1, 1, 1)) == (1.0, 0.0)
+    assert lw.dice == pytest.approx(1 / 3)
+    assert lw.hd95 == pytest.approx((0 + 374 + 374) / 3)
+    assert (lw.detected, lw.missed, lw.false_positives) == (1, 1, 1)
+    assert lesion_wise(np.zeros_like(gt), np.zeros_like(gt), (1, 1, 1)) == LesionScores(1.0, 0.0, 0, 0, 0)
 
 
 def test_lesion_wise_ignores_small_gt_lesions():
     gt = cube((20, 20, 20), (2, 2, 2), (5, 5, 5))  # 27 voxels <= 50
-    lw = lesion_wise(np.zeros_like(gt), gt, (1, 1, 1))
-    assert lw == (1.0, 0.0)
+    assert lesion_wise(np.zeros_like(gt), gt, (1, 1, 1)) == LesionScores(1.0, 0.0, 0, 0, 0)
 
 
 # The matching rules of the BraTS 2023 evaluation code (rachitsaluja/BraTS-2023-Metrics); the whole metric is
@@ -87,24 +87,24 @@ def test_lesion_wise_merges_gt_pieces_whose_dilations_touch():
     near = cube((40, 40, 40), (5, 5, 5), (11, 11, 11)) | cube((40, 40, 40), (5, 5, 15), (11, 11, 21))  # 3 apart
     pred = cube((40, 40, 40), (5, 5, 5), (11, 11, 11))
     # One lesion of 432 voxels half found: Dice 2*216/(216+432); as two lesions it would be (1 + 0) / 2.
-    assert lesion_wise(pred, near, (1, 1, 1))[0] == pytest.approx(2 * 216 / 648)
+    assert lesion_wise(pred, near, (1, 1, 1)).dice == pytest.approx(2 * 216 / 648)
 
 
 def test_lesion_wise_prediction_of_an_unscored_small_lesion_is_no_false_positive():
     big, small = cube((40, 40, 40), (2, 2, 2), (8, 8, 8)), cube((40, 40, 40), (25, 25, 25), (28, 28, 28))
-    assert lesion_wise(big | small, big | small, (1, 1, 1)) == (1.0, 0.0)
+    assert lesion_wise(big | small, big | small, (1, 1, 1)) == LesionScores(1.0, 0.0, 1, 0, 0)
 
 
 def test_lesion_wise_dilation_is_18_connected():
     gt = cube((40, 40, 40), (10, 10, 10), (14, 14, 14))
     corner = np.zeros_like(gt)
     corner[16, 16, 16] = True  # 3 voxels off the cube's corner on every axis: reached only by a 26-connected step
-    assert lesion_wise(gt | corner, gt, (1, 1, 1))[0] == pytest.approx(0.5)
+    assert lesion_wise(gt | corner, gt, (1, 1, 1)).dice == pytest.approx(0.5)
 
 
 def test_lesion_wise_size_threshold_is_a_volume():
     gt = cube((20, 20, 20), (2, 2, 2), (5, 5, 5))  # 27 voxels of 8 mm3 = 216 mm3 > 50 mm3: scored, and missed
-    assert lesion_wise(np.zeros_like(gt), gt, (2, 2, 2)) == (0.0, 374.0)
+    assert lesion_wise(np.zeros_like(gt), gt, (2, 2, 2)) == LesionScores(0.0, 374.0, 0, 1, 0)
     assert lesion_dice(np.zeros_like(gt), gt, (2, 2, 2)) == 0.0
 
 
@@ -125,13 +125,16 @@ def test_evaluate_folder_ignores_temporary_files(tmp_path, brats2021_dir):
 
 
 def test_evaluate_cli_tables_csv_and_json(tmp_path, brats2021_dir):
-    """Ground truth evaluated against itself: Dice 1 everywhere, in every output format."""
+    """Ground truth evaluated against itself (one false voxel added): every output format, lesion counts."""
     import csv
     import io
     import json
     import shutil
     import subprocess
     import sys
+
+    import nibabel as nib
+    from scipy import ndimage
 
     from medseg.data.layouts import detect_cases
     from medseg.pipelines import get_task
@@ -140,6 +143,12 @@ def test_evaluate_cli_tables_csv_and_json(tmp_path, brats2021_dir):
     (tmp_path / "pred").mkdir()
     for c in cases:
         shutil.copy(c.label, tmp_path / "pred" / f"{c.id}.nii.gz")
+    # The first prediction gains one edema voxel as far from the tumour as the volume allows: a false WT lesion.
+    img = nib.load(cases[0].label)
+    labels = np.asarray(img.dataobj).astype(np.uint8)
+    far = np.unravel_index(np.argmax(ndimage.distance_transform_edt(labels == 0)), labels.shape)
+    labels[far] = 2
+    nib.save(nib.Nifti1Image(labels, img.affine), tmp_path / "pred" / f"{cases[0].id}.nii.gz")
 
     def run(*fmt: str) -> str:
         cmd = [sys.executable, "-m", "medseg", "evaluate", "pred", str(brats2021_dir), *fmt]
@@ -147,12 +156,17 @@ def test_evaluate_cli_tables_csv_and_json(tmp_path, brats2021_dir):
         assert out.returncode == 0, out.stderr
         return out.stdout
 
-    assert "evaluation of 4 cases" in run() and (tmp_path / "metrics.summary.json").exists()
+    table = run()
+    assert "evaluation of 4 cases" in table and (tmp_path / "metrics.summary.json").exists()
+    assert "false-positive lesions" in table and "missed lesions" in table
     report = json.loads(run("--format", "json"))
-    assert report["summary"]["dice_wt"]["mean"] == 1.0 and len(report["cases"]) == len(cases)
+    assert report["summary"]["dice_et"]["mean"] == 1.0 and len(report["cases"]) == len(cases)
+    assert report["summary"]["lesion_fp_wt"]["mean"] == 1 / len(cases)
     assert "373.13" in report["convention"]
     rows = list(csv.DictReader(io.StringIO(run("--format", "csv"))))
     assert [float(r["dice_et"]) for r in rows] == [1.0] * len(cases)
+    assert [int(r["lesion_fp_wt"]) for r in rows] == [1] + [0] * (len(cases) - 1)
+    assert [int(r["lesion_missed_wt"]) for r in rows] == [0] * len(cases)
 
 
 def _prediction_folder(tmp_path, brats2021_dir, broken: dict[int, bytes]):
