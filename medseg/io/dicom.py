@@ -3,7 +3,7 @@
 A channel of a DICOM case is referenced as `<case folder>::<channel name>`; the series is chosen when the case is
 read, so a bad case (mixed series, missing or uneven slices, gantry tilt, non-image modality) is one error that
 names it while the batch goes on. Single-channel tasks take the folder's only series; multi-channel tasks match
-each channel to the series whose SeriesDescription names it (`t1ce` also matches "T1 post", "T1+C").
+each channel to the series whose SeriesDescription names it ("AX T1 C+" is t1ce, "T2 FLAIR" is flair).
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 IMAGE_MODALITIES = {"ct": {"CT"}, "default": {"MR"}}
 SLICE_TOLERANCE = 0.1  # relative spread of slice gaps that still counts as evenly spaced
 TILT_TOLERANCE_MM = 0.05
-ALIASES = {"t1ce": ("t1ce", "t1c", "t1 post", "t1+c", "t1gd", "t1 gd", "post"), "flair": ("flair",)}
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # the media directory a DICOM CD or export carries beside the series
+DICOM_SUFFIXES = {".dcm", ".ima", ""}  # names under which scanners and PACS exports write slices
+T1CE_NAMES = ("t1ce", "t1c", "t1+c", "t1gd", "t1+gd", "t1 post")
+CONTRAST_WORDS = ("post", "c+", "+c", "gd", "+gd", "gad", "contrast", "ce")  # beside "t1": contrast-enhanced
 
 
 @dataclass(frozen=True)
@@ -63,27 +66,92 @@ def has_dicom(folder: Path) -> bool:
     return any(has_dicom_file(p) for _, p in zip(range(20), files, strict=False))
 
 
-def list_series(folder: Path) -> list[Series]:
-    """Every image series under `folder` (any depth), files sorted along the slice normal by GDCM."""
+def list_series(folder: Path, case_id: str) -> list[Series]:
+    """Every image series under `folder` (any depth), files sorted along the slice normal by GDCM. A slice file
+    GDCM could not read is an error: GDCM leaves it out silently, and a missing end slice looks like a whole series."""
     import pydicom
     import SimpleITK as sitk
 
     out = []
     dirs = sorted({p.parent for p in folder.rglob("*") if p.is_file()})
     for d in dirs:
-        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(d)):
+        found = []
+        for uid in _series_ids(d):
             files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(d), uid)
             head = pydicom.dcmread(files[0], stop_before_pixels=True)
-            out.append(Series(uid, tuple(files), str(head.get("SeriesDescription", "")), str(head.get("Modality", ""))))
+            found.append(
+                Series(uid, tuple(files), str(head.get("SeriesDescription", "")), str(head.get("Modality", "")))
+            )
+        listed = {Path(f).resolve() for s in found for f in s.files}
+        others = (p for p in d.iterdir() if p.is_file() and not p.name.startswith(".") and p.resolve() not in listed)
+        for path in sorted(others):
+            problem = _unread_slice(path, {s.uid for s in found})
+            if problem:
+                raise DataError(
+                    f"unreadable DICOM file ({problem})",
+                    path=str(path),
+                    case=case_id,
+                    hint="export the series again, or remove the file if it is not part of it",
+                )
+        out += found
     return out
 
 
+def _series_ids(folder: Path) -> tuple[str, ...]:
+    """GDCM's series ids of one folder, without ITK's "No Series were found" on stderr for a folder of notes (it
+    lands in logs away from its case)."""
+    import SimpleITK as sitk
+
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def _unread_slice(path: Path, uids: set[str]) -> str | None:
+    """Why a file GDCM left out looks like a broken slice (empty, truncated, a header pydicom cannot parse), or None
+    for files that are not slices (notes, hidden files, a DICOMDIR, a DICOM-SEG or report of another series)."""
+    import pydicom
+
+    named_like_dicom = path.suffix.lower() in DICOM_SUFFIXES
+    if path.stat().st_size == 0:
+        return "empty file" if named_like_dicom else None
+    if not has_dicom_file(path):
+        return "no DICOM header" if path.suffix.lower() in DICOM_SUFFIXES - {""} else None
+    try:
+        head = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as exc:  # pydicom raises many types for a cut or garbled header
+        return f"header unreadable: {type(exc).__name__}"
+    if head.get("SeriesInstanceUID") in uids:
+        return "a slice of this series the reader rejected: truncated pixel data?"
+    sop_class = str(head.get("file_meta", {}).get("MediaStorageSOPClassUID", ""))
+    if "SeriesInstanceUID" not in head and sop_class != DICOMDIR_SOP_CLASS:
+        return "header cut short: no SeriesInstanceUID"
+    return None
+
+
+def _has(words: str, term: str) -> bool:
+    """`term` as whole words of a normalised description ('c+' included: `\\b` fails next to '+')."""
+    return re.search(rf"(?<![a-z0-9]){re.escape(term)}(?![a-z0-9])", words) is not None
+
+
 def _matches(description: str, channel: str) -> bool:
+    """Whether a SeriesDescription names `channel`, in the ways scanners and sites write it: 'AX T1 C+',
+    'T1 post', 'T1+Gd' are T1ce; 'T2 FLAIR' and 'T2-FLAIR' are FLAIR, not T2; 'T1 FLAIR' is T1-weighted."""
     words = re.sub(r"[^a-z0-9+]+", " ", description.lower()).strip()
-    names = ALIASES.get(channel, (channel,))
-    if channel == "t1":  # plain T1 must not match the contrast-enhanced series
-        return bool(re.search(r"\bt1\b", words)) and not any(a in words for a in ALIASES["t1ce"][1:])
-    return any(re.search(rf"\b{re.escape(n)}\b", words) for n in names)
+    contrast = any(_has(words, a) for a in CONTRAST_WORDS)
+    t1ce = any(_has(words, a) for a in T1CE_NAMES) or (_has(words, "t1") and contrast)
+    if channel == "t1":
+        return _has(words, "t1") and not t1ce
+    if channel == "t1ce":
+        return t1ce
+    if channel == "t2":
+        return _has(words, "t2") and not _has(words, "flair")
+    if channel == "flair":
+        return _has(words, "flair") and not _has(words, "t1")
+    return _has(words, channel)
 
 
 def choose_series(series: list[Series], channel: str, n_channels: int, case_id: str, folder: Path) -> Series:
@@ -102,9 +170,10 @@ def choose_series(series: list[Series], channel: str, n_channels: int, case_id: 
         return series[0]
     found = [s for s in series if _matches(s.description, channel)]
     if len(found) != 1:
-        what = "no" if not found else f"{len(found)}"
+        listed = "; ".join(f"'{s.description}'" if s.description else f"no description ({s.uid})" for s in series)
+        what = f"no series names channel {channel}" if not found else f"{len(found)} series name channel {channel}"
         raise DataError(
-            f"{what} series whose description names channel {channel}",
+            f"{what} in its SeriesDescription (the folder's series: {listed})",
             path=str(folder),
             case=case_id,
             hint="name each series by its channel in SeriesDescription (e.g. 'T1', 'T1 post', 'T2', 'FLAIR')",
@@ -186,7 +255,7 @@ def sitk_affine(image) -> np.ndarray:
 def case_series(refs: tuple[str, ...], case_id: str) -> list[Series]:
     """The series of each channel reference of a case, in channel order."""
     folder, _ = split_ref(refs[0])
-    series = list_series(folder)
+    series = list_series(folder, case_id)
     return [choose_series(series, split_ref(r)[1], len(refs), case_id, folder) for r in refs]
 
 

@@ -198,3 +198,54 @@ def test_dicom_seg_output_for_nifti_input_is_one_clear_error(brats2021_dir, bund
     done = subprocess.run([*cmd, "--output-format", "dicom-seg"], capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "DICOM-SEG output needs DICOM input" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda b: b[: len(b) - 100], "truncated pixel data"),
+        (lambda b: b"", "empty file"),
+        (lambda b: b[:400], "header cut short"),
+    ],
+    ids=["pixels-cut", "zero-bytes", "header-cut"],
+)
+@pytest.mark.parametrize("which", [0, 2, -1], ids=["first", "middle", "last"])
+def test_an_unreadable_slice_fails_the_case_naming_the_file(tmp_path, damage, problem, which):
+    """GDCM leaves an unreadable file out of its series without a word: a first or last slice would go missing
+    from an evenly spaced volume, predicted one slice short."""
+    _synthetic_ct(tmp_path / "in" / "c1")
+    broken = sorted((tmp_path / "in" / "c1").iterdir())[which]
+    broken.write_bytes(damage(broken.read_bytes()))
+    with pytest.raises(DataError, match=f"unreadable DICOM file .*{problem}") as err:
+        read_case(_ct_case(tmp_path / "in")[0], with_label=False)
+    assert err.value.path == str(broken)
+
+
+def test_notes_hidden_files_and_a_dicomdir_beside_a_series_are_ignored(tmp_path):
+    vol, _ = _synthetic_ct(tmp_path / "in" / "c1")
+    (tmp_path / "in" / "c1" / "README.txt").write_text("exported from PACS")
+    (tmp_path / "in" / "c1" / ".DS_Store").write_bytes(b"")
+    shutil.copy(REAL / "DICOMDIR", tmp_path / "in" / "c1" / "DICOMDIR")
+    np.testing.assert_array_equal(read_case(_ct_case(tmp_path / "in")[0], with_label=False).image[0], vol)
+
+
+@pytest.mark.parametrize(
+    ("descriptions", "expected"),
+    [
+        (("AX T1", "AX T1 C+", "AX T2", "AX T2 FLAIR"), None),  # GE-style names
+        (("T1 axial", "T1+Gd", "T2 axial", "T2-FLAIR"), None),
+        (("t1_mprage", "t1_mprage POST", "t2_tse_tra", "T1 FLAIR"), "2 series name channel t1"),  # T1-weighted
+        (("T1", "T1", "T2", "FLAIR"), "2 series name channel t1"),
+    ],
+)
+def test_series_descriptions_as_sites_write_them(tmp_path, descriptions, expected):
+    from medseg.io.dicom import Series, choose_series
+
+    series = [Series(f"1.2.{i}", (f"f{i}.dcm",), d, "MR") for i, d in enumerate(descriptions)]
+    channels = ("t1", "t1ce", "t2", "flair")
+    if expected is None:
+        assert [choose_series(series, c, 4, "c1", tmp_path) for c in channels] == series
+        return
+    with pytest.raises(DataError, match=expected) as err:
+        [choose_series(series, c, 4, "c1", tmp_path) for c in channels]
+    assert all(f"'{d}'" in str(err.value) for d in descriptions)  # the folder's series are named
