@@ -108,7 +108,8 @@ def fit(spec: TrainSpec, model: SegmentationModel, tracker: Tracker, hooks: Prog
         metrics = _epoch_metrics(loss, samples, train_s, optimizer, spec)
         # The last epoch within budget: another epoch (and its final validation) would not fit.
         out_of_time = budget_s is not None and state.elapsed_s + 2 * train_s + state.val_s > budget_s
-        if (epoch + 1) % t.val_every == 0 or epoch == t.epochs - 1 or out_of_time:
+        validating = (epoch + 1) % t.val_every == 0 or epoch == t.epochs - 1 or out_of_time
+        if validating:
             t1 = time.monotonic()
             val, val_cases = validate_epoch(model, spec, tracker, epoch)
             state.val_s = time.monotonic() - t1
@@ -120,6 +121,9 @@ def fit(spec: TrainSpec, model: SegmentationModel, tracker: Tracker, hooks: Prog
                 stale += 1
         state.elapsed_s += time.monotonic() - t0
         metrics["elapsed_s"] = state.elapsed_s
+        # A validation longer than foreseen (the first one's cost is unknown) can leave no room for another epoch:
+        # stop now, this epoch validated, rather than train and validate once more past the budget.
+        out_of_time = out_of_time or (validating and budget_s is not None and state.elapsed_s + train_s > budget_s)
         state.history.append({"epoch": epoch, **metrics})
         if world.is_main:
             bundle = spec.bundle(model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,28 @@ def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tm
     assert tracker2.run_id == tracker.run_id
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1, 2]
     assert resumed.epochs_run == 3
+
+
+def test_a_validation_that_overruns_the_budget_ends_the_run(brats2021_manifest, tmp_path, monkeypatch):
+    """The first validation's cost is unknown until it ran: when it leaves no room for another epoch the run stops
+    there, instead of training and validating once more past the budget (was: about twice the budget)."""
+    import types
+
+    import medseg.training.loop as loop
+
+    clock = {"offset": 0.0}
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(monotonic=lambda: time.monotonic() + clock["offset"]))
+    real_validate = loop.validate_epoch
+
+    def slow_validate(*args, **kwargs):
+        clock["offset"] += 1000.0  # a validation of 1000 s against a 5-minute budget
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "validate_epoch", slow_validate)
+    result, _ = _train(
+        brats2021_manifest, tmp_path, None, ["train.epochs=4", "train.val_every=1", "train.max_minutes=5"]
+    )
+    assert result.epochs_run == 1 and result.best_path.exists()
 
 
 def test_resume_is_bit_for_bit(brats2021_manifest, tmp_path):
