@@ -128,11 +128,18 @@ def train_task(
             hint="resume with the same --data/--manifest and --fold, or start a new run",
         )
     train_cases, val_cases = manifest.split(split.fold)
-    if prune_source is None and teacher is None:  # those check their source model first, on the cached cases
+    if prune_source is None:  # a pruned run's network is its source's, checked below
         check_network_config(cfg, task)  # a bad model name or keyword fails now, not after caching every case
     cache_dir = Path(cfg.data.cache_dir)
     check_writable(cache_dir, folder=True)  # under a file: "not a directory" was reported as a full disk
     plan = plan_preprocessing(cfg.data, train_cases, task.channels, manifest.intensity_stats)
+    # The models a run starts from are checked before any case is cached: a refusal costs seconds, not the cache.
+    if teacher is not None:
+        check_compatible(teacher, task, plan, train_cases, "teacher")
+    start, structure = None, {}
+    if prune_source is not None:
+        check_compatible(prune_source, task, plan, train_cases, "pruning source")
+        start, structure = pruned_start(prune_source, cfg.prune.amount)
     if world.is_main:
         cases = len({c.id for c in [*train_cases, *val_cases]})  # with fold all, validation cases also train
         hooks.message(f"preparing {cases} cases (decoded once, then cached)")
@@ -145,12 +152,9 @@ def train_task(
     stats = np.mean([read_entry(Path(i["entry"])).stats for i in train_items], axis=0).tolist()
     tags = {}
     if teacher is not None:
-        train_items = _teacher_items(teacher, task, plan, train_cases, train_items, device, world, hooks)
+        train_items = _teacher_items(teacher, train_items, device, world, hooks)
         tags |= link_tags(teacher, "teacher")
-    start, structure = None, {}
     if prune_source is not None:
-        check_compatible(prune_source, task, plan, train_cases, "pruning source")
-        start, structure = pruned_start(prune_source, cfg.prune.amount)
         before = sum(t.numel() for t in prune_source.bundle.state_dict.values() if t.is_floating_point())
         hooks.message(
             f"pruned {prune_source.ref}: {before / 1e6:.2f} M -> {count_parameters(start) / 1e6:.2f} M parameters"
@@ -200,11 +204,8 @@ def train_task(
         tracker.end(status)
 
 
-def _teacher_items(
-    teacher: ModelRef, task: Task, plan: PreprocessPlan, cases: list, items: list[dict], device, world: Runtime, hooks
-) -> list[dict]:
-    """Check the teacher fits the student's task and preprocessing, then cache its logits (rank 0 computes)."""
-    check_compatible(teacher, task, plan, cases, "teacher")
+def _teacher_items(teacher: ModelRef, items: list[dict], device, world: Runtime, hooks) -> list[dict]:
+    """Cache the teacher's logits over the training cases (rank 0 computes)."""
     n, done = len(items), itertools.count(1)
 
     def report(case_id: str, hit: bool) -> None:

@@ -55,8 +55,9 @@ def configured_network(cfg: ExperimentConfig, task: Task, device: str | None = N
             model = create_model(cfg.model.name, **network_kwargs(cfg, task))
         model.check_input_shape(torch.zeros(1, len(task.channels), *cfg.train.patch_size, device="meta"))
     except (KeyError, ValueError, TypeError) as exc:
+        why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # a KeyError's str() adds quotes
         raise ConfigError(
-            f"model '{cfg.model.name}': {exc}", hint="check model.name, model.kwargs and train.patch_size"
+            f"model '{cfg.model.name}': {why}", hint="check model.name, model.kwargs and train.patch_size"
         ) from None
     return model
 

@@ -125,7 +125,13 @@ def test_a_teacher_for_other_channels_is_refused_in_one_line(distilled, brats202
     bad = tmp_path / "other_channels.pt"
     save_checkpoint(payload, bad)
     with pytest.raises(ConfigError, match=r"reads channels \['t1', 't2', 'flair', 'pd'\]"):
-        _train(brats2021_manifest, tmp_path, None, "x", ["model.name=segformer3d_tiny", f"distill.teacher={bad}"])
+        _train(
+            brats2021_manifest,
+            tmp_path,
+            None,
+            "x",
+            ["model.name=segformer3d_tiny", "model.kwargs={}", f"distill.teacher={bad}"],
+        )
 
 
 def test_a_teacher_with_other_preprocessing_is_refused(distilled, brats2021_manifest, tmp_path):
@@ -138,7 +144,13 @@ def test_a_teacher_with_other_preprocessing_is_refused(distilled, brats2021_mani
     bad = tmp_path / "other_spacing.pt"
     save_checkpoint({**payload, "bundle": bundle.to_dict()}, bad)
     with pytest.raises(ConfigError, match="other preprocessing"):
-        _train(brats2021_manifest, tmp_path, None, "x", ["model.name=segformer3d_tiny", f"distill.teacher={bad}"])
+        _train(
+            brats2021_manifest,
+            tmp_path,
+            None,
+            "x",
+            ["model.name=segformer3d_tiny", "model.kwargs={}", f"distill.teacher={bad}"],
+        )
 
 
 @pytest.mark.parametrize(
@@ -152,10 +164,12 @@ def test_a_teacher_with_other_preprocessing_is_refused(distilled, brats2021_mani
 def test_distill_user_errors_are_one_line(extra, message, distilled, brats2021_manifest, tmp_path):
     _, _, teacher, _ = distilled
     args = [a if a != "T" else str(teacher.result.best_path) for a in extra]
-    out = medseg("distill", *args, "--manifest", str(brats2021_manifest), "--no-tracking", cwd=tmp_path)
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    out = medseg("distill", *args, "--manifest", str(brats2021_manifest), "--no-tracking", "--set", cache, cwd=tmp_path)
     assert out.returncode == 1, out.stderr
     assert message in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "cache").exists()  # refused before any case is cached or the teacher runs
 
 
 def test_a_native_spacing_teacher_fits_a_plan_that_resamples_nothing(brats2021_manifest):

@@ -114,3 +114,4 @@ def test_a_family_torch_pruning_cannot_trace_is_refused_in_one_line(brats2021_ma
                  cwd=tmp_path)  # fmt: skip
     assert out.returncode == 1 and "cannot be pruned structurally" in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()  # refused before any case is cached
