@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 import subprocess
 import time
 from dataclasses import dataclass
@@ -85,7 +86,17 @@ def _params(cfg: ExperimentConfig, manifest: Manifest, split: Split, plan: Prepr
     }
 
 
-def _open_tracker(target: TrackingTarget, cfg: ExperimentConfig, task: Task, resume_run: str | None, world: Runtime):
+def run_name(target: TrackingTarget, cfg: ExperimentConfig, kind: str) -> str:
+    """The user's run name, else model, kind (train, distill, prune), start time and a random tag. MLflow's own
+    names draw from Python's RNG, which training seeds first: every run of a seed was called the same."""
+    if target.run_name:
+        return target.run_name
+    return f"{cfg.model.name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def _open_tracker(
+    target: TrackingTarget, cfg: ExperimentConfig, task: Task, resume_run: str | None, world: Runtime, kind: str
+):
     if target.uri is None or not world.is_main:
         return NullTracker()
     from medseg.tracking.run_writer import MlflowTracker
@@ -96,7 +107,8 @@ def _open_tracker(target: TrackingTarget, cfg: ExperimentConfig, task: Task, res
         "model_family": info.family,
         "cross_modal": str(cfg.model.kwargs.get("cross_modal", info.cross_modal)),
     }
-    return MlflowTracker(target.uri, target.experiment, target.run_name, resume_run, tags, target.system_metrics)
+    name = run_name(target, cfg, kind)
+    return MlflowTracker(target.uri, target.experiment, name, resume_run, tags, target.system_metrics)
 
 
 def train_task(
@@ -161,7 +173,8 @@ def train_task(
         )
         tags |= link_tags(prune_source, "pruned_from")
 
-    tracker = _open_tracker(target, cfg, task, resume.get("run_id") if resume else None, world)
+    kind = "distill" if teacher is not None else "prune" if prune_source is not None else "train"
+    tracker = _open_tracker(target, cfg, task, resume.get("run_id") if resume else None, world, kind)
     status = "FAILED"
     try:
         out_dir = out_root / (tracker.run_id or time.strftime("run-%Y%m%d-%H%M%S"))

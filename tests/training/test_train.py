@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -52,9 +53,11 @@ def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tm
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result, tracker = _train(brats2021_manifest, tmp_path, uri)
+    result, tracker = _train(brats2021_manifest, tmp_path, uri, run_name=None)
     client = mlflow.MlflowClient(uri)
     run = client.get_run(tracker.run_id)
+    # Without --run-name: model, kind and start time (MLflow's random names repeat once training seeds the RNG).
+    assert re.fullmatch(r"transunet3d_tiny-train-\d{8}-\d{6}-[0-9a-f]{4}", run.info.run_name), run.info.run_name
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1]
     for key in (
         "val_dice_et",
@@ -114,6 +117,22 @@ def test_a_validation_that_overruns_the_budget_ends_the_run(brats2021_manifest, 
         brats2021_manifest, tmp_path, None, ["train.epochs=4", "train.val_every=1", "train.max_minutes=5"]
     )
     assert result.epochs_run == 1 and result.best_path.exists()
+
+
+def test_default_run_names_differ_between_runs_of_one_seed():
+    import random
+
+    from medseg.config import load_config
+    from medseg.tracking.tracker import TrackingTarget
+    from medseg.training.run import run_name
+
+    cfg, target = load_config(SMOKE), TrackingTarget("sqlite:///x.db")
+    names = []
+    for _ in range(2):
+        random.seed(0)  # what training's set_determinism does before the run is opened
+        names.append(run_name(target, cfg, "prune"))
+    assert names[0] != names[1] and names[0].startswith(f"{cfg.model.name}-prune-")
+    assert run_name(TrackingTarget("sqlite:///x.db", run_name="mine"), cfg, "train") == "mine"
 
 
 def test_resume_is_bit_for_bit(brats2021_manifest, tmp_path):
