@@ -154,8 +154,11 @@ def _matches(description: str, channel: str) -> bool:
     return _has(words, channel)
 
 
-def choose_series(series: list[Series], channel: str, n_channels: int, case_id: str, folder: Path) -> Series:
-    """The series that is `channel`: the only one for single-channel tasks, else matched by description."""
+def choose_series(
+    series: list[Series], channel: str, n_channels: int, case_id: str, folder: Path, optional: bool = False
+) -> Series | None:
+    """The series that is `channel`: the only one for single-channel tasks, else matched by description; None for
+    an `optional` channel no series names (a missing modality)."""
     if not series:
         raise DataError("no DICOM image series found", path=str(folder), case=case_id, hint="one series per channel")
     if n_channels == 1:
@@ -169,6 +172,8 @@ def choose_series(series: list[Series], channel: str, n_channels: int, case_id: 
             )
         return series[0]
     found = [s for s in series if _matches(s.description, channel)]
+    if optional and not found:
+        return None
     if len(found) != 1:
         listed = "; ".join(f"'{s.description}'" if s.description else f"no description ({s.uid})" for s in series)
         what = f"no series names channel {channel}" if not found else f"{len(found)} series name channel {channel}"
@@ -252,20 +257,26 @@ def sitk_affine(image) -> np.ndarray:
     return LPS_TO_RAS @ lps
 
 
-def case_series(refs: tuple[str, ...], case_id: str) -> list[Series]:
-    """The series of each channel reference of a case, in channel order."""
+def case_series(refs: tuple[str, ...], case_id: str, allow_missing: bool = False) -> list[Series | None]:
+    """The series of each channel reference of a case, in channel order (None: missing, with `allow_missing`)."""
     folder, _ = split_ref(refs[0])
     series = list_series(folder, case_id)
-    return [choose_series(series, split_ref(r)[1], len(refs), case_id, folder) for r in refs]
+    optional = allow_missing and len(refs) > 1
+    return [choose_series(series, split_ref(r)[1], len(refs), case_id, folder, optional) for r in refs]
 
 
-def read_dicom_channels(refs: tuple[str, ...], case_id: str) -> list[tuple[np.ndarray, np.ndarray, str]]:
-    """(volume, RAS affine, first file) per channel of a DICOM case, each series checked."""
-    out = []
-    for ref, series in zip(refs, case_series(refs, case_id), strict=True):
-        data, affine = read_series(series, split_ref(ref)[1], case_id)
-        out.append((data, affine, series.files[0]))
-    return out
+def read_dicom_channels(
+    refs: tuple[str, ...], case_id: str, allow_missing: bool = False
+) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """(volume, RAS affine) per channel of a DICOM case, each series checked; None for a channel no series names,
+    with `allow_missing`."""
+    chosen = case_series(refs, case_id, allow_missing)
+    if not any(chosen):
+        raise DataError("no series names any channel of the model", path=str(split_ref(refs[0])[0]), case=case_id)
+    return [
+        read_series(series, split_ref(ref)[1], case_id) if series else None
+        for ref, series in zip(refs, chosen, strict=True)
+    ]
 
 
 def find_dicom_cases(root: Path, channels: list[str], label_map: dict[str, int], layout: str = "dicom") -> list:

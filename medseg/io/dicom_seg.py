@@ -30,13 +30,14 @@ def _codes(name: str):
 
 
 def write_dicom_seg(labels: np.ndarray, case: Case, label_map: dict[str, int], model_name: str, path: Path) -> None:
-    """Write `labels` (X, Y, Z, native label values on the first channel's DICOM grid) as a DICOM-SEG beside the
+    """Write `labels` (X, Y, Z, native label values on the first present channel's DICOM grid) as a DICOM-SEG beside the
     NIfTI output's name, atomically."""
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
 
-    series = case_series(case.images, case.id)[0]
+    # the first channel read (a missing modality has no series): the grid `labels` are on
+    series = next(s for s in case_series(case.images, case.id, allow_missing=True) if s is not None)
     sources = [pydicom.dcmread(f) for f in series.files]  # the order GDCM sorted: slice k of `labels`
     classes = sorted(label_map.items(), key=lambda kv: kv[1])
     frames = np.ascontiguousarray(labels.transpose(2, 1, 0))  # (slices, rows, columns) as the source frames

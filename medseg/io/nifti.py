@@ -174,10 +174,10 @@ def read_case(
     decoded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     dicom = is_series_ref(case.images[0])
     if dicom:  # DICOM series, checked and converted in memory
-        channels = read_dicom_channels(case.images, case.id)
-        decoded = {ref: (data, affine) for ref, (data, affine, _) in zip(case.images, channels, strict=True)}
+        channels = read_dicom_channels(case.images, case.id, allow_missing)
+        decoded = {ref: found for ref, found in zip(case.images, channels, strict=True) if found is not None}
     for i, (path, index) in enumerate(zip(case.images, case.channel_index, strict=True)):
-        if allow_missing and not dicom and not Path(path).exists():
+        if allow_missing and (path not in decoded if dicom else not Path(path).exists()):
             missing.append(i)
             continue
         if path not in decoded:

@@ -143,27 +143,36 @@ def test_missing_slices_gantry_tilt_mixed_series_and_wrong_modality(tmp_path):
             read_case(_ct_case(tmp_path / folder)[0], with_label=False)
 
 
-def test_brats_dicom_study_predicts_the_same_labels_as_its_nifti(tmp_path):
-    """Four series in one study folder, matched to channels by description; the NIfTI output keeps the DICOM grid."""
+def _brats_study(root: Path) -> None:
+    """One case as NIfTI files (root/nii/c1) and as a DICOM study of four described series (root/dcm/c1, series
+    UIDs ...20 to ...23 in channel order)."""
     from medseg.synth import synth_case
 
     images, _, _ = synth_case("anatomy", (40, 36, 32), seed=0)
     affine = np.diag([-1.2, -1.0, 1.5, 1.0])
     for i, ch in enumerate(CHANNELS):
         vol = np.round(images[ch]).astype(np.int16)
-        save_nifti(vol, affine, tmp_path / "nii" / "c1" / f"c1_{SUFFIXES_2021[i]}.nii.gz", np.int16)
-        write_series(
-            vol, affine, tmp_path / "dcm" / "c1", "MR", DESCRIPTIONS[ch], f"1.2.826.0.1.3680043.8.498.{20 + i}"
-        )
+        save_nifti(vol, affine, root / "nii" / "c1" / f"c1_{SUFFIXES_2021[i]}.nii.gz", np.int16)
+        write_series(vol, affine, root / "dcm" / "c1", "MR", DESCRIPTIONS[ch], f"1.2.826.0.1.3680043.8.498.{20 + i}")
+
+
+def _predict_both(root: Path, allow_missing: bool = False) -> dict:
     bundle = make_bundle(bias=0.3)
     task = get_task("brats")
     outs = {}
     for kind in ("nii", "dcm"):
-        _, cases = detect_cases(tmp_path / kind, task.prediction_layouts)
-        opts = PredictOptions(infer=bundle.infer, dicom_seg=kind == "dcm")
-        results = predict_folder(cases, bundle, tmp_path / f"out_{kind}", opts)
+        _, cases = detect_cases(root / kind, task.prediction_layouts)
+        opts = PredictOptions(infer=bundle.infer, dicom_seg=kind == "dcm", allow_missing=allow_missing)
+        results = predict_folder(cases, bundle, root / f"out_{kind}", opts)
         assert results[0].status == "ok", results[0].error
-        outs[kind] = nib.load(tmp_path / f"out_{kind}" / "c1.nii.gz")
+        outs[kind] = nib.load(root / f"out_{kind}" / "c1.nii.gz")
+    return outs
+
+
+def test_brats_dicom_study_predicts_the_same_labels_as_its_nifti(tmp_path):
+    """Four series in one study folder, matched to channels by description; the NIfTI output keeps the DICOM grid."""
+    _brats_study(tmp_path)
+    outs = _predict_both(tmp_path)
     np.testing.assert_allclose(outs["dcm"].affine, outs["nii"].affine, atol=1e-4)
     labels = np.asarray(outs["nii"].dataobj)
     assert len(np.unique(labels)) > 2
@@ -188,6 +197,22 @@ def test_brats_dicom_study_predicts_the_same_labels_as_its_nifti(tmp_path):
     for number, value in enumerate(LABELS_2021.values(), start=1):
         rebuilt[frames.transpose(2, 1, 0) == number] = value
     np.testing.assert_array_equal(rebuilt, labels)
+
+
+def test_a_missing_series_is_a_missing_modality_with_allow_missing(tmp_path):
+    """No series names T1: with --allow-missing-modality the DICOM study predicts what the NIfTI case without its
+    T1 file predicts, and the DICOM-SEG references the first series present (T1ce)."""
+    _brats_study(tmp_path)
+    (tmp_path / "nii" / "c1" / "c1_t1.nii.gz").unlink()
+    for f in (tmp_path / "dcm" / "c1").glob("s20_*.dcm"):
+        f.unlink()
+    outs = _predict_both(tmp_path, allow_missing=True)
+    np.testing.assert_array_equal(np.asarray(outs["dcm"].dataobj), np.asarray(outs["nii"].dataobj))
+    t1ce = {pydicom.dcmread(f).SOPInstanceUID for f in (tmp_path / "dcm" / "c1").glob("s21_*.dcm")}
+    ds = pydicom.dcmread(tmp_path / "out_dcm" / "c1.dcm")
+    assert {r.ReferencedSOPInstanceUID for r in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence} == t1ce
+    with pytest.raises(DataError, match="no series names channel t1 "):  # without the flag: one clear error
+        read_case(detect_cases(tmp_path / "dcm", get_task("brats").prediction_layouts)[1][0], with_label=False)
 
 
 def test_dicom_seg_output_for_nifti_input_is_one_clear_error(brats2021_dir, bundle_file, tmp_path):
