@@ -226,11 +226,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
+        shown = f"--config {path}" if path else "--config brats_smoke"
+        unknown = [e for e in exc.errors() if e["type"] == "extra_forbidden"]  # a typo first: it explains the rest
+        if unknown:
+            raise ConfigError(
+                f"unknown config key '{'.'.join(map(str, unknown[0]['loc']))}'",
+                path=str(path) if path else None,
+                hint=f"`medseg config show {shown}` lists the valid keys",
+            ) from None
         loc, msg = _first_problem(exc.errors())
         raise ConfigError(
-            f"invalid config key '{loc}': {msg}",
+            f"invalid value for config key '{loc}': {msg}",
             path=str(path) if path else None,
-            hint="`medseg config show --config brats_smoke` lists the valid keys",
+            hint=f"`medseg config show {shown}` shows each key with a valid value (a command's option such as "
+            "--amount sets its key)",
         ) from None
 
 

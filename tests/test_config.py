@@ -79,6 +79,15 @@ def test_a_key_with_several_forms_names_each_form_not_a_pydantic_label():
     with pytest.raises(ConfigError) as err:
         load_config(None, ["data.spacing=[1,1]"])
     assert str(err.value).startswith(
-        "invalid config key 'data.spacing': as literal['auto','native']: Input should be 'auto' or 'native'; "
+        "invalid value for config key 'data.spacing': as literal['auto','native']: Input should be 'auto' or 'native'; "
         "as tuple[float, float, float].2: Field required"
     )
+
+
+def test_a_typo_is_named_before_the_errors_it_causes():
+    """`prune.amout=0.5` also leaves `prune.source` unset: the message was "invalid config key 'prune.source':
+    Field required", hiding the typo."""
+    with pytest.raises(ConfigError, match=r"^unknown config key 'prune\.amout' .*config show --config brats_smoke"):
+        load_config(None, ["prune.amout=0.5"])
+    with pytest.raises(ConfigError, match=r"invalid value for config key 'prune\.amount': Input should be less than 1"):
+        load_config(None, ["prune.source=x.pt", "prune.amount=1.5"])

@@ -32,7 +32,7 @@ def test_config_show_resolves_overrides():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("config", "show", "--set", "train.epocs=3"), "invalid config key 'train.epocs'"),
+        (("config", "show", "--set", "train.epocs=3"), "unknown config key 'train.epocs'"),
         (("data", "scan", "does/not/exist"), "data folder not found"),
         (("predict", "--model", "nope.pt", ".", "/tmp/out"), "model not found"),
     ],

@@ -157,7 +157,10 @@ def test_a_teacher_with_other_preprocessing_is_refused(distilled, brats2021_mani
     ("extra", "message"),
     [
         (["--teacher", "nope.pt", "--student", "segformer3d_tiny"], "model not found"),
-        (["--teacher", "T", "--student", "segformer3d_tiny", "--alpha", "1.5"], "invalid config key 'distill.alpha'"),
+        (
+            ["--teacher", "T", "--student", "segformer3d_tiny", "--alpha", "1.5"],
+            "invalid value for config key 'distill.alpha'",
+        ),
         (["--teacher", "T", "--student", "no_such_net"], "unknown model 'no_such_net'"),
     ],
 )

@@ -85,7 +85,7 @@ def test_a_pruned_run_resumes_into_the_same_layout(pruned, brats2021_manifest, t
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--amount", "1.5"], "invalid config key 'prune.amount'"),
+        (["--amount", "1.5"], "invalid value for config key 'prune.amount'"),
         (["--amount", "0.3", "--model", "nope.pt"], "model not found"),
     ],
 )
