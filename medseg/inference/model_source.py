@@ -46,7 +46,14 @@ class ModelRef:
 
 
 def load_model_ref(model_ref: str, tracking_uri: str | None = None) -> ModelRef:
-    """`load_bundle` plus the source run: runs:/ URIs and medseg checkpoints name it; registry URIs do not."""
+    """`load_bundle` plus the source run: runs:/ URIs and medseg checkpoints name it; registry URIs do not. For the
+    models a training starts from (teacher, pruning source), which need PyTorch weights."""
+    if Path(model_ref).suffix.lower() == ".onnx":
+        raise ModelFileError(
+            "an ONNX export holds no PyTorch weights to train from",
+            path=model_ref,
+            hint="pass the .pt it was exported from (best.pt) or runs:/<run_id>/model",
+        )
     bundle = load_bundle(model_ref, tracking_uri)
     run_id = None
     if model_ref.startswith("runs:/"):

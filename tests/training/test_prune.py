@@ -87,10 +87,12 @@ def test_a_pruned_run_resumes_into_the_same_layout(pruned, brats2021_manifest, t
     [
         (["--amount", "1.5"], "invalid value for config key 'prune.amount'"),
         (["--amount", "0.3", "--model", "nope.pt"], "model not found"),
+        (["--amount", "0.3", "--model", "exported.onnx"], "an ONNX export holds no PyTorch weights"),
     ],
 )
 def test_prune_user_errors_are_one_line(extra, message, pruned, brats2021_manifest, tmp_path):
     _, source, _ = pruned
+    (tmp_path / "exported.onnx").write_bytes(b"\x08\x07onnx")  # not read: the suffix decides
     args = ["--model", str(source.result.best_path), *extra] if "--model" not in extra else extra
     out = medseg("prune", *args, "--manifest", str(brats2021_manifest), "--no-tracking", cwd=tmp_path)
     assert out.returncode == 1, out.stderr
