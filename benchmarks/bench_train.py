@@ -35,7 +35,7 @@ from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, lis
 
 from medseg.data.manifest import save_manifest
 from medseg.data.validate import scan_dataset
-from medseg.memory import peak_rss_bytes
+from medseg.memory import keep_freed_memory, peak_rss_bytes
 from medseg.nets import model_info
 from medseg.pipelines import get_task
 from medseg.pipelines.brats import SCHEME, write_synthetic_dataset
@@ -141,7 +141,10 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="4 cases of 128x128x96, tiny model, patch 32")
+    p.add_argument("--no-keep-freed", action="store_true", help="leave glibc's malloc defaults (for comparison)")
     a = p.parse_args()
+    if not a.no_keep_freed:
+        keep_freed_memory()  # as every `medseg` command does
     if a.quick:
         a.cases, a.shape, a.patch, a.samples = 4, [128, 128, 96], 32, 4
     work = Path(tempfile.mkdtemp(prefix="bench_train-"))

@@ -28,10 +28,12 @@ def keep_freed_memory() -> bool:
     """Ask glibc to keep freed memory for the next case instead of returning it to the system.
 
     By default glibc serves every block above 128 KiB-32 MiB with its own mmap and unmaps it when freed, so each
-    case's volumes are faulted in and zeroed by the kernel again: on the 2-core CPU that kernel time was half of a
-    case's cost without a network (benchmarks/RESULTS.md, "Folder throughput"). With mmap off and no trimming,
-    freed blocks are reused; the peak is unchanged and the resident size stays near it between cases (for a
-    prediction run, which holds the same few volumes case after case). Returns False where libc is not glibc.
+    case's volumes, and every activation tensor of a CPU forward pass, are faulted in and zeroed by the kernel
+    again: on the 2-core CPU that kernel time was half of a case's cost without a network (benchmarks/RESULTS.md,
+    "Folder throughput"), and the fp32 sliding window of a BraTS case took 1.8x as long (validation during
+    training, which did not set this, 2.2x). With mmap off and no trimming, freed blocks are reused; the peak is
+    unchanged and the resident size stays near it (a prediction or training run holds the same few volumes and
+    activations step after step). Set once per `medseg` process (`cli.app`). Returns False where libc is not glibc.
     """
     import ctypes
     import ctypes.util

@@ -50,3 +50,18 @@ def test_kept_freed_memory_is_reused_without_page_faults():
     }  # fmt: skip
     assert faults[False] > 10 * 16384  # most of the 19 tensors are faulted in again, 16384 pages each
     assert faults[True] < faults[False] / 2
+
+
+def test_every_medseg_process_keeps_freed_memory(monkeypatch):
+    """Set in the CLI entry point, before any command: training and validation allocate activations step after
+    step as prediction does (an fp32 sliding window took 1.8x as long without it, benchmarks/RESULTS.md)."""
+    import medseg.cli.app as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("kept") or True)
+    monkeypatch.setattr(sys, "argv", ["medseg", "--version"])
+    try:
+        cli.main()
+    except SystemExit as done:
+        assert done.code in (0, None)
+    assert calls == ["kept"]

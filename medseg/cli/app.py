@@ -12,6 +12,7 @@ from rich.console import Console
 from medseg import __version__
 from medseg.cli.progress import InterruptAdvice
 from medseg.errors import MedsegError
+from medseg.memory import keep_freed_memory
 from medseg.redact import redact_secrets
 
 app = typer.Typer(
@@ -86,6 +87,7 @@ def main() -> None:
     inside a command into a returned 130, so both must be read from the return value, not only caught.
     """
     _register()
+    keep_freed_memory()  # every command computes on volumes or networks: reuse freed memory (see medseg.memory)
     received: list[int] = []
 
     def on_signal(signum: int, frame) -> None:

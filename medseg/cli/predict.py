@@ -111,9 +111,6 @@ def predict(
     """Predict every case of a folder; bad cases are reported and skipped; exit 1 if any failed."""
     from medseg.cli.data import render_unused
     from medseg.inference.engines import ENGINES
-    from medseg.memory import keep_freed_memory
-
-    keep_freed_memory()  # this process predicts case after case: reuse freed memory (see medseg.memory)
 
     if engine not in ENGINES:
         raise typer.BadParameter(f"one of {', '.join(ENGINES)}", param_hint="--engine")
