@@ -8,7 +8,7 @@ from pathlib import Path
 
 from medseg.core import Case, Layout
 from medseg.errors import DataError
-from medseg.io.dicom import is_series_ref, split_ref
+from medseg.io.dicom import has_dicom, is_series_ref, split_ref
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -128,11 +128,10 @@ def detect_cases(root: str | Path, layouts: Sequence[Layout]) -> tuple[Layout, l
         if cases:
             return layout, cases
     names = ", ".join(lay.name for lay in layouts)
-    raise DataError(
-        f"no cases found in any known layout ({names})",
-        path=str(root),
-        hint="a case needs its image files (labels alone are none); README 'Layouts recognised automatically'",
-    )
+    hint = "a case needs its image files (labels alone are none); README 'Layouts recognised automatically'"
+    if all(lay.name != "dicom" for lay in layouts) and has_dicom(root):
+        hint = "DICOM is read by `medseg predict` only: convert the series to NIfTI (e.g. dcm2niix) to scan or train"
+    raise DataError(f"no cases found in any known layout ({names})", path=str(root), hint=hint)
 
 
 def unused_files(root: str | Path, cases: Sequence[Case]) -> list[Path]:

@@ -274,3 +274,13 @@ def test_series_descriptions_as_sites_write_them(tmp_path, descriptions, expecte
     with pytest.raises(DataError, match=expected) as err:
         [choose_series(series, c, 4, "c1", tmp_path) for c in channels]
     assert all(f"'{d}'" in str(err.value) for d in descriptions)  # the folder's series are named
+
+
+def test_scanning_a_dicom_folder_for_training_says_dicom_is_for_prediction(tmp_path):
+    _brats_study(tmp_path)
+    with pytest.raises(DataError, match=r"no cases found .*DICOM is read by `medseg predict` only.*dcm2niix"):
+        detect_cases(tmp_path / "dcm", get_task("brats").layouts)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.txt").write_text("no images here")
+    with pytest.raises(DataError, match="labels alone are none"):  # no DICOM: the usual hint
+        detect_cases(tmp_path / "notes", get_task("brats").layouts)
