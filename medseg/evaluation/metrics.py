@@ -19,7 +19,10 @@ from monai.metrics import compute_hausdorff_distance
 def convention(empty_hd95_mm: float | None) -> str:
     """The empty-region convention in words, printed beside every table of these metrics."""
     worst = f"{empty_hd95_mm:g} mm" if empty_hd95_mm is not None else "the image diagonal in mm"
-    return f"BraTS classic: both empty Dice 1/HD95 0; one empty Dice 0/HD95 {worst}"
+    return (
+        f"BraTS classic: both empty Dice 1/HD95 0; one empty Dice 0/HD95 {worst}; "
+        "lesion-wise (BraTS 2023): a missed or false lesion Dice 0/HD95 374 mm"
+    )
 
 
 def image_diagonal_mm(shape: Sequence[int], spacing: Sequence[float]) -> float:

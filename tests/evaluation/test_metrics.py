@@ -162,7 +162,10 @@ def test_evaluate_cli_tables_csv_and_json(tmp_path, brats2021_dir):
     report = json.loads(run("--format", "json"))
     assert report["summary"]["dice_et"]["mean"] == 1.0 and len(report["cases"]) == len(cases)
     assert report["summary"]["lesion_fp_wt"]["mean"] == 1 / len(cases)
-    assert "373.13" in report["convention"]
+    assert (
+        "373.13" in report["convention"]
+        and "lesion-wise (BraTS 2023): a missed or false lesion" in report["convention"]
+    )
     rows = list(csv.DictReader(io.StringIO(run("--format", "csv"))))
     assert [float(r["dice_et"]) for r in rows] == [1.0] * len(cases)
     assert [int(r["lesion_fp_wt"]) for r in rows] == [1] + [0] * (len(cases) - 1)
