@@ -75,7 +75,8 @@ def channel_order(channel_names: dict[str, str], channels: Sequence[str], path: 
         raise DataError(
             f"dataset.json channel_names {dict(channel_names)} do not name the BraTS channel(s) {missing}",
             path=str(path),
-            hint="name the four channels T1, T1ce, T2 and FLAIR",
+            hint="a BraTS model reads T1, T1ce, T2 and FLAIR: name those channels so, or for other images (CT, one "
+            "MR channel) use a model trained on them (`--task generic`)",
         )
     return [index_of[c] for c in channels]
 

@@ -102,6 +102,18 @@ def test_unreadable_label_names_are_named(tmp_path, brats2021_dir):
         detect_cases(tmp_path, get_task("brats").layouts)
 
 
+def test_a_ct_dataset_for_a_brats_model_points_to_a_ct_model(tmp_path, brats2021_dir):
+    """Was "name the four channels T1, T1ce, T2 and FLAIR": renaming CT would have fed it to the BraTS model."""
+    import json
+    import shutil
+
+    _, cases = detect_cases(brats2021_dir, get_task("brats").layouts)
+    shutil.copy(cases[0].images[0], tmp_path / "CT_000_0000.nii.gz")
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"liver": 1}}))
+    with pytest.raises(DataError, match=r"do not name the BraTS channel.*use a model trained on them"):
+        detect_cases(tmp_path, get_task("brats").prediction_layouts)
+
+
 @pytest.mark.parametrize("fixture", ["brats2021_dir", "brats2023_dir"])
 def test_one_case_folder_is_that_case_not_four_msd_cases(request, fixture):
     """`medseg predict BraTS2021_00000/ out/`: its four channel files were read as four 4D MSD cases."""
