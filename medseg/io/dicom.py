@@ -23,8 +23,9 @@ IMAGE_MODALITIES = {"ct": {"CT"}, "default": {"MR"}}
 SLICE_TOLERANCE = 0.1  # relative spread of slice gaps that still counts as evenly spaced
 TILT_TOLERANCE_MM = 0.05
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # the media directory a DICOM CD or export carries beside the series
-DICOM_SUFFIXES = {".dcm", ".ima", ""}  # names under which scanners and PACS exports write slices
+DICOM_SUFFIXES = {".dcm", ".ima"}  # suffixes that mark a file as DICOM (many exports use none, or UIDs)
 T1CE_NAMES = ("t1ce", "t1c", "t1+c", "t1gd", "t1+gd", "t1 post")
+NEGATIONS = ("pre", "non", "no", "without", "wo", "w o")
 CONTRAST_WORDS = ("post", "c+", "+c", "gd", "+gd", "gad", "contrast", "ce")  # beside "t1": contrast-enhanced
 
 
@@ -85,7 +86,9 @@ def list_series(folder: Path, case_id: str) -> list[Series]:
         listed = {Path(f).resolve() for s in found for f in s.files}
         others = (p for p in d.iterdir() if p.is_file() and not p.name.startswith(".") and p.resolve() not in listed)
         for path in sorted(others):
-            problem = _unread_slice(path, {s.uid for s in found})
+            problem = _unread_slice(
+                path, {s.uid for s in found}, {_name_pattern(Path(f)) for s in found for f in s.files}
+            )
             if problem:
                 raise DataError(
                     f"unreadable DICOM file ({problem})",
@@ -110,16 +113,22 @@ def _series_ids(folder: Path) -> tuple[str, ...]:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
-def _unread_slice(path: Path, uids: set[str]) -> str | None:
+def _name_pattern(path: Path) -> str:
+    """A file name with its numbers masked: slices of one series share it (IM_0001, 1.3.12.2.1107.5.2.32.2012)."""
+    return re.sub(r"\d+", "#", path.name)
+
+
+def _unread_slice(path: Path, uids: set[str], slice_names: set[str]) -> str | None:
     """Why a file GDCM left out looks like a broken slice (empty, truncated, a header pydicom cannot parse), or None
-    for files that are not slices (notes, hidden files, a DICOMDIR, a DICOM-SEG or report of another series)."""
+    for files that are not slices (notes, hidden files, a DICOMDIR, a DICOM-SEG or report of another series). A file
+    named like the series' slices (`slice_names`, `_name_pattern`) or like DICOM (.dcm, .ima) is a slice."""
     import pydicom
 
-    named_like_dicom = path.suffix.lower() in DICOM_SUFFIXES
+    named_like_slice = path.suffix.lower() in DICOM_SUFFIXES or _name_pattern(path) in slice_names
     if path.stat().st_size == 0:
-        return "empty file" if named_like_dicom else None
+        return "empty file" if named_like_slice else None
     if not has_dicom_file(path):
-        return "no DICOM header" if path.suffix.lower() in DICOM_SUFFIXES - {""} else None
+        return "no DICOM header" if named_like_slice else None
     try:
         head = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as exc:  # pydicom raises many types for a cut or garbled header
@@ -139,16 +148,20 @@ def _has(words: str, term: str) -> bool:
 
 def _matches(description: str, channel: str) -> bool:
     """Whether a SeriesDescription names `channel`, in the ways scanners and sites write it: 'AX T1 C+',
-    'T1 post', 'T1+Gd' are T1ce; 'T2 FLAIR' and 'T2-FLAIR' are FLAIR, not T2; 'T1 FLAIR' is T1-weighted."""
-    words = re.sub(r"[^a-z0-9+]+", " ", description.lower()).strip()
-    contrast = any(_has(words, a) for a in CONTRAST_WORDS)
+    'T1 post', 'T1+Gd' are T1ce; 'T2 FLAIR' and 'T2-FLAIR' are FLAIR, not T2; 'T1 FLAIR' is T1-weighted; 'T1W_3D',
+    'T2W_TSE' (Philips) are T1 and T2; 'T1 pre-contrast', 'T1 W/O Gd' are T1; 'T2*' and 'PD/T2' are not T2."""
+    lower = description.lower()
+    words = re.sub(r"\bt([12])w", r"t\1", re.sub(r"[^a-z0-9+]+", " ", lower)).strip()  # Philips: T1W_3D, T2W_TSE
+    star = re.search(r"t2\s*(\*|star)", lower) is not None  # T2* (gradient echo): another contrast than T2
+    negated = any(_has(words, n) for n in NEGATIONS)  # "T1 pre-contrast", "T1 W/O Gd": plain T1
+    contrast = any(_has(words, a) for a in CONTRAST_WORDS) and not negated
     t1ce = any(_has(words, a) for a in T1CE_NAMES) or (_has(words, "t1") and contrast)
     if channel == "t1":
         return _has(words, "t1") and not t1ce
     if channel == "t1ce":
         return t1ce
     if channel == "t2":
-        return _has(words, "t2") and not _has(words, "flair")
+        return _has(words, "t2") and not (_has(words, "flair") or _has(words, "pd") or star)
     if channel == "flair":
         return _has(words, "flair") and not _has(words, "t1")
     return _has(words, channel)
@@ -284,7 +297,9 @@ def find_dicom_cases(root: Path, channels: list[str], label_map: dict[str, int],
     case when it holds DICOM files directly."""
     from medseg.core import Case
 
-    folders = [root] if any(has_dicom_file(p) for p in root.iterdir() if p.is_file()) else []
+    # a DICOMDIR beside the case folders (a CD or PACS export) does not make the root a case
+    slices = (p for p in root.iterdir() if p.is_file() and p.name.upper() != "DICOMDIR")
+    folders = [root] if any(has_dicom_file(p) for p in slices) else []
     folders += [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".") and has_dicom(d)]
     n = len(channels)
     return [

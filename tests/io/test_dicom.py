@@ -235,10 +235,14 @@ def test_dicom_seg_output_for_nifti_input_is_one_clear_error(brats2021_dir, bund
     ids=["pixels-cut", "zero-bytes", "header-cut"],
 )
 @pytest.mark.parametrize("which", [0, 2, -1], ids=["first", "middle", "last"])
-def test_an_unreadable_slice_fails_the_case_naming_the_file(tmp_path, damage, problem, which):
+@pytest.mark.parametrize("naming", ["dcm", "uid"], ids=["IM.dcm", "uid-named"])
+def test_an_unreadable_slice_fails_the_case_naming_the_file(tmp_path, damage, problem, which, naming):
     """GDCM leaves an unreadable file out of its series without a word: a first or last slice would go missing
-    from an evenly spaced volume, predicted one slice short."""
+    from an evenly spaced volume, predicted one slice short. Files may be named by their UIDs (no .dcm)."""
     _synthetic_ct(tmp_path / "in" / "c1")
+    if naming == "uid":
+        for k, f in enumerate(sorted((tmp_path / "in" / "c1").iterdir())):
+            f.rename(f.with_name(f"1.3.12.2.1107.5.2.32.35162.{2012 + k}"))
     broken = sorted((tmp_path / "in" / "c1").iterdir())[which]
     broken.write_bytes(damage(broken.read_bytes()))
     with pytest.raises(DataError, match=f"unreadable DICOM file .*{problem}") as err:
@@ -250,7 +254,10 @@ def test_notes_hidden_files_and_a_dicomdir_beside_a_series_are_ignored(tmp_path)
     vol, _ = _synthetic_ct(tmp_path / "in" / "c1")
     (tmp_path / "in" / "c1" / "README.txt").write_text("exported from PACS")
     (tmp_path / "in" / "c1" / ".DS_Store").write_bytes(b"")
+    (tmp_path / "in" / "c1" / "Icon\r").write_bytes(b"")  # macOS folder icon: empty, no suffix
     shutil.copy(REAL / "DICOMDIR", tmp_path / "in" / "c1" / "DICOMDIR")
+    shutil.copy(REAL / "DICOMDIR", tmp_path / "in" / "DICOMDIR")  # beside the case folders: not a case itself
+    assert [c.id for c in _ct_case(tmp_path / "in")] == ["c1"]
     np.testing.assert_array_equal(read_case(_ct_case(tmp_path / "in")[0], with_label=False).image[0], vol)
 
 
@@ -259,6 +266,10 @@ def test_notes_hidden_files_and_a_dicomdir_beside_a_series_are_ignored(tmp_path)
     [
         (("AX T1", "AX T1 C+", "AX T2", "AX T2 FLAIR"), None),  # GE-style names
         (("T1 axial", "T1+Gd", "T2 axial", "T2-FLAIR"), None),
+        (("AX T1 pre-contrast", "AX T1 post-contrast", "AX T2", "AX T2 FLAIR"), None),  # "pre" negates "contrast"
+        (("T1W_3D_TFE", "T1W_3D_TFE +C", "T2W_TSE", "T2W_FLAIR"), None),  # Philips
+        (("T1 W/O contrast", "T1 without Gd", "T2", "FLAIR"), "2 series name channel t1"),  # both plain T1
+        (("T1", "T1 C+", "T2* GRE", "PD/T2", "FLAIR"), "no series names channel t2"),  # neither is a T2
         (("t1_mprage", "t1_mprage POST", "t2_tse_tra", "T1 FLAIR"), "2 series name channel t1"),  # T1-weighted
         (("T1", "T1", "T2", "FLAIR"), "2 series name channel t1"),
     ],
