@@ -32,6 +32,12 @@ def mean_across(values: dict[str, float], world: Runtime) -> dict[str, float]:
     return {k: float(v) / world.world_size for k, v in zip(keys, t.cpu().tolist(), strict=True)}
 
 
+def any_across(flag: bool, world: Runtime) -> bool:
+    """True on every rank when any rank says so: decisions taken on each rank's own clock (the time budget) must
+    agree, or one rank leaves the loop while the others wait in the next all-reduce."""
+    return mean_across({"flag": float(flag)}, world)["flag"] > 0
+
+
 def barrier(world: Runtime) -> None:
     if world.distributed:
         dist.barrier()

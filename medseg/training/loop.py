@@ -18,7 +18,7 @@ from medseg.tracking import Tracker
 from medseg.training.checkpoint import save_training_checkpoint, set_rng_state
 from medseg.training.data import train_loader
 from medseg.training.distill import DistillationLoss
-from medseg.training.distributed import barrier, mean_across
+from medseg.training.distributed import any_across, barrier, mean_across
 from medseg.training.optim import build_loss, build_optimizer, lr_factor, run_progress
 from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult, TrainSpec
 from medseg.training.steps import grad_scaler, seed_epoch, train_epoch
@@ -106,9 +106,12 @@ def fit(spec: TrainSpec, model: SegmentationModel, tracker: Tracker, hooks: Prog
         loss, samples = train_epoch(net, loader, loss_fn, optimizer, scaler, spec, hooks)
         train_s = time.monotonic() - t0
         metrics = _epoch_metrics(loss, samples, train_s, optimizer, spec)
-        # The last epoch within budget: another epoch (and its final validation) would not fit.
-        out_of_time = budget_s is not None and state.elapsed_s + 2 * train_s + state.val_s > budget_s
-        validating = (epoch + 1) % t.val_every == 0 or epoch == t.epochs - 1 or out_of_time
+        # The last epoch within budget: after this one (its scheduled validation included), another epoch and
+        # its closing validation would not fit. Timed on the last epoch and validation; every rank agrees.
+        scheduled = (epoch + 1) % t.val_every == 0 or epoch == t.epochs - 1
+        after_this = state.elapsed_s + train_s + (state.val_s if scheduled else 0.0)
+        out_of_time = any_across(budget_s is not None and after_this + train_s + state.val_s > budget_s, world)
+        validating = scheduled or out_of_time
         if validating:
             t1 = time.monotonic()
             val, val_cases = validate_epoch(model, spec, tracker, epoch)
@@ -123,7 +126,9 @@ def fit(spec: TrainSpec, model: SegmentationModel, tracker: Tracker, hooks: Prog
         metrics["elapsed_s"] = state.elapsed_s
         # A validation longer than foreseen (the first one's cost is unknown) can leave no room for another epoch:
         # stop now, this epoch validated, rather than train and validate once more past the budget.
-        out_of_time = out_of_time or (validating and budget_s is not None and state.elapsed_s + train_s > budget_s)
+        if validating and not out_of_time:
+            late = budget_s is not None and state.elapsed_s + train_s + state.val_s > budget_s
+            out_of_time = any_across(late, world)
         state.history.append({"epoch": epoch, **metrics})
         if world.is_main:
             bundle = spec.bundle(model)

@@ -97,26 +97,39 @@ def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tm
     assert resumed.epochs_run == 3
 
 
-def test_a_validation_that_overruns_the_budget_ends_the_run(brats2021_manifest, tmp_path, monkeypatch):
-    """The first validation's cost is unknown until it ran: when it leaves no room for another epoch the run stops
-    there, instead of training and validating once more past the budget (was: about twice the budget)."""
+@pytest.mark.parametrize(
+    ("train_s", "val_s", "epochs_run"),
+    [
+        (0.0, 1000.0, 1),  # the first validation alone overruns: stop right after it (was: one more epoch)
+        (30.0, 100.0, 2),  # the second epoch and its validation are the last that fit (was: a third, at 390 s)
+    ],
+)
+def test_a_run_with_a_time_budget_ends_within_it(brats2021_manifest, tmp_path, monkeypatch, train_s, val_s, epochs_run):
+    """A 5-minute budget with epochs and validations made to last `train_s` / `val_s` seconds on a shifted clock:
+    the run stops before an epoch plus its closing validation would overrun, also when the first validation's cost
+    (unknown until it ran) is larger than the budget left."""
     import types
 
     import medseg.training.loop as loop
 
     clock = {"offset": 0.0}
     monkeypatch.setattr(loop, "time", types.SimpleNamespace(monotonic=lambda: time.monotonic() + clock["offset"]))
-    real_validate = loop.validate_epoch
 
-    def slow_validate(*args, **kwargs):
-        clock["offset"] += 1000.0  # a validation of 1000 s against a 5-minute budget
-        return real_validate(*args, **kwargs)
+    def slowed(real, seconds):
+        def run(*args, **kwargs):
+            clock["offset"] += seconds
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "validate_epoch", slow_validate)
+        return run
+
+    monkeypatch.setattr(loop, "train_epoch", slowed(loop.train_epoch, train_s))
+    monkeypatch.setattr(loop, "validate_epoch", slowed(loop.validate_epoch, val_s))
     result, _ = _train(
-        brats2021_manifest, tmp_path, None, ["train.epochs=4", "train.val_every=1", "train.max_minutes=5"]
+        brats2021_manifest, tmp_path, None, ["train.epochs=6", "train.val_every=1", "train.max_minutes=5"]
     )
-    assert result.epochs_run == 1 and result.best_path.exists()
+    assert result.epochs_run == epochs_run and result.best_path.exists()
+    if val_s < 300:
+        assert result.history[-1]["elapsed_s"] <= 300
 
 
 def test_default_run_names_differ_between_runs_of_one_seed():
