@@ -1,8 +1,9 @@
 """medseg's lesion-wise and legacy BraTS metrics side by side with the challenge's own evaluation code.
 
     git clone https://github.com/rachitsaluja/BraTS-2023-Metrics /tmp/BraTS-2023-Metrics
-    python -m venv /tmp/brats-ref && /tmp/brats-ref/bin/pip install "numpy<2" "pandas<2" scipy nibabel \
-        connected-components-3d                        # the reference's own environment (it needs pandas 1)
+    git -C /tmp/BraTS-2023-Metrics checkout 43c9052    # the version compared (top-level metrics.py)
+    python3.10 -m venv /tmp/brats-ref && /tmp/brats-ref/bin/pip install -r /tmp/BraTS-2023-Metrics/requirements.txt
+                                                       # its own pins: pandas 1.3.4 (1.5 and 2.x fail in its replace)
     python benchmarks/compare_lesionwise.py --reference /tmp/BraTS-2023-Metrics \
         --reference-python /tmp/brats-ref/bin/python --labels DATA_DIR --pred PRED_DIR [--perturbed 4] [--seed 0]
 

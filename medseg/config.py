@@ -238,8 +238,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(
             f"invalid value for config key '{loc}': {msg}",
             path=str(path) if path else None,
-            hint=f"`medseg config show {shown}` shows each key with a valid value (a command's option such as "
-            "--amount sets its key)",
+            hint=f"`medseg config show {shown}` shows each key with a valid value",
         ) from None
 
 

@@ -86,10 +86,12 @@ def lesion_wise(
     pred: np.ndarray,
     gt: np.ndarray,
     spacing: Sequence[float],
+    *,
     min_volume_mm3: float = 50.0,
     dilation: int = 3,
 ) -> LesionScores:
-    """Lesion-wise Dice and HD95 (mm) for one region's boolean masks; Dice 1 / HD95 0 when nothing is scored."""
+    """Lesion-wise Dice and HD95 (mm) for one region's boolean (X, Y, Z) masks with voxel `spacing` in mm;
+    `dilation` counts voxels (as the challenge code: 3 mm at 1 mm). Dice 1 / HD95 0 when nothing is scored."""
     m = _match(pred, gt, spacing, min_volume_mm3, dilation)
     missed = sum(p is None for _, p in m.pairs)
     counts = (len(m.pairs) - missed, missed, m.false_positives)
@@ -102,7 +104,7 @@ def lesion_wise(
 
 
 def lesion_dice(
-    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], min_volume_mm3: float = 50.0, dilation: int = 3
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], *, min_volume_mm3: float = 50.0, dilation: int = 3
 ) -> float:
     """Lesion-wise Dice alone (no HD95: ~10x cheaper), for searches that score many candidate masks."""
     m = _match(pred, gt, spacing, min_volume_mm3, dilation)

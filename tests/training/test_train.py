@@ -392,6 +392,7 @@ def test_a_user_error_raised_inside_a_library_is_one_line(monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "app", wrapped)
     monkeypatch.setattr(cli, "_register", lambda: None)
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: True)  # not this pytest worker's allocator
     monkeypatch.setattr(sys, "argv", ["medseg"])
     with pytest.raises(SystemExit) as exit_:
         cli.main()
