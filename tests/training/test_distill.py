@@ -118,6 +118,13 @@ def test_teacher_logits_are_cached_per_training_case_and_ride_with_the_labels(di
     np.testing.assert_array_equal(item["label"][: regions.shape[0]], regions)
 
 
+def _distill_from(teacher: Path, manifest: Path, tmp: Path):
+    """A tiny student distilled from `teacher` (as `medseg distill` sets it up: the student's kwargs empty)."""
+    return _train(
+        manifest, tmp, None, "x", ["model.name=segformer3d_tiny", "model.kwargs={}", f"distill.teacher={teacher}"]
+    )
+
+
 def test_a_teacher_for_other_channels_is_refused_in_one_line(distilled, brats2021_manifest, tmp_path):
     _, _, teacher, _ = distilled
     payload = load_checkpoint(teacher.result.best_path)
@@ -125,13 +132,7 @@ def test_a_teacher_for_other_channels_is_refused_in_one_line(distilled, brats202
     bad = tmp_path / "other_channels.pt"
     save_checkpoint(payload, bad)
     with pytest.raises(ConfigError, match=r"reads channels \['t1', 't2', 'flair', 'pd'\]"):
-        _train(
-            brats2021_manifest,
-            tmp_path,
-            None,
-            "x",
-            ["model.name=segformer3d_tiny", "model.kwargs={}", f"distill.teacher={bad}"],
-        )
+        _distill_from(bad, brats2021_manifest, tmp_path)
 
 
 def test_a_teacher_with_other_preprocessing_is_refused(distilled, brats2021_manifest, tmp_path):
@@ -144,13 +145,7 @@ def test_a_teacher_with_other_preprocessing_is_refused(distilled, brats2021_mani
     bad = tmp_path / "other_spacing.pt"
     save_checkpoint({**payload, "bundle": bundle.to_dict()}, bad)
     with pytest.raises(ConfigError, match="other preprocessing"):
-        _train(
-            brats2021_manifest,
-            tmp_path,
-            None,
-            "x",
-            ["model.name=segformer3d_tiny", "model.kwargs={}", f"distill.teacher={bad}"],
-        )
+        _distill_from(bad, brats2021_manifest, tmp_path)
 
 
 @pytest.mark.parametrize(
