@@ -82,6 +82,11 @@ class LesionScores:
     false_positives: int
 
 
+def _dices(m: _Matching) -> list[float]:
+    """Dice per scored lesion (0 when missed), then 0 per false positive: what the lesion-wise Dice averages."""
+    return [dice(p, lesion) if p is not None else 0.0 for lesion, p in m.pairs] + [0.0] * m.false_positives
+
+
 def lesion_wise(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -97,10 +102,9 @@ def lesion_wise(
     counts = (len(m.pairs) - missed, missed, m.false_positives)
     if not m.pairs and not m.false_positives:
         return LesionScores(1.0, 0.0, *counts)
-    dices = [dice(p, lesion) if p is not None else 0.0 for lesion, p in m.pairs] + [0.0] * m.false_positives
     hds = [hd95(p, lesion, spacing) if p is not None else MISSED_HD95_MM for lesion, p in m.pairs]
     hds += [MISSED_HD95_MM] * m.false_positives
-    return LesionScores(float(np.mean(dices)), float(np.mean(hds)), *counts)
+    return LesionScores(float(np.mean(_dices(m))), float(np.mean(hds)), *counts)
 
 
 def lesion_dice(
@@ -108,8 +112,4 @@ def lesion_dice(
 ) -> float:
     """Lesion-wise Dice alone (no HD95: ~10x cheaper), for searches that score many candidate masks."""
     m = _match(pred, gt, spacing, min_volume_mm3, dilation)
-    if not m.pairs and not m.false_positives:
-        return 1.0
-    return float(
-        np.mean([dice(p, lesion) if p is not None else 0.0 for lesion, p in m.pairs] + [0.0] * m.false_positives)
-    )
+    return float(np.mean(_dices(m))) if m.pairs or m.false_positives else 1.0

@@ -84,11 +84,10 @@ def list_series(folder: Path, case_id: str) -> list[Series]:
                 Series(uid, tuple(files), str(head.get("SeriesDescription", "")), str(head.get("Modality", "")))
             )
         listed = {Path(f).resolve() for s in found for f in s.files}
+        uids, slice_names = {s.uid for s in found}, {_name_pattern(Path(f)) for s in found for f in s.files}
         others = (p for p in d.iterdir() if p.is_file() and not p.name.startswith(".") and p.resolve() not in listed)
         for path in sorted(others):
-            problem = _unread_slice(
-                path, {s.uid for s in found}, {_name_pattern(Path(f)) for s in found for f in s.files}
-            )
+            problem = _unread_slice(path, uids, slice_names)
             if problem:
                 raise DataError(
                     f"unreadable DICOM file ({problem})",

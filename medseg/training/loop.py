@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from medseg.config import redacted_dump
 from medseg.io.bundle import ModelBundle
 from medseg.nets import SegmentationModel
+from medseg.runtime import Runtime
 from medseg.tracking import Tracker
 from medseg.training.checkpoint import save_training_checkpoint, set_rng_state
 from medseg.training.data import train_loader
@@ -52,6 +53,12 @@ def _restore(spec: TrainSpec, model, optimizer, scaler) -> _Progress:
     best_epoch = max((h["epoch"] for h in history if h.get("val_dice_mean") == r["best"]), default=-1)
     elapsed = history[-1].get("elapsed_s", 0.0) if history else 0.0
     return _Progress(r["epoch"] + 1, r["best"], best_epoch, history, elapsed)
+
+
+def _no_room(elapsed_s: float, train_s: float, val_s: float, budget_s: float | None, world: Runtime) -> bool:
+    """Whether another epoch and its closing validation (`train_s`, `val_s`: the last ones) overrun the budget once
+    `elapsed_s` have passed; every rank gets the same answer."""
+    return any_across(budget_s is not None and elapsed_s + train_s + val_s > budget_s, world)
 
 
 def _epoch_metrics(loss: float, samples: int, elapsed: float, optimizer, spec: TrainSpec) -> dict[str, float]:
@@ -106,11 +113,11 @@ def fit(spec: TrainSpec, model: SegmentationModel, tracker: Tracker, hooks: Prog
         loss, samples = train_epoch(net, loader, loss_fn, optimizer, scaler, spec, hooks)
         train_s = time.monotonic() - t0
         metrics = _epoch_metrics(loss, samples, train_s, optimizer, spec)
-        # The last epoch within budget: after this one (its scheduled validation included), another epoch and
-        # its closing validation would not fit. Timed on the last epoch and validation; every rank agrees.
+
+        # The last epoch within budget: no room after this one, its scheduled validation included.
         scheduled = (epoch + 1) % t.val_every == 0 or epoch == t.epochs - 1
         after_this = state.elapsed_s + train_s + (state.val_s if scheduled else 0.0)
-        out_of_time = any_across(budget_s is not None and after_this + train_s + state.val_s > budget_s, world)
+        out_of_time = _no_room(after_this, train_s, state.val_s, budget_s, world)
         validating = scheduled or out_of_time
         if validating:
             t1 = time.monotonic()
@@ -127,8 +134,7 @@ def fit(spec: TrainSpec, model: SegmentationModel, tracker: Tracker, hooks: Prog
         # A validation longer than foreseen (the first one's cost is unknown) can leave no room for another epoch:
         # stop now, this epoch validated, rather than train and validate once more past the budget.
         if validating and not out_of_time:
-            late = budget_s is not None and state.elapsed_s + train_s + state.val_s > budget_s
-            out_of_time = any_across(late, world)
+            out_of_time = _no_room(state.elapsed_s, train_s, state.val_s, budget_s, world)
         state.history.append({"epoch": epoch, **metrics})
         if world.is_main:
             bundle = spec.bundle(model)
