@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from medseg import __version__
+from medseg.cli.options import help_markup
 from medseg.cli.progress import InterruptAdvice
 from medseg.errors import MedsegError
 from medseg.memory import keep_freed_memory
@@ -20,7 +21,7 @@ app = typer.Typer(
     help="3D multimodal medical image segmentation: data, training, inference, evaluation, MLflow review.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=help_markup(),
 )
 err_console = Console(stderr=True)
 

@@ -6,10 +6,10 @@ import typer
 from rich.console import Console
 from rich.syntax import Syntax
 
-from medseg.cli.options import ConfigOpt, SetOpt
+from medseg.cli.options import ConfigOpt, SetOpt, help_markup
 from medseg.config import config_to_yaml, load_config
 
-app = typer.Typer(help="Inspect experiment configs.", no_args_is_help=True)
+app = typer.Typer(help="Inspect experiment configs.", no_args_is_help=True, rich_markup_mode=help_markup())
 
 
 @app.command("show")

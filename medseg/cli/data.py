@@ -10,10 +10,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from medseg.cli.options import FormatOpt, check_format
+from medseg.cli.options import FormatOpt, check_format, help_markup
 from medseg.errors import DataError
 
-app = typer.Typer(help="Scan, validate and synthesise datasets.", no_args_is_help=True)
+app = typer.Typer(help="Scan, validate and synthesise datasets.", no_args_is_help=True, rich_markup_mode=help_markup())
 console = Console()
 err_console = Console(stderr=True)
 
@@ -141,8 +141,10 @@ def synth(
     shape: tuple[int, int, int] = typer.Option(
         (240, 240, 155), "--shape", help="Volume size X Y Z (anatomy: smaller grids get a coarser spacing)."
     ),
-    seed: int = typer.Option(0, "--seed"),
-    workers: int = typer.Option(0, "--workers", min=0, help="Processes (default: one per core, at most 4)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic cases (same seed, same cases)."),
+    workers: int = typer.Option(
+        0, "--workers", min=0, show_default=False, help="Processes (default, 0: one per core, at most 4)."
+    ),
 ) -> None:
     """Write a synthetic BraTS-like dataset in a real release's exact on-disk layout (or a synthetic CT dataset)."""
     if task not in ("brats", "ct"):

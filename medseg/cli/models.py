@@ -6,11 +6,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.cli.options import TrackingUriOpt
+from medseg.cli.options import TrackingUriOpt, help_markup
 from medseg.errors import TrackingError
 from medseg.tracking import resolve_tracking_uri
 
-app = typer.Typer(help="Network architectures and the MLflow model registry.", no_args_is_help=True)
+app = typer.Typer(
+    help="Network architectures and the MLflow model registry.", no_args_is_help=True, rich_markup_mode=help_markup()
+)
 console = Console()
 
 

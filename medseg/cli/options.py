@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
+
 import typer
+
+RICH_HELP_MIN_COLUMNS = 110  # below this, typer's option tables cut long option names ("--allow-missin…")
+
+
+def help_markup() -> str | None:
+    """Typer's rich option tables in a wide terminal; click's plain help (full option names, wrapped text) in a
+    narrower one, a pipe or a file, where the tables would truncate option names."""
+    wide = sys.stdout.isatty() and shutil.get_terminal_size().columns >= RICH_HELP_MIN_COLUMNS
+    return "rich" if wide else None
+
 
 ConfigOpt = typer.Option(
     None, "--config", "-c", help="YAML experiment config, or a shipped one by name (brats_cpu, brats_smoke, ...)."

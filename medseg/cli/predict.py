@@ -55,7 +55,9 @@ def predict(
     overlap: float | None = typer.Option(
         None, "--overlap", min=0.0, max=0.95, help="Sliding-window overlap (default: the model's, 0.5)."
     ),
-    sw_batch_size: int | None = typer.Option(None, "--sw-batch-size", min=1),
+    sw_batch_size: int | None = typer.Option(
+        None, "--sw-batch-size", min=1, help="Windows per forward pass (default: the model's)."
+    ),
     tta: bool = typer.Option(False, "--tta", help="Average over the 8 axis flips."),
     save_probabilities: bool = typer.Option(
         False, "--save-probabilities", help="Also write float16 region probabilities (before post-processing)."

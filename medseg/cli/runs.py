@@ -15,10 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.cli.options import FormatOpt, TrackingUriOpt, check_format
+from medseg.cli.options import FormatOpt, TrackingUriOpt, check_format, help_markup
 from medseg.tracking import resolve_tracking_uri
 
-app = typer.Typer(help="Review training runs in the MLflow store.", no_args_is_help=True)
+app = typer.Typer(
+    help="Review training runs in the MLflow store.", no_args_is_help=True, rich_markup_mode=help_markup()
+)
 console = Console()
 
 
@@ -83,7 +85,7 @@ def _emit(fmt: str, records: list[dict], title: str, columns: Sequence[Column], 
 
 @app.command("list")
 def list_(
-    experiment: str | None = typer.Option(None, "--experiment", "-e"),
+    experiment: str | None = typer.Option(None, "--experiment", "-e", help="Only this MLflow experiment."),
     sort: str = typer.Option("val_dice_mean", "--sort", help="Metric to sort by (best epoch), or start_time."),
     limit: int = typer.Option(20, "--limit", min=1),
     fmt: str = FormatOpt,

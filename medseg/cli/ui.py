@@ -15,7 +15,7 @@ console = Console()
 
 
 def ui(
-    port: int = typer.Option(5000, "--port"),
+    port: int = typer.Option(5000, "--port", help="Port of the UI."),
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address; see README before exposing it."),
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -22,6 +23,32 @@ def test_version_and_help():
     out = medseg("--version")
     assert out.returncode == 0 and out.stdout.startswith("medseg ")
     assert "train" in medseg("--help").stdout
+
+
+@pytest.mark.parametrize("command", [("predict",), ("train",), ("data", "synth")])
+def test_help_in_a_pipe_shows_every_option_whole(command):
+    """Rich's option tables cut long names at 80-110 columns ("--allow-missin…"); a pipe gets click's plain help."""
+    import click
+    import typer
+
+    from medseg.cli import app as cli
+
+    cli._register()
+    group = typer.main.get_command(cli.app)
+    params = group.get_command(click.Context(group), command[0])
+    if len(command) > 1:
+        params = params.get_command(click.Context(params), command[1])
+    names = [name for p in params.params for name in p.opts if name.startswith("--")]
+    out = subprocess.run(
+        [sys.executable, "-m", "medseg", *command, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert out.returncode == 0 and "…" not in out.stdout
+    missing = [name for name in names if not re.search(rf"(^|[\s,]){re.escape(name)}([\s,/]|$)", out.stdout, re.M)]
+    assert names and not missing, missing
 
 
 def test_config_show_resolves_overrides():
