@@ -166,7 +166,9 @@ def predict(
             why = r.error if r.id in r.error else f"case {r.id}: {r.error}"
             progress.console.print(f"[red]failed[/] {why}", highlight=False, soft_wrap=True)
         elif r.status == "ok":
-            extra = f"  [yellow]warning: {'; '.join(r.warnings)}[/]" if r.warnings else ""
+            masked = [f"no {', '.join(r.missing_modalities)}: masked"] if r.missing_modalities else []
+            notes = masked + r.warnings  # a missing modality (e.g. an unrecognised DICOM series) must not pass unseen
+            extra = f"  [yellow]warning: {'; '.join(notes)}[/]" if notes else ""
             progress.console.print(f"[green]ok[/] {r.id} {r.seconds:.1f}s{extra}", highlight=False, soft_wrap=True)
 
     with progress:

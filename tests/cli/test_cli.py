@@ -202,6 +202,30 @@ def test_predict_log_keeps_each_line_whole_when_redirected(tmp_path, bundle_file
     assert any(re.fullmatch(header, line) for line in lines), out.stdout
 
 
+def test_a_masked_missing_modality_is_named_on_its_cases_line(tmp_path, bundle_file):
+    """With --allow-missing-modality a case without FLAIR (or a DICOM study whose FLAIR series has a description
+    medseg does not recognise) is predicted from three channels: its line says so, not only the JSON report."""
+    from medseg.pipelines.brats import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "d", 2, "brats2021", (24, 24, 16), seed=1)
+    (tmp_path / "d" / "BraTS2021_00001" / "BraTS2021_00001_flair.nii.gz").unlink()
+    out = medseg(
+        "predict",
+        "--model",
+        str(bundle_file),
+        "d",
+        "out",
+        "--allow-missing-modality",
+        "--engine",
+        "torch",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[1]: line for line in out.stdout.splitlines() if line.startswith("ok ")}
+    assert "warning: no flair: masked" in lines["BraTS2021_00001"]
+    assert "masked" not in lines["BraTS2021_00000"]
+
+
 def test_part_option_is_parsed_and_checked():
     import typer
 
