@@ -40,6 +40,11 @@ def _probabilities_match(diff: torch.Tensor) -> bool:
     return float(diff.mean()) <= MEAN_TOLERANCE and float(diff.max()) <= MAX_TOLERANCE
 
 
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:160] if lines else ''}"
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medseg"
 
@@ -199,13 +204,20 @@ def choose_engine(
         except MedsegError as exc:  # e.g. a graph OpenVINO cannot compile: not a candidate here
             if on_message:
                 on_message(f"engine auto: {name} left out ({exc})")
-    first = next(iter(engines.values()))
+    first = next(iter(engines.values()))  # PyTorch fp32 (or ONNX Runtime for a file): the reference must run
     mask = torch.ones(sw_batch, channels, dtype=torch.bool, device=device) if first.supports_modality_mask else None
     reference = torch.sigmoid(first(windows, mask))
     timings, accepted = {}, {}
     for name, engine in engines.items():
-        diff = (torch.sigmoid(engine(windows, mask)) - reference).abs()
-        timings[name] = measure(engine, windows, mask)
+        try:
+            diff = (torch.sigmoid(engine(windows, mask)) - reference).abs()
+            timings[name] = measure(engine, windows, mask)
+        except Exception as exc:  # compiled but cannot run (OpenVINO on swinunetr's reshapes): not a candidate
+            if engine is first:
+                raise
+            if on_message:
+                on_message(f"engine auto: {name} left out (it fails on a window: {_first_line(exc)})")
+            continue
         if _probabilities_match(diff):
             accepted[name] = timings[name]
     best = min(accepted, key=accepted.get)

@@ -104,6 +104,26 @@ def test_auto_measures_once_and_remembers(exported, tmp_path, monkeypatch):
     assert list((tmp_path / "medseg" / "onnx").glob("*.onnx"))  # the graph onnxruntime ran, exported on the fly
 
 
+def test_auto_leaves_out_an_engine_that_compiles_but_fails_on_a_window(exported, tmp_path, monkeypatch):
+    """OpenVINO compiles swinunetr's graph, then its reshape fails on the first window: `auto` must pick another
+    engine, not crash every prediction."""
+    from medseg.inference import engine_choice, engines
+
+    def broken(self, x, mask=None):
+        raise RuntimeError("[CPU] Reshape node '/net/Reshape_2' conflicts with the reshape pattern\nmore")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(engines.OnnxRuntimeEngine, "__call__", broken)
+    monkeypatch.setattr(engine_choice, "available_engines", lambda device, onnx_only=False: ["torch", "onnxruntime"])
+    messages = []
+    _, bundle, _ = exported
+    chosen = engine_choice.choose_engine(bundle, torch.device("cpu"), True, "fp", 2, on_message=messages.append)
+    assert chosen.name == "torch"
+    assert any("onnxruntime left out (it fails on a window: RuntimeError: [CPU] Reshape" in m for m in messages)
+    (entry,) = json.loads((tmp_path / "medseg" / "engines.json").read_text()).values()
+    assert entry["accurate"] == ["torch"]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_medseg_export_then_predict_with_the_file_alone(precision, exported, brats2021_dir, tmp_path):
     """The user's path: `medseg export` (int8 calibrated on a data folder), then `medseg predict` with only the
