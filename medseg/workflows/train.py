@@ -63,18 +63,32 @@ def _resume_payload(resume: str, uri: str) -> dict:
     """A checkpoint path, or an MLflow run id whose output folder holds `last.pt`."""
     if Path(resume).is_file():
         return load_checkpoint(resume)
+    if resume.endswith(".pt") or "/" in resume:
+        raise MedsegError(f"checkpoint not found: {resume}", hint="pass a last.pt path or a run id (medseg runs list)")
     from medseg.tracking.review import run_output_dir
 
     return load_checkpoint(Path(run_output_dir(resume, uri)) / "last.pt")
 
 
-def _finished_run(resume: str, uri: str) -> bool:
-    """Whether `resume` names a tracked run that ended normally (a checkpoint path: unknown, so no)."""
-    if Path(resume).is_file():
-        return False
+def _check_resume_point(resume: str, payload: dict, uri: str, epochs: int) -> None:
+    """Refuse a resume that would log epochs twice (a checkpoint older than the run's last logged epoch, such as
+    best.pt) or only log a finished run's model again."""
     from medseg.tracking.review import get_run
 
-    return get_run(uri, resume)[1].info.status == "FINISHED"
+    run_id = payload["run_id"]
+    client, run = get_run(uri, run_id)
+    logged = max((m.step for m in client.get_metric_history(run_id, "train_loss")), default=-1)
+    if logged > payload["epoch"]:
+        raise MedsegError(
+            f"{resume} holds epoch {payload['epoch'] + 1} of run {run_id}, which has logged {logged + 1} epochs: "
+            f"resuming from it would log epochs {payload['epoch'] + 2}-{logged + 1} twice",
+            hint=f"resume the run from its latest state: --resume {run_id}",
+        )
+    if payload["epoch"] + 1 >= epochs and run.info.status == "FINISHED":
+        raise MedsegError(
+            f"run {run_id} already finished its {epochs} epochs (resuming would only log its model again)",
+            hint=f"pass --set train.epochs=N with N > {epochs} to train it further",
+        )
 
 
 def _split(fold: int | str | None, manifest: Manifest) -> Split:
@@ -119,12 +133,9 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
         payload = _resume_payload(req.resume, uri)
         # A resumed run keeps its own config; explicit overrides still apply (e.g. more epochs).
         cfg = ExperimentConfig.model_validate(apply_overrides(copy.deepcopy(payload["config"]), req.overrides))
-        if payload["epoch"] + 1 >= cfg.train.epochs and _finished_run(req.resume, uri):
-            raise MedsegError(
-                f"run {req.resume} already finished its {cfg.train.epochs} epochs (resuming would only log its model "
-                "again)",
-                hint=f"pass --set train.epochs=N with N > {cfg.train.epochs} to train it further",
-            )
+        if req.tracking and payload.get("run_id"):  # trained untracked: nothing logged to repeat
+            _check_resume_point(req.resume, payload, uri, cfg.train.epochs)
+        hooks.message(f"resuming run {payload.get('run_id') or '(untracked)'} after epoch {payload['epoch'] + 1}")
     teacher = load_model_ref(cfg.distill.teacher, uri) if cfg.distill else None
     prune_source = load_model_ref(cfg.prune.source, uri) if cfg.prune else None
     if prune_source is not None:

@@ -15,6 +15,7 @@ import torch
 
 from medseg.data.manifest import load_manifest
 from medseg.io.bundle import load_checkpoint
+from medseg.training.spec import SilentHooks
 from medseg.workflows.train import TrainRequest, run_training
 from tests.conftest import free_port
 
@@ -29,7 +30,7 @@ FAST = [
 ]
 
 
-def _train(brats2021_manifest: Path, tmp: Path, uri: str | None, overrides=(), resume=None, run_name="t"):
+def _train(brats2021_manifest: Path, tmp: Path, uri: str | None, overrides=(), resume=None, run_name="t", hooks=None):
     """`medseg train`'s workflow; returns (TrainResult, TrainOutcome)."""
     request = TrainRequest(
         "brats",
@@ -45,7 +46,7 @@ def _train(brats2021_manifest: Path, tmp: Path, uri: str | None, overrides=(), r
         resume=resume,
         out=tmp / "runs",
     )
-    outcome = run_training(request)
+    outcome = run_training(request, hooks)
     return outcome.result, outcome
 
 
@@ -91,8 +92,23 @@ def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tm
 
     with pytest.raises(MedsegError, match="already finished its 2 epochs"):  # it re-logged its model each time
         _train(brats2021_manifest, tmp_path, uri, [], resume=tracker.run_id)
-    resumed, tracker2 = _train(brats2021_manifest, tmp_path, uri, ["train.epochs=3"], resume=tracker.run_id)
-    assert tracker2.run_id == tracker.run_id
+    with pytest.raises(MedsegError, match="already finished its 2 epochs"):  # named by its last.pt: the same
+        _train(brats2021_manifest, tmp_path, uri, [], resume=str(result.last_path))
+    # An older checkpoint of the run (best.pt of an earlier epoch) would log the later epochs a second time.
+    from medseg.io.bundle import save_checkpoint
+
+    older = load_checkpoint(result.last_path) | {"epoch": 0}
+    save_checkpoint(older, tmp_path / "older.pt")
+    with pytest.raises(MedsegError, match=r"holds epoch 1 of run \w+, which has logged 2 epochs: .* epochs 2-2 twice"):
+        _train(brats2021_manifest, tmp_path, uri, ["train.epochs=3"], resume=str(tmp_path / "older.pt"))
+    with pytest.raises(MedsegError, match=r"checkpoint not found: .*nope\.pt"):  # not "no run .../nope.pt"
+        _train(brats2021_manifest, tmp_path, uri, [], resume=str(tmp_path / "nope.pt"))
+    said = []
+    hooks = type("Hooks", (SilentHooks,), {"message": lambda self, text: said.append(text)})()
+    resumed, tracker2 = _train(
+        brats2021_manifest, tmp_path, uri, ["train.epochs=3"], resume=tracker.run_id, hooks=hooks
+    )
+    assert tracker2.run_id == tracker.run_id and f"resuming run {tracker.run_id} after epoch 2" in said
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1, 2]
     assert resumed.epochs_run == 3
 
