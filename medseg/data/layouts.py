@@ -73,6 +73,13 @@ def has_nnunet_files(root: Path) -> bool:
     return any(_NNUNET.match(stem) for stem in _nifti_files(_nnunet_dir(root)))
 
 
+def nnunet_files_beyond(root: Path, n_channels: int) -> list[Path]:
+    """nnU-Net channel files in `root` (or its imagesTr) whose index is `n_channels` or more: `CASE_0001` when a
+    dataset declares one channel. `find_nnunet_cases` reads indices below `n_channels` only."""
+    files = _nifti_files(_nnunet_dir(root))
+    return [p for stem, p in files.items() if (m := _NNUNET.match(stem)) and int(m["ch"]) >= n_channels]
+
+
 def find_nnunet_cases(
     root: Path, n_channels: int, label_map: dict[str, int], layout: str, order: Sequence[int] | None = None
 ) -> list[Case]:

@@ -255,9 +255,20 @@ def read_label(case: Case, ref_shape, ref_affine) -> np.ndarray:
             f"label values {bad} are not in the {case.layout} label map {sorted(allowed)}",
             path=path,
             case=case.id,
-            hint="check the dataset layout/version (BraTS 2021 uses ET=4, 2023 uses ET=3)",
+            hint=_label_hint(case),
         )
     return data.astype(np.int16)
+
+
+# Layouts whose label codes a BraTS release fixes (pipelines/brats.py); every other layout's come from a dataset.json.
+_RELEASE_CODED = {"brats2021", "brats2023", "msd"}
+
+
+def _label_hint(case: Case) -> str:
+    if case.layout in _RELEASE_CODED:
+        return "check the dataset layout/version (BraTS 2021 uses ET=4, 2023 uses ET=3)"
+    named = ", ".join(f"{name} {value}" for name, value in case.label_map.items())
+    return f"the labels in dataset.json are background 0, {named}: name every value the label files hold, or relabel"
 
 
 # The header fields that place voxels in the world, whichever of them a reader uses (nibabel: sform, else qform,
