@@ -10,10 +10,12 @@ class SegmentationModel(nn.Module):
     """Base class: declares the input stride and whether missing modalities can be masked.
 
     Subclasses set `stride` (every spatial size must be a multiple of it), optionally `fixed_size`
-    (models whose position embeddings pin the input size), and `supports_modality_mask`.
+    (models whose position embeddings pin the input size) or `min_size` (a deepest stage that normalises over its
+    own voxels needs more than one there), and `supports_modality_mask`.
     """
 
     stride: int = 1
+    min_size: int = 1
     fixed_size: tuple[int, int, int] | None = None
     supports_modality_mask: bool = False
     in_channels: int
@@ -26,6 +28,8 @@ class SegmentationModel(nn.Module):
         spatial = tuple(x.shape[2:])
         if self.fixed_size is not None and spatial != tuple(self.fixed_size):
             raise ValueError(f"{type(self).__name__} needs spatial size {self.fixed_size}, got {spatial}")
+        if any(s < self.min_size for s in spatial):
+            raise ValueError(f"{type(self).__name__} needs spatial sizes of at least {self.min_size}, got {spatial}")
         if any(s % self.stride for s in spatial):
             raise ValueError(
                 f"{type(self).__name__} needs spatial sizes that are multiples of {self.stride}, got {spatial}"

@@ -14,12 +14,15 @@ from medseg.nets.blocks.cross_modal import strip_unused_norms
 class MonaiBaseline(SegmentationModel):
     """Wraps a MONAI network so it follows the medseg model contract (shape checks, stride)."""
 
-    def __init__(self, net: nn.Module, in_channels: int, out_channels: int, stride: int, fixed_size=None) -> None:
+    def __init__(
+        self, net: nn.Module, in_channels: int, out_channels: int, stride: int, fixed_size=None, min_size: int = 1
+    ) -> None:
         super().__init__()
         self.net = strip_unused_norms(net)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.stride = stride
         self.fixed_size = fixed_size
+        self.min_size = min_size
 
     def forward(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input_shape(x)
@@ -39,7 +42,8 @@ def segresnet(in_channels: int = 4, out_channels: int = 3, init_filters: int = 1
 def swinunetr(in_channels: int = 4, out_channels: int = 3, feature_size: int = 48, **kw) -> MonaiBaseline:
     """MONAI SwinUNETR (Hatamizadeh et al. 2022); MONAI >= 1.5 takes no img_size."""
     net = SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=feature_size, **kw)
-    return MonaiBaseline(net, in_channels, out_channels, stride=32)
+    # its bottleneck's instance norm needs 2 voxels a side at 1/32: 64, not 32 (a one-voxel stage fails)
+    return MonaiBaseline(net, in_channels, out_channels, stride=32, min_size=64)
 
 
 @register_model(

@@ -279,7 +279,7 @@ def _finish(
     if tracker.run_id is None:
         return
     model = model.cpu()
-    s = max(model.stride, 16) if model.fixed_size is None else model.fixed_size[0]
+    s = max(model.stride, model.min_size, 16) if model.fixed_size is None else model.fixed_size[0]
     example = np.zeros((1, len(spec.task.channels), s, s, s), np.float32)
     result.model_uri = tracker.log_bundle_model(model, bundle_path, example)
     tracker.set_tags({MODEL_METRIC_TAG: f"{result.best_dice:.6f}"})  # what `models register` compares

@@ -99,6 +99,21 @@ def test_forward_backward_shape(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_the_smallest_size_it_accepts_runs_and_a_smaller_one_is_refused(name):
+    """What the contract accepts must run (training's config check, MLflow's example input): SwinUNETR's bottleneck
+    instance norm fails at one voxel a side, so 32^3 (a multiple of its stride) is refused, not a crash mid-run."""
+    model = build(name).eval()
+    if model.fixed_size:
+        return
+    s = max(model.stride, model.min_size)
+    with torch.no_grad():
+        assert model(torch.randn(1, 4, s, s, s)).shape == (1, 3, s, s, s)
+    if model.min_size > model.stride:
+        with pytest.raises(ValueError, match=f"at least {model.min_size}"):
+            model.check_input_shape(torch.zeros(1, 4, s - model.stride, s, s, device="meta"))
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_rejects_invalid_size(name):
     model = build(name)
     size = valid_size(model, name)
