@@ -77,11 +77,29 @@ def _export_graph(model: torch.nn.Module, args: tuple, path: Path, dynamic_spati
         )
 
 
-def _max_prob_diff(path: Path, model: torch.nn.Module, batches: Sequence[tuple]) -> float:
-    """Largest sigmoid difference between ONNX Runtime and PyTorch fp32 over the input batches."""
+def _session(path: Path):
+    """An ONNX Runtime CPU session that reports failures by exception only (not also in colour on stderr)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _runs_at(path: Path, args: tuple) -> bool:
+    """Whether the graph runs on `args`: a traced reshape can pin a 'dynamic' axis to the export size (Swin's window
+    partition), and only running at another size shows it."""
+    feed = {"image": args[0].numpy(), **({"modality_mask": args[1].numpy()} if len(args) > 1 else {})}
+    try:
+        _session(path).run(["logits"], feed)
+    except Exception:  # onnxruntime's own error types; any failure means the axes are not free
+        return False
+    return True
+
+
+def _max_prob_diff(path: Path, model: torch.nn.Module, batches: Sequence[tuple]) -> float:
+    """Largest sigmoid difference between ONNX Runtime and PyTorch fp32 over the input batches."""
+    session = _session(path)
     worst = 0.0
     for args in batches:
         with torch.no_grad():
@@ -107,15 +125,14 @@ def export_onnx(
     roi = list(bundle.patch_size)
     channels = len(bundle.channels)
     dynamic = facts.fixed_size is None and not _pins_spatial_size(bundle.model_name)
-    sizes = [roi, [roi[0] + facts.stride, *roi[1:]]] if dynamic else [roi]
+    larger = [roi[0] + facts.stride, *roi[1:]]
     args = _inputs(facts, channels, roi, batch=1)
     with atomic_path(out) as tmp:
-        try:
-            _export_graph(model, args, tmp, dynamic)
-        except Exception as exc:  # the exporter's own failures: one line, the family named
-            first = (str(exc).strip().splitlines() or [""])[0][:160]
-            why = f"{bundle.model_name} cannot be exported to ONNX ({exc.__class__.__name__}: {first})"
-            raise ExportError(why) from None
+        _export_or_refuse(model, args, tmp, dynamic, bundle.model_name)
+        if dynamic and not _runs_at(tmp, _inputs(facts, channels, larger, batch=1)):
+            dynamic = False  # its traced shapes hold at the window size only: export that size
+            _export_or_refuse(model, args, tmp, dynamic, bundle.model_name)
+        sizes = [roi, larger] if dynamic else [roi]
         try:
             if precision == "fp16":
                 _to_fp16(tmp)
@@ -126,7 +143,9 @@ def export_onnx(
             first = (str(exc).strip().splitlines() or [""])[0][:200]
             raise ExportError(
                 f"the {precision} graph of {bundle.model_name} does not run in ONNX Runtime ({first})",
-                hint="export fp32",
+                hint="export fp32"
+                if precision != "fp32"
+                else "use medseg predict with the checkpoint (--engine torch)",
             ) from None
         tolerance = TOLERANCE[precision]
         if not diff <= tolerance:
@@ -139,6 +158,14 @@ def export_onnx(
         record = {"precision": precision, "spatial": "dynamic" if dynamic else "fixed", "max_prob_diff": diff}
         write_metadata(tmp, bundle_metadata(bundle, facts.__dict__, record))
     return ExportReport(out, precision, record["spatial"], diff, tolerance, out.stat().st_size / 2**20)
+
+
+def _export_or_refuse(model: torch.nn.Module, args: tuple, path: Path, dynamic: bool, name: str) -> None:
+    try:
+        _export_graph(model, args, path, dynamic)
+    except Exception as exc:  # the exporter's own failures: one line, the family named
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise ExportError(f"{name} cannot be exported to ONNX ({exc.__class__.__name__}: {first})") from None
 
 
 def _check_batches(facts: NetworkFacts, channels: int, sizes, calibration: Sequence[np.ndarray], precision: str):
