@@ -6,7 +6,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.cli.options import TrackingUriOpt, help_markup
+from medseg.cli.options import FormatOpt, TrackingUriOpt, check_format, help_markup
+from medseg.cli.runs import print_records
 from medseg.errors import TrackingError
 from medseg.tracking import resolve_tracking_uri
 
@@ -20,45 +21,77 @@ console = Console()
 def list_(
     size: int = typer.Option(128, "--size", help="Cubic input edge for the FLOP count."),
     registry: bool = typer.Option(False, "--registry", help="List MLflow registered models instead."),
+    fmt: str = FormatOpt,
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:
     """Registered networks with parameters and forward GFLOPs at SIZE^3 (4 channels in, 3 out)."""
+    check_format(fmt)
     if registry:
-        _registry_table(resolve_tracking_uri(tracking_uri))
+        _registry_list(resolve_tracking_uri(tracking_uri), fmt)
         return
     from medseg.nets import list_models, model_info
     from medseg.nets.profile import model_figures
 
+    records, refused = [], []
+    for name in list_models():
+        fig = model_figures(name, size=size)
+        if fig["refused"]:
+            refused.append((name, fig["refused"]))
+        records.append(
+            {
+                "name": name,
+                "params_m": fig["params_m"],
+                "gflops": fig["gflops"],
+                "cross_modal": model_info(name).cross_modal,
+            }
+        )
+    if fmt != "table":
+        print_records(fmt, NETWORK_FIELDS, records)
+        return
     table = Table(title=f"networks: parameters and forward GFLOPs at 1x4x{size}^3 (FLOPs = 2 x multiply-adds)")
     for col in ("name", "params (M)", "GFLOPs", "cross-modal"):
         table.add_column(col, justify="left" if col == "name" else "right")
-    for name in list_models():
-        fig = model_figures(name, size=size)
-        cross = "yes" if model_info(name).cross_modal else "no (early fusion)"
-        table.add_row(name, f"{fig['params_m']:.2f}", f"{fig['gflops']:.1f}", cross)
+    for r in records:
+        cross = "yes" if r["cross_modal"] else "no (early fusion)"
+        gflops = "-" if r["gflops"] is None else f"{r['gflops']:.1f}"
+        table.add_row(r["name"], f"{r['params_m']:.2f}", gflops, cross)
     console.print(table)
+    for name, why in refused:
+        console.print(f"[dim]{name}: no GFLOPs at {size}^3 (needs {why})[/]", highlight=False, soft_wrap=True)
 
 
-def _registry_table(uri: str) -> None:
+NETWORK_FIELDS = ("name", "params_m", "gflops", "cross_modal")
+REGISTRY_FIELDS = ("name", "version", "aliases", "val_dice_mean", "run_id")
+
+
+def _registry_list(uri: str, fmt: str) -> None:
+    """Every version of every registered model; csv joins a version's aliases with ';'."""
     from medseg.tracking.store import existing_store_client
 
     c = existing_store_client(uri)
-    table = Table(title="MLflow registered models")
-    for col in ("name", "version", "aliases", "val_dice_mean", "source run"):
-        table.add_column(col)
+    records = []
     for rm in c.search_registered_models():
         by_version: dict[str, list[str]] = {}
         for alias, v in (rm.aliases or {}).items():
             by_version.setdefault(str(v), []).append(alias)
         for mv in c.search_model_versions(f"name='{rm.name}'"):
-            table.add_row(
-                rm.name,
-                str(mv.version),
-                ", ".join(by_version.get(str(mv.version), [])),
-                mv.tags.get("val_dice_mean", "-"),
-                (mv.run_id or "-")[:12],
-            )
-    console.print(table)
+            dice = mv.tags.get("val_dice_mean")
+            records.append(
+                {"name": rm.name, "version": int(mv.version), "aliases": by_version.get(str(mv.version), []),
+                 "val_dice_mean": None if dice is None else float(dice), "run_id": mv.run_id}
+            )  # fmt: skip
+    if fmt == "json":
+        print_records(fmt, REGISTRY_FIELDS, records)
+    elif fmt == "csv":
+        print_records(fmt, REGISTRY_FIELDS, [{**r, "aliases": ";".join(r["aliases"])} for r in records])
+    else:
+        table = Table(title="MLflow registered models")
+        for col in ("name", "version", "aliases", "val_dice_mean", "source run"):
+            table.add_column(col)
+        for r in records:
+            dice = "-" if r["val_dice_mean"] is None else f"{r['val_dice_mean']:g}"
+            table.add_row(r["name"], str(r["version"]), ", ".join(r["aliases"]), dice, (r["run_id"] or "-")[:12])
+        console.print(table)
 
 
 @app.command("register")

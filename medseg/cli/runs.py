@@ -6,6 +6,8 @@ output piped to a file is as wide as it needs to be).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,12 +18,14 @@ from rich.console import Console
 from rich.table import Table
 
 from medseg.cli.options import FormatOpt, TrackingUriOpt, check_format, help_markup
+from medseg.errors import MedsegError
 from medseg.tracking import resolve_tracking_uri
 
 app = typer.Typer(
     help="Review training runs in the MLflow store.", no_args_is_help=True, rich_markup_mode=help_markup()
 )
 console = Console()
+err_console = Console(stderr=True)
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
@@ -72,15 +76,27 @@ def print_table(title: str, columns: Sequence[Column], rows: Sequence[Sequence[s
         out.print(f"[dim]narrow terminal: left out {', '.join(dropped)} (widen it or use --format csv)[/]")
 
 
-def _emit(fmt: str, records: list[dict], title: str, columns: Sequence[Column], rows) -> None:
+def print_records(fmt: str, fields: Sequence[str], records: list[dict]) -> None:
+    """`records` as json, or as csv with the header row `fields` (printed also when there are no records)."""
     if fmt == "json":
         typer.echo(json.dumps(records, indent=1, default=str))
-    elif fmt == "csv":
-        from medseg.io.tables import rows_to_csv
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields))  # a record with another key is a ValueError
+    writer.writeheader()
+    writer.writerows(records)
+    typer.echo(buf.getvalue(), nl=False)
 
-        typer.echo(rows_to_csv(records), nl=False)
-    else:
+
+def _emit(fmt: str, fields: Sequence[str], records: list[dict], title: str, columns: Sequence[Column], rows) -> None:
+    if fmt == "table":
         print_table(title, columns, rows)
+    else:
+        print_records(fmt, fields, records)
+
+
+# `runs list --format csv|json` columns before the best-epoch Dice per region.
+LIST_FIELDS = ("run_id", "name", "model", "status", "fold", "epochs", "duration_s", "best_epoch")
 
 
 @app.command("list")
@@ -119,11 +135,37 @@ def list_(
          **{f"best_{k}": s.best.get(k) for k in regions}}
         for s in runs
     ]  # fmt: skip
-    _emit(fmt, records, f"{len(runs)} run(s) by {sort} (best epoch by val_dice_mean)", columns, rows)
+    fields = [*LIST_FIELDS, *(f"best_{k}" for k in regions)]
+    _emit(fmt, fields, records, f"{len(runs)} run(s) by {sort} (best epoch by val_dice_mean)", columns, rows)
 
 
 # Tags linking a run to the model it started from (`training/from_model.link_tags`).
 LINK_TAGS = ("medseg.teacher", "medseg.teacher_run_id", "medseg.pruned_from", "medseg.pruned_from_run_id")
+
+
+SHOW_FIELDS = ("section", "key", "value")
+
+
+def show_rows(record: dict) -> list[dict]:
+    """`runs show`'s JSON record as `section,key,value` rows, so the csv holds everything the JSON does.
+
+    Scalars go to section `run`; dicts give one row per key; lists one row per item (key: its 0-based index);
+    metrics give `metrics` (final value) and `metrics_at_best_epoch` rows.
+    """
+    rows = [{"section": "run", "key": k, "value": v} for k, v in record.items() if not isinstance(v, list | dict)]
+    for section, value in record.items():
+        if section == "metrics":
+            rows += [{"section": "metrics", "key": m["metric"], "value": m["final"]} for m in value]
+            rows += [
+                {"section": "metrics_at_best_epoch", "key": m["metric"], "value": m["at_best_epoch"]}
+                for m in value
+                if m["at_best_epoch"] is not None
+            ]
+        elif isinstance(value, dict):
+            rows += [{"section": section, "key": k, "value": v} for k, v in value.items()]
+        elif isinstance(value, list):
+            rows += [{"section": section, "key": i, "value": v} for i, v in enumerate(value)]
+    return rows
 
 
 @app.command("show")
@@ -152,7 +194,7 @@ def show(
             "postprocess": postprocess,
             "artifacts": arts, "models": models, "registry": aliases, "links": links,
         }  # fmt: skip
-        _emit(fmt, [record] if fmt == "json" else metrics, "", [], [])
+        print_records(fmt, SHOW_FIELDS, [record] if fmt == "json" else show_rows(record))
         return
     console.print(
         f"[bold]{s.name}[/]  {s.run_id}  {s.status}  {s.epochs} epochs  best epoch {s.best_epoch_number or '-'}  "
@@ -194,7 +236,7 @@ def compare(
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:
     """Side by side: params that differ, best metrics with deltas to the first run."""
-    from medseg.tracking.review import get_run, history, region_metrics, summarise_run
+    from medseg.tracking.review import get_run, history, region_metrics, summarise_run, unlike_runs
 
     check_format(fmt)
     if len(run_ids) < 2:
@@ -202,6 +244,8 @@ def compare(
     if plot:
         from medseg.io.atomic import check_writable
 
+        if plot.suffix.lower() != ".png":  # the curves are rendered to pixels: a PNG whatever the name says
+            raise MedsegError("--plot writes a PNG image", path=str(plot), hint=f"name it {plot.with_suffix('.png')}")
         check_writable(plot)
     uri = resolve_tracking_uri(tracking_uri)
     pairs = [get_run(uri, r) for r in run_ids]
@@ -221,7 +265,16 @@ def compare(
             cells.append(_fmt(v) + delta)
         rows.append([f"best {key}", *cells])
     columns = [Column("", None), *(Column(s.name or s.run_id, None) for s in runs)]
-    _emit(fmt, records, "run comparison (deltas vs the first run; differing params first)", columns, rows)
+    unlike = unlike_runs(runs)
+    if unlike:  # on stderr: csv and json on stdout stay parseable
+        err_console.print(
+            f"[yellow]warning:[/] {unlike}: val_dice_mean averages different classes, so the deltas do not compare "
+            "like with like",
+            highlight=False,
+            soft_wrap=True,
+        )
+    fields = ["run_id", "name", *differing, *(f"best_{k}" for k in metrics)]
+    _emit(fmt, fields, records, "run comparison (deltas vs the first run; differing params first)", columns, rows)
     if plot:
         from medseg.viz.curves import compare_curves
         from medseg.viz.overlays import save_png

@@ -29,10 +29,11 @@ def ui(
             f"{host}:{port} can read and delete runs",
             highlight=False,
         )
-    from medseg.tracking.store import ML_VIEW, prepare_experiment
+    from medseg.tracking.store import ML_VIEW, check_store_exists, prepare_experiment
     from medseg.tracking.ui_server import check_port_free, serve, server_command
 
     check_port_free(host, port)
+    check_store_exists(uri)  # the UI only reads: a mistyped path must not become a new, empty store
     exp_id = prepare_experiment(uri, "medseg")
     console.print(f"MLflow UI for {redact_secrets(uri)}", highlight=False)
     console.print(f"training runs: http://{host}:{port}/#/experiments/{exp_id}/runs{ML_VIEW}", highlight=False)

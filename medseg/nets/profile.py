@@ -13,20 +13,22 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def model_figures(name: str, size: int = 128, in_channels: int = 4, out_channels: int = 3) -> dict:
-    """Parameters and forward GFLOPs for a (1, in_channels, size, size, size) input."""
+    """Parameters and forward GFLOPs for a (1, in_channels, size, size, size) input; GFLOPs None, with the reason
+    in `refused`, where the network does not take that size (not a multiple of its stride, or too small)."""
     kwargs = {"in_channels": in_channels, "out_channels": out_channels}
     if name == "unetr":
         kwargs["img_size"] = size
     # Built on the CPU (some MONAI constructors call .item()), then moved to meta to count for free.
     model = create_model(name, **kwargs).eval().to("meta")
-    x = torch.empty(1, in_channels, size, size, size, device="meta")
+    figures = {"name": name, "params_m": count_parameters(model) / 1e6, "gflops": None, "refused": None}
+    try:
+        model.check_input_shape(torch.empty(1, in_channels, size, size, size, device="meta"))
+    except ValueError as exc:
+        figures["refused"] = str(exc).split(" needs ", 1)[-1]
+        return figures
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    return {
-        "name": name,
-        "params_m": count_parameters(model) / 1e6,
-        "gflops": counter.get_total_flops() / 1e9,
-    }
+        model(torch.empty(1, in_channels, size, size, size, device="meta"))
+    return figures | {"gflops": counter.get_total_flops() / 1e9}
 
 
 def bundle_figures(bundle, size: int = 128) -> dict:

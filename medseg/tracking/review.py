@@ -42,6 +42,21 @@ class RunSummary:
         return (self.end_ms - self.start_ms) / 1000 if self.end_ms else None
 
 
+def unlike_runs(runs: list[RunSummary]) -> str | None:
+    """Why these runs' Dice do not compare like with like (other tasks, or other regions / classes), or None.
+
+    Runs that logged no validation Dice (crashed early) have no regions to disagree on.
+    """
+    tasks = sorted({s.tags["task"] for s in runs if s.tags.get("task")})
+    regions = {tuple(k.removeprefix("val_dice_") for k in region_metrics(s.metrics)[:-1]) for s in runs}
+    regions.discard(())
+    if len(tasks) > 1:
+        return f"these runs are of different tasks ({', '.join(tasks)})"
+    if len(regions) > 1:
+        return f"these runs score different regions ({' vs '.join(', '.join(r) for r in sorted(regions))})"
+    return None
+
+
 def history(c, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in c.get_metric_history(run_id, key))
 

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from medseg.errors import TrackingError
 from medseg.redact import redact_secrets
+from medseg.tracking.tracker import default_tracking_uri
 
 ML_VIEW = "?workflowType=machine_learning"
 T = TypeVar("T")
@@ -44,14 +45,24 @@ def client(uri: str):
 
 
 def existing_store_client(uri: str):
-    """`client` for commands that only read: a SQLite store that does not exist is an error, not an empty store
-    created on the spot (a typo in the URI looked like "0 runs")."""
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise TrackingError(
-            f"no MLflow store at {uri.removeprefix('sqlite:///')}",
-            hint="pass the --tracking-uri (or MLFLOW_TRACKING_URI) of your runs; training creates the store",
-        )
+    """`client` for commands that only read (see `check_store_exists`)."""
+    check_store_exists(uri)
     return client(uri)
+
+
+def check_store_exists(uri: str) -> None:
+    """For commands that only read: a SQLite store that does not exist is an error, not an empty store created on
+    the spot (a typo in the URI looked like "0 runs", or an empty MLflow UI)."""
+    if not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file():
+        return
+    where = uri.removeprefix("sqlite:///")
+    if uri == default_tracking_uri():  # the user may not know which store a bare command reads
+        where += " (the default: no --tracking-uri or MLFLOW_TRACKING_URI given)"
+    raise TrackingError(
+        f"no MLflow store at {where}",
+        hint="train first (`medseg train` creates the store), or pass the --tracking-uri (or MLFLOW_TRACKING_URI) "
+        "of your runs",
+    )
 
 
 def _opened_client(uri: str):

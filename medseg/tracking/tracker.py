@@ -15,9 +15,11 @@ def resolve_tracking_uri(cli_uri: str | None = None, config_uri: str | None = No
 
     Never the deprecated `./mlruns` file store (MLflow >= 3.13 refuses it by default).
     """
-    uri = cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or config_uri
-    if uri:
-        return uri
+    return cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or config_uri or default_tracking_uri()
+
+
+def default_tracking_uri() -> str:
+    """The store used when no URI is given: `mlflow.db` in the current folder."""
     return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 

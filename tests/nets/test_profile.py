@@ -24,3 +24,11 @@ def test_bundle_figures_count_the_pruned_network():
     bundle.state_dict = pruned.state_dict()
     small = bundle_figures(bundle, size=32)
     assert small["params_m"] < full["params_m"] and small["gflops"] < 0.6 * full["gflops"]
+
+
+def test_a_size_the_network_refuses_has_no_gflops_and_says_why():
+    """`medseg models list --size 32` crashed on SwinUNETR (needs 64) and on sizes off a model's stride."""
+    small = model_figures("swinunetr", size=32)
+    assert small["gflops"] is None and "at least 64" in small["refused"] and small["params_m"] > 1
+    assert "multiples of" in model_figures("transunet3d_tiny", size=40)["refused"]
+    assert model_figures("transunet3d_tiny", size=64)["refused"] is None

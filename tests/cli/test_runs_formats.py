@@ -1,0 +1,177 @@
+"""`medseg runs`, `models list --registry` and `ui` on a small hand-made store: complete csv/json, refusals, warnings.
+
+The store is written with MlflowClient directly (no training), so each test takes well under a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from medseg.cli import models, runs
+from medseg.cli.ui import ui
+from medseg.errors import MedsegError, TrackingError
+
+
+def _log_run(c, exp: str, name: str, task: str, dice: dict[str, list[float]]) -> str:
+    from mlflow.entities import Metric, Param
+
+    run_id = c.create_run(exp, run_name=name, tags={"task": task}).info.run_id
+    regions = [k for k in dice if k != "mean"]
+    params = [Param("model_name", "unet"), Param("train.lr", "0.001" if task == "brats" else "0.01")]
+    params += [Param(f"postprocess.{r}", "largest component") for r in regions]
+    metrics = [Metric("train_loss", 1.0 - 0.1 * step, 0, step) for step in range(2)]
+    metrics += [Metric(f"val_dice_{k}", v, 0, step) for k, values in dice.items() for step, v in enumerate(values)]
+    c.log_batch(run_id, metrics=metrics, params=params)
+    c.log_text(run_id, "model: unet", "config.yaml")
+    c.set_terminated(run_id)
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> tuple[str, dict[str, str], Path]:
+    """Two BraTS runs and one generic run (other regions), plus a registered version with an alias."""
+    from mlflow import MlflowClient
+
+    tmp = tmp_path_factory.mktemp("runs_formats")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    c = MlflowClient(uri)
+    exp = c.create_experiment("e", artifact_location=(tmp / "artifacts").as_uri())
+    brats = {"et": [0.5, 0.6], "tc": [0.6, 0.7], "wt": [0.7, 0.8], "mean": [0.6, 0.7]}
+    ids = {
+        "brats": _log_run(c, exp, "brats", "brats", brats),
+        "brats2": _log_run(c, exp, "brats2", "brats", {k: [v[0]] for k, v in brats.items()}),
+        "generic": _log_run(c, exp, "generic", "generic", {"organ": [0.9, 0.95], "mean": [0.9, 0.95]}),
+    }
+    c.create_registered_model("seg")
+    mv = c.create_model_version("seg", f"runs:/{ids['brats']}/model", ids["brats"], tags={"val_dice_mean": "0.7"})
+    c.set_registered_model_alias("seg", "champion", mv.version)
+    return uri, ids, tmp
+
+
+def _invoke(app: typer.Typer, *args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_runs_show_csv_holds_what_the_json_holds(store):
+    """The csv held only the metrics: params, post-processing, artifacts and model were silently left out."""
+    uri, ids, _ = store
+    shown = json.loads(_invoke(runs.app, "show", ids["brats"], "--format", "json", "--tracking-uri", uri).stdout)[0]
+    out = _invoke(runs.app, "show", ids["brats"], "--format", "csv", "--tracking-uri", uri)
+    rows = {(r["section"], r["key"]): r["value"] for r in csv.DictReader(io.StringIO(out.stdout))}
+    assert rows[("run", "run_id")] == ids["brats"] and rows[("run", "epochs")] == "2"
+    assert all(rows[("params", k)] == v for k, v in shown["params"].items())
+    assert rows[("postprocess", "et")] == "largest component" and rows[("artifacts", "0")] == "config.yaml"
+    assert (
+        float(rows[("metrics", "val_dice_mean")]) == 0.7
+        and float(rows[("metrics_at_best_epoch", "val_dice_et")]) == 0.6
+    )
+
+
+def test_runs_list_csv_of_an_empty_store_is_the_header(tmp_path):
+    """A script reading the csv got nothing at all, not even the header."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'empty.db'}"
+    MlflowClient(uri).search_experiments()  # creates the store's tables
+    out = _invoke(runs.app, "list", "--format", "csv", "--tracking-uri", uri)
+    assert out.exit_code == 0 and out.stdout.splitlines() == [
+        "run_id,name,model,status,fold,epochs,duration_s,best_epoch"
+    ]
+
+
+def test_runs_compare_warns_when_the_runs_score_other_regions(store):
+    """`best val_dice_mean 0.950 (+0.250)` between a BraTS and a generic run read as a like-for-like gain."""
+    uri, ids, _ = store
+    unlike = _invoke(runs.app, "compare", ids["brats"], ids["generic"], "--format", "csv", "--tracking-uri", uri)
+    assert "different tasks (brats, generic)" in unlike.stderr and len(unlike.stderr.strip().splitlines()) == 1
+    assert next(csv.DictReader(io.StringIO(unlike.stdout)))["run_id"] == ids["brats"]  # stdout stays parseable
+    alike = _invoke(runs.app, "compare", ids["brats"], ids["brats2"], "--tracking-uri", uri)
+    assert alike.exit_code == 0 and "warning" not in alike.stderr
+
+
+def test_runs_of_one_task_with_other_regions_are_unlike():
+    from medseg.tracking.review import RunSummary, unlike_runs
+
+    def run(task: str, *regions: str) -> RunSummary:
+        metrics = {f"val_dice_{r}": 0.5 for r in (*regions, "mean")} if regions else {}
+        return RunSummary("id", task, "FINISHED", {}, {"task": task}, metrics, 0, 1)
+
+    assert "different regions (lesion, prostate vs organ)" in unlike_runs(
+        [run("generic", "prostate", "lesion"), run("generic", "organ")]
+    )
+    assert unlike_runs([run("brats", "et", "tc", "wt"), run("brats", "wt", "tc", "et")]) is None
+    assert unlike_runs([run("brats", "et", "tc", "wt"), run("brats")]) is None  # crashed before validating
+
+
+def test_runs_compare_refuses_a_plot_that_is_not_png(store):
+    """`--plot x.txt` wrote a PNG under a .txt name."""
+    uri, ids, tmp = store
+    out = _invoke(runs.app, "compare", ids["brats"], ids["brats2"], "--plot", str(tmp / "x.txt"), "--tracking-uri", uri)
+    assert isinstance(out.exception, MedsegError) and "--plot writes a PNG image" in str(out.exception)
+    assert "x.png" in str(out.exception) and out.stdout == "" and not (tmp / "x.txt").exists()
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_models_list_registry_speaks_json_and_csv(store, fmt):
+    uri, ids, _ = store
+    out = _invoke(models.app, "list", "--registry", "--format", fmt, "--tracking-uri", uri)
+    assert out.exit_code == 0, out.output
+    records = json.loads(out.stdout) if fmt == "json" else list(csv.DictReader(io.StringIO(out.stdout)))
+    assert [(r["name"], str(r["version"]), r["run_id"]) for r in records] == [("seg", "1", ids["brats"])]
+    assert records[0]["aliases"] == (["champion"] if fmt == "json" else "champion")
+    assert float(records[0]["val_dice_mean"]) == 0.7
+
+
+def test_models_list_registry_of_an_empty_registry_is_the_csv_header(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'empty.db'}"
+    MlflowClient(uri).search_experiments()
+    out = _invoke(models.app, "list", "--registry", "--format", "csv", "--tracking-uri", uri)
+    assert out.exit_code == 0 and out.stdout.splitlines() == ["name,version,aliases,val_dice_mean,run_id"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ui_app(monkeypatch) -> typer.Typer:
+    """`medseg ui` whose server, if it were ever started, fails the test instead of serving."""
+
+    def serve(command):
+        raise AssertionError(f"the server was started: {command}")
+
+    monkeypatch.setattr("medseg.tracking.ui_server.serve", serve)
+    app = typer.Typer()
+    app.command()(ui)
+    return app
+
+
+def test_ui_refuses_a_store_that_does_not_exist(tmp_path, ui_app):
+    """A mistyped path became a new, empty store served as an empty UI, while `runs list` refused it."""
+    uri = f"sqlite:///{tmp_path / 'nope.db'}"
+    out = _invoke(ui_app, "--port", str(_free_port()), "--tracking-uri", uri)
+    assert isinstance(out.exception, TrackingError) and f"no MLflow store at {tmp_path / 'nope.db'}" in str(
+        out.exception
+    )
+    assert "default" not in str(out.exception) and not (tmp_path / "nope.db").exists()
+
+
+def test_ui_without_a_store_in_this_folder_says_to_train_or_pass_the_uri(tmp_path, ui_app, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = _invoke(ui_app, "--port", str(_free_port()))
+    message = str(out.exception)
+    assert isinstance(out.exception, TrackingError) and "(the default: no --tracking-uri" in message
+    assert "train first" in message and "pass the --tracking-uri" in message and not (tmp_path / "mlflow.db").exists()
