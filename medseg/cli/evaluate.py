@@ -32,6 +32,12 @@ def evaluate(
     gt_dir: Path = typer.Argument(..., help="Dataset folder with ground-truth labels (any known layout)."),
     out: Path = typer.Option(Path("metrics.csv"), "--out", help="Per-case CSV (summary JSON written beside it)."),
     task: str = typer.Option("brats", "--task", help="Task recipe (brats, generic)."),
+    missing_as_empty: bool = typer.Option(
+        False,
+        "--missing-as-empty",
+        help="Score a labelled case without prediction as an empty mask (the BraTS challenge's rule); by default it "
+        "is listed and left out of the means.",
+    ),
     run: str | None = typer.Option(None, "--run", help="Log test_* metrics and the CSV to this MLflow run."),
     fmt: str = FormatOpt,
     tracking_uri: str | None = TrackingUriOpt,
@@ -41,9 +47,11 @@ def evaluate(
     from medseg.workflows.evaluate import evaluate as evaluate_folder
 
     check_format(fmt)
-    outcome = evaluate_folder(pred_dir, gt_dir, task, out=out, run_id=run, tracking_uri=tracking_uri)
+    outcome = evaluate_folder(
+        pred_dir, gt_dir, task, out=out, run_id=run, tracking_uri=tracking_uri, missing_as_empty=missing_as_empty
+    )
     result = outcome.result
-    _report_problems(result)  # on stderr in every format, so csv/json on stdout stay parseable
+    _report_problems(result, missing_as_empty)  # on stderr in every format, so csv/json on stdout stay parseable
     if fmt == "json":
         report = {
             "convention": outcome.convention,
@@ -52,6 +60,7 @@ def evaluate(
             "failed": [{"id": cid, "error": err} for cid, err in result.failed],
             "predictions_without_truth": result.unmatched_pred,
             "truth_without_prediction": result.unmatched_gt,
+            "missing_scored_as_empty": missing_as_empty,
         }
         typer.echo(json.dumps(report, indent=1))
     elif fmt == "csv":
@@ -63,7 +72,7 @@ def evaluate(
         raise typer.Exit(1)
 
 
-def _report_problems(result: EvalResult) -> None:
+def _report_problems(result: EvalResult, missing_as_empty: bool) -> None:
     for _, err in result.failed:
         err_console.print(f"[red]failed[/] {err}", highlight=False, soft_wrap=True)
     if result.failed and not result.rows:
@@ -77,15 +86,18 @@ def _report_problems(result: EvalResult) -> None:
         )
     if result.unmatched_gt:
         names = ", ".join(result.unmatched_gt[:10])
+        scored = "scored as empty masks" if missing_as_empty else "not scored (--missing-as-empty scores them as empty)"
         err_console.print(
-            f"[yellow]{len(result.unmatched_gt)} labelled case(s) without prediction[/]: {names}", soft_wrap=True
+            f"[yellow]{len(result.unmatched_gt)} labelled case(s) without prediction[/], {scored}: {names}",
+            soft_wrap=True,
         )
 
 
 def _render(outcome, out: Path, run: str | None) -> None:
     result = outcome.result
     regions = outcome.task.scheme.region_names
-    table = Table(title=f"evaluation of {len(result.rows)} cases (mean ± std)", caption=outcome.convention)
+    missing = f", {len(result.unmatched_gt)} labelled case(s) without prediction" if result.unmatched_gt else ""
+    table = Table(title=f"evaluation of {len(result.rows)} cases{missing} (mean ± std)", caption=outcome.convention)
     table.add_column("metric")
     for r in regions:
         table.add_column(r, justify="right")

@@ -24,12 +24,28 @@ class EvalResult:
     failed: list[tuple[str, str]]
 
 
-def evaluate_case(pred_path: Path, gt_case: Case, task: Task) -> dict:
-    """Metrics for one case; predictions are in the ground truth's native label convention."""
+def evaluate_case(pred_path: Path | None, gt_case: Case, task: Task) -> dict:
+    """Metrics for one case; predictions are in the ground truth's native label convention (no `pred_path`: a
+    missing prediction, scored as an empty mask as the BraTS challenge does)."""
     scheme = task.scheme
     gt_img = load_header(gt_case.label, gt_case.id)
     shape, affine = gt_img.shape[:3], gt_img.affine
     gt = read_label(gt_case, shape, affine)
+    pred = np.zeros_like(gt) if pred_path is None else _read_prediction(pred_path, gt_case, shape, affine)
+    spacing = [float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)]
+    p = labels_to_regions(pred, scheme, gt_case.label_map)
+    g = labels_to_regions(gt, scheme, gt_case.label_map)
+    row = {"id": gt_case.id, **region_metrics(p, g, scheme.region_names, spacing, task.empty_hd95_mm)}
+    for i, name in enumerate(scheme.region_names):
+        lw = lesion_wise(p[i], g[i], spacing)
+        row[f"lesion_dice_{name.lower()}"] = lw.dice
+        row[f"lesion_hd95_{name.lower()}"] = lw.hd95
+        row[f"lesion_fp_{name.lower()}"] = lw.false_positives
+        row[f"lesion_missed_{name.lower()}"] = lw.missed
+    return row
+
+
+def _read_prediction(pred_path: Path, gt_case: Case, shape, affine) -> np.ndarray:
     pred_case = Case(gt_case.id, (), (), str(pred_path), gt_case.label_map, gt_case.layout)
     pred_img = load_header(str(pred_path), gt_case.id)
     # Checked here, against the ground truth, so the message names both; read_label's own check then passes.
@@ -44,18 +60,7 @@ def evaluate_case(pred_path: Path, gt_case: Case, task: Task) -> dict:
         reference="the ground truth's",
         hint="predict on the images of this dataset (medseg predict writes the input's grid)",
     )
-    pred = read_label(pred_case, shape, affine)
-    spacing = [float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)]
-    p = labels_to_regions(pred, scheme, gt_case.label_map)
-    g = labels_to_regions(gt, scheme, gt_case.label_map)
-    row = {"id": gt_case.id, **region_metrics(p, g, scheme.region_names, spacing, task.empty_hd95_mm)}
-    for i, name in enumerate(scheme.region_names):
-        lw = lesion_wise(p[i], g[i], spacing)
-        row[f"lesion_dice_{name.lower()}"] = lw.dice
-        row[f"lesion_hd95_{name.lower()}"] = lw.hd95
-        row[f"lesion_fp_{name.lower()}"] = lw.false_positives
-        row[f"lesion_missed_{name.lower()}"] = lw.missed
-    return row
+    return read_label(pred_case, shape, affine)
 
 
 def evaluate_folder(
@@ -63,15 +68,17 @@ def evaluate_folder(
     gt_cases: Sequence[Case],
     task: Task,
     on_case: Callable[[str], None] | None = None,
+    missing_as_empty: bool = False,
 ) -> EvalResult:
-    """Match `<pred_dir>/<case>.nii.gz` to ground-truth cases by id and evaluate each pair."""
+    """Match `<pred_dir>/<case>.nii.gz` to ground-truth cases by id and evaluate each pair; with `missing_as_empty`
+    a labelled case without prediction is scored as an empty prediction (still listed in `unmatched_gt`)."""
     # Hidden files are temporary writes of an interrupted run, never predictions.
     preds = {p.name[: -len(".nii.gz")]: p for p in pred_dir.glob("[!.]*.nii.gz")}
     labelled = {c.id: c for c in gt_cases if c.label}
     rows, failed = [], []
-    for cid in sorted(set(preds) & set(labelled)):
+    for cid in sorted(set(labelled) if missing_as_empty else set(preds) & set(labelled)):
         try:
-            rows.append(evaluate_case(preds[cid], labelled[cid], task))
+            rows.append(evaluate_case(preds.get(cid), labelled[cid], task))
         except DataError as exc:
             failed.append((cid, str(exc)))
         if on_case:

@@ -36,6 +36,7 @@ def evaluate(
     run_id: str | None = None,
     tracking_uri: str | None = None,
     on_case: Callable[[str], None] | None = None,
+    missing_as_empty: bool = False,
 ) -> EvaluateOutcome:
     """Match predictions to labelled cases by id and score them; write `out` (CSV) and its `.summary.json`;
     log `test_*` metrics and both files to MLflow run `run_id` when given."""
@@ -51,8 +52,9 @@ def evaluate(
 
         tracking_uri = resolve_tracking_uri(tracking_uri)
         require_run(run_id, tracking_uri)
-    result = evaluate_folder(pred_dir, gt_cases, task, on_case)
-    if not result.rows and not result.failed:
+    result = evaluate_folder(pred_dir, gt_cases, task, on_case, missing_as_empty)
+    predicted = [r for r in result.rows if r["id"] not in result.unmatched_gt]  # not scored as missing
+    if not predicted and not result.failed:
         raise DataError("no prediction matches a labelled case", path=str(pred_dir), hint=_no_match_hint(result))
     summary = summarise(result.rows)
     words = convention(task.empty_hd95_mm)
@@ -62,7 +64,13 @@ def evaluate(
     if out is not None:
         outcome.csv, outcome.summary_path = out, out.with_suffix(".summary.json")
         atomic_write_text(out, rows_to_csv(result.rows))
-        report = {"convention": words, "cases": len(result.rows), "metrics": summary}
+        report = {
+            "convention": words,
+            "cases": len(result.rows),
+            "labelled_without_prediction": len(result.unmatched_gt),
+            "missing_scored_as_empty": missing_as_empty,
+            "metrics": summary,
+        }
         atomic_write_text(outcome.summary_path, json.dumps(report, indent=1))
     if run_id:
         from medseg.tracking.run_writer import log_to_existing_run

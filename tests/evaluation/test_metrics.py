@@ -247,3 +247,29 @@ def test_an_unknown_run_fails_before_scoring_and_writes_nothing(tmp_path, brats2
     with pytest.raises(TrackingError, match="no run deadbeef in"):
         evaluate(pred, brats2021_dir, out=tmp_path / "metrics.csv", run_id="deadbeef", tracking_uri=uri)
     assert not (tmp_path / "metrics.csv").exists()  # was written, then the run was found missing
+
+
+def test_a_labelled_case_without_prediction_is_counted_or_scored_as_empty(tmp_path, brats2021_dir):
+    """The means of a test set with a prediction missing covered only the predicted cases, with nothing in the
+    table or summary to show it; BraTS scores a missing prediction as an empty mask (--missing-as-empty)."""
+    import json
+    import subprocess
+    import sys
+
+    pred, cases, _ = _prediction_folder(tmp_path, brats2021_dir, {})
+    (pred / f"{cases[1].id}.nii.gz").unlink()
+
+    def run(*flags: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "medseg", "evaluate", "pred", str(brats2021_dir), *flags]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+    default = run()
+    assert default.returncode == 0 and "evaluation of 3 cases, 1 labelled case(s) without prediction" in default.stdout
+    assert f"not scored (--missing-as-empty scores them as empty): {cases[1].id}" in " ".join(default.stderr.split())
+    summary = json.loads((tmp_path / "metrics.summary.json").read_text())
+    assert summary["cases"] == 3 and summary["labelled_without_prediction"] == 1
+    assert summary["metrics"]["dice_wt"]["mean"] == 1.0
+    report = json.loads(run("--missing-as-empty", "--format", "json").stdout)
+    rows = {r["id"]: r for r in report["cases"]}
+    assert len(rows) == 4 and rows[cases[1].id]["dice_wt"] == 0.0 and rows[cases[1].id]["lesion_missed_wt"] >= 1
+    assert report["summary"]["dice_wt"]["mean"] == 0.75 and report["missing_scored_as_empty"] is True
