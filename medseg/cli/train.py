@@ -231,5 +231,13 @@ def _run_and_report(request: TrainRequest, no_progress: bool) -> None:
         )
         url = runs_url(target.uri, outcome.experiment_id)
         console.print(
-            f"review: medseg runs show {outcome.run_id}   |   medseg ui  ->  {url}", highlight=False, soft_wrap=True
+            f"review: {review_commands(outcome.run_id, target.uri)}  ->  {url}", highlight=False, soft_wrap=True
         )
+
+
+def review_commands(run_id: str, uri: str) -> str:
+    """`runs show` and `ui` as the user can paste them: with --tracking-uri unless a bare command finds the store."""
+    from medseg.tracking import resolve_tracking_uri
+
+    flag = "" if uri == resolve_tracking_uri() else f" --tracking-uri {redact_secrets(uri)}"
+    return f"medseg runs show {run_id}{flag}   |   medseg ui{flag}"

@@ -298,3 +298,18 @@ def test_config_show_never_prints_credentials():
     out = medseg("config", "show", "--set", "tracking.uri=http://bob:s3cret@mlflow.example:5000?token=t0k")
     assert out.returncode == 0 and "bob:***@mlflow.example" in out.stdout
     assert "s3cret" not in out.stdout and "t0k" not in out.stdout
+
+
+def test_the_review_commands_printed_after_training_find_the_store(tmp_path, monkeypatch):
+    """`medseg runs show ID` pasted as printed failed ("no MLflow store") after training with --tracking-uri."""
+    from medseg.cli.train import review_commands
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    elsewhere = f"sqlite:///{tmp_path / 'stores' / 'ml.db'}"
+    assert review_commands("abc", elsewhere) == (
+        f"medseg runs show abc --tracking-uri {elsewhere}   |   medseg ui --tracking-uri {elsewhere}"
+    )
+    assert review_commands("abc", f"sqlite:///{tmp_path / 'mlflow.db'}") == "medseg runs show abc   |   medseg ui"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)  # the bare commands read the same store
+    assert review_commands("abc", elsewhere) == "medseg runs show abc   |   medseg ui"
