@@ -51,7 +51,7 @@ class IdentityEngine:
     """A network that costs nothing: logits from the input's FLAIR, T1ce and T2 (benchmark only)."""
 
     name = "identity"
-    stride, fixed_size, supports_modality_mask = 1, None, False
+    stride, fixed_size, min_size, supports_modality_mask = 1, None, 1, False
 
     def __init__(self, out_channels: int) -> None:
         self.out_channels = out_channels

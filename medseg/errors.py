@@ -24,6 +24,12 @@ class MedsegError(Exception):
         return f"{prefix}{self.message}{suffix}"
 
 
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """`ExceptionType: first line of its message` (cut at `limit`): a library's failure in one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+
+
 class ConfigError(MedsegError):
     """An experiment config that does not validate."""
 

@@ -9,6 +9,7 @@ ONNX graphs exported on the fly for a PyTorch model are cached beside it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, first_line
 from medseg.inference.engines import (
     Engine,
     NetworkFacts,
@@ -38,11 +39,6 @@ MEAN_TOLERANCE, MAX_TOLERANCE = 5e-3, 0.1
 def _probabilities_match(diff: torch.Tensor) -> bool:
     """|sigmoid difference| within what `auto` keeps an engine by (NaN never matches)."""
     return float(diff.mean()) <= MEAN_TOLERANCE and float(diff.max()) <= MAX_TOLERANCE
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0][:160] if lines else ''}"
 
 
 def cache_dir() -> Path:
@@ -111,6 +107,7 @@ def open_engine(
     path = _onnx_for(bundle, onnx_path, fingerprint)
     if facts is None:
         facts = NetworkFacts.of(bundle.build_model())
+    facts = _graph_facts(path, facts, bundle.patch_size)
     if name == "onnxruntime":
         return OnnxRuntimeEngine(path, facts, device)
     if name == "openvino":
@@ -119,6 +116,16 @@ def open_engine(
     engine = TensorRtEngine(path, facts, device, cache_dir() / "tensorrt" / fingerprint, window, sw_batch)
     refuse_if_wrong(engine, _reference(bundle, device, path, facts), bundle, device, sw_batch)
     return engine
+
+
+def _graph_facts(path: Path, facts: NetworkFacts, patch_size: list[int]) -> NetworkFacts:
+    """A graph exported with fixed window axes (position tables, Swin's traced window partition) takes windows only:
+    `--single-pass` then slides windows instead of feeding it the whole box."""
+    from medseg.io.onnx_bundle import read_onnx_bundle
+
+    if facts.fixed_size is None and read_onnx_bundle(path)[2].get("spatial") == "fixed":
+        return dataclasses.replace(facts, fixed_size=tuple(patch_size))
+    return facts
 
 
 def _reference(bundle: ModelBundle, device: torch.device, path: Path, facts: NetworkFacts) -> Engine:
@@ -216,7 +223,7 @@ def choose_engine(
             if engine is first:
                 raise
             if on_message:
-                on_message(f"engine auto: {name} left out (it fails on a window: {_first_line(exc)})")
+                on_message(f"engine auto: {name} left out (it fails on a window: {first_line(exc)})")
             continue
         if _probabilities_match(diff):
             accepted[name] = timings[name]

@@ -26,6 +26,7 @@ class Engine(Protocol):
     out_channels: int
     stride: int
     fixed_size: tuple[int, int, int] | None
+    min_size: int
     supports_modality_mask: bool
 
     def __call__(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor: ...
@@ -39,6 +40,7 @@ class NetworkFacts:
     stride: int
     fixed_size: tuple[int, int, int] | None
     supports_modality_mask: bool
+    min_size: int = 1  # absent from files exported before it existed
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> NetworkFacts:
@@ -48,6 +50,7 @@ class NetworkFacts:
             int(getattr(model, "stride", 1)),
             tuple(fixed) if fixed else None,
             bool(getattr(model, "supports_modality_mask", False)),
+            int(getattr(model, "min_size", 1)),
         )
 
 
@@ -67,6 +70,7 @@ class TorchEngine:
         facts = NetworkFacts.of(model)
         self.out_channels, self.stride = facts.out_channels, facts.stride
         self.fixed_size, self.supports_modality_mask = facts.fixed_size, facts.supports_modality_mask
+        self.min_size = facts.min_size
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,6 +85,7 @@ class _OnnxBase:
     def __init__(self, facts: NetworkFacts, takes_mask: bool) -> None:
         self.out_channels, self.stride = facts.out_channels, facts.stride
         self.fixed_size, self.supports_modality_mask = facts.fixed_size, facts.supports_modality_mask
+        self.min_size = facts.min_size
         self.takes_mask = takes_mask
 
     def _feed(self, x: torch.Tensor, modality_mask: torch.Tensor | None) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, first_line
 from medseg.inference.engines import NetworkFacts
 from medseg.io.atomic import atomic_path
 from medseg.io.bundle import ModelBundle
@@ -140,9 +140,8 @@ def export_onnx(
                 quantise_int8(tmp, calibration, facts, channels)
             diff = _max_prob_diff(tmp, model, _check_batches(facts, channels, sizes, calibration, precision))
         except Exception as exc:  # a converted graph ONNX Runtime cannot load or run
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
             raise ExportError(
-                f"the {precision} graph of {bundle.model_name} does not run in ONNX Runtime ({first})",
+                f"the {precision} graph of {bundle.model_name} does not run in ONNX Runtime ({first_line(exc, 200)})",
                 hint="export fp32"
                 if precision != "fp32"
                 else "use medseg predict with the checkpoint (--engine torch)",
@@ -164,8 +163,7 @@ def _export_or_refuse(model: torch.nn.Module, args: tuple, path: Path, dynamic: 
     try:
         _export_graph(model, args, path, dynamic)
     except Exception as exc:  # the exporter's own failures: one line, the family named
-        first = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise ExportError(f"{name} cannot be exported to ONNX ({exc.__class__.__name__}: {first})") from None
+        raise ExportError(f"{name} cannot be exported to ONNX ({first_line(exc)})") from None
 
 
 def _check_batches(facts: NetworkFacts, channels: int, sizes, calibration: Sequence[np.ndarray], precision: str):

@@ -21,7 +21,7 @@ import torch
 
 from medseg.config import InferConfig
 from medseg.core import Case
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, first_line
 from medseg.inference.case_predict import (
     LabelSpec,
     NetworkOutput,
@@ -222,8 +222,7 @@ def _predict_group(group, engine: Engine, bundle, infer: InferConfig, opts: Pred
 def _failure(exc: BaseException) -> str:
     if isinstance(exc, MedsegError):
         return str(exc)
-    first = (str(exc).strip().splitlines() or [""])[0][:200]
-    return f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
+    return first_line(exc, 200)
 
 
 def predict_folder(

@@ -16,10 +16,11 @@ from medseg.inference.engines import Engine
 GPU_STITCH_LIMIT = 3 * 256**3
 
 
-def _whole_volume(x: torch.Tensor, predictor, stride: int) -> torch.Tensor:
-    """One forward pass over (1, M, x, y, z), zero-padded at the end of each axis to a multiple of `stride`."""
+def _whole_volume(x: torch.Tensor, predictor, stride: int, min_size: int) -> torch.Tensor:
+    """One forward pass over (1, M, x, y, z), zero-padded at the end of each axis to a multiple of `stride` and to
+    at least `min_size`."""
     spatial = x.shape[2:]
-    pad = [(-s) % stride for s in spatial]
+    pad = [max(s, min_size) - s + (-max(s, min_size)) % stride for s in spatial]
     padded = F.pad(x, [v for p in reversed(pad) for v in (0, p)])
     return predictor(padded)[..., : spatial[0], : spatial[1], : spatial[2]]
 
@@ -69,7 +70,7 @@ def sliding_predict(
     for dims in flips:
         xi = torch.flip(x, dims) if dims else x
         if single_pass and network.fixed_size is None:
-            logits = _whole_volume(xi, predictor, network.stride)
+            logits = _whole_volume(xi, predictor, network.stride, network.min_size)
         else:
             logits = sliding_window_inference(
                 xi,

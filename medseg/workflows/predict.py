@@ -83,6 +83,9 @@ class FolderPredictor:
                 raise MedsegError("--single-pass cannot run on --engine tensorrt", hint="TensorRT is built for windows")
             sw_batch = self.infer.sw_batch_size
             self.engine = open_engine(engine, bundle, self.device, amp, fingerprint, onnx_path, facts, sw_batch)
+        if single_pass and self.engine.fixed_size and on_message:  # UNETR, or a graph traced at the window size
+            window = "x".join(map(str, self.engine.fixed_size))
+            on_message(f"--single-pass: {self.engine.name} runs this network on {window} windows only: sliding them")
 
     @property
     def model_can_mask(self) -> bool:

@@ -65,6 +65,19 @@ def test_options_an_onnx_file_cannot_honour_are_refused_before_any_case(exported
         FolderPredictor.from_model(str(root / "model.onnx"), device="cpu", engine="torch")
 
 
+def test_single_pass_on_a_graph_exported_at_the_window_size_slides_windows_and_says_so(tmp_path, monkeypatch):
+    """A checkpoint whose on-the-fly ONNX graph has fixed window axes (position tables, Swin's window partition)
+    was fed the whole foreground box by --single-pass, and every case failed in ONNX Runtime or OpenVINO."""
+    from medseg.workflows.predict import FolderPredictor
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    said = []
+    bundle = make_bundle()
+    predictor = FolderPredictor(bundle, device="cpu", engine="onnxruntime", single_pass=True, on_message=said.append)
+    assert predictor.engine.fixed_size == (32, 32, 32)
+    assert "--single-pass: onnxruntime runs this network on 32x32x32 windows only: sliding them" in said
+
+
 def test_an_export_that_does_not_reproduce_pytorch_is_not_written(tmp_path, monkeypatch):
     from medseg.inference import onnx_export
 
@@ -205,7 +218,9 @@ def test_a_converted_graph_that_does_not_load_is_one_line_and_no_file(tmp_path, 
         raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Type Error: Type (tensor(float16)) does not match\nmore")
 
     monkeypatch.setattr(onnx_export, "_to_fp16", broken)
-    with pytest.raises(MedsegError, match=r"fp16 graph of transunet3d_tiny does not run in ONNX Runtime \(\["):
+    with pytest.raises(
+        MedsegError, match=r"fp16 graph of transunet3d_tiny does not run in ONNX Runtime \(RuntimeError: \["
+    ):
         onnx_export.export_onnx(make_bundle(), tmp_path / "x.onnx", "fp16")
     assert list(tmp_path.iterdir()) == []
 

@@ -318,6 +318,28 @@ def test_single_pass_is_one_forward_over_the_padded_volume():
     assert odd.shape == (3, 27, 30, 19)
 
 
+def test_single_pass_pads_a_small_box_to_the_networks_minimum_size():
+    """SwinUNETR takes no axis under 64: a foreground box of 19 slices must be padded to 64, not to 32."""
+    import torch
+
+    from medseg.inference.sliding import sliding_predict
+
+    class Network:
+        name, out_channels, stride, fixed_size, min_size, supports_modality_mask = "stand-in", 3, 32, None, 64, False
+
+        def __init__(self) -> None:
+            self.shapes: list[tuple[int, ...]] = []
+
+        def __call__(self, x, modality_mask=None):
+            self.shapes.append(tuple(x.shape[2:]))
+            return torch.zeros(x.shape[0], 3, *x.shape[2:])
+
+    network = Network()
+    image = np.zeros((4, 70, 30, 19), np.float32)
+    out = sliding_predict(network, image, (64, 64, 64), overlap=0.5, mode="gaussian", sw_batch_size=1, single_pass=True)
+    assert network.shapes == [(96, 64, 64)] and out.shape == (3, 70, 30, 19)
+
+
 @pytest.mark.parametrize("sw_batch_size", [1, 8])
 def test_any_failure_of_one_case_is_reported_and_the_batch_goes_on(tmp_path, monkeypatch, sw_batch_size):
     """Not only bad input: a crash inside the network fails that case alone, also when the small cases' windows
