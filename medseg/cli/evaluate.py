@@ -96,8 +96,11 @@ def _report_problems(result: EvalResult, missing_as_empty: bool) -> None:
 def _render(outcome, out: Path, run: str | None) -> None:
     result = outcome.result
     regions = outcome.task.scheme.region_names
-    missing = f", {len(result.unmatched_gt)} labelled case(s) without prediction" if result.unmatched_gt else ""
-    table = Table(title=f"evaluation of {len(result.rows)} cases{missing} (mean ± std)", caption=outcome.convention)
+    empty = sum(r["id"] in result.unmatched_gt for r in result.rows)
+    missing = len(result.unmatched_gt)
+    note = f" ({empty} without prediction, scored as empty)" if empty else ""
+    note += f" ({missing} labelled case(s) without prediction left out)" if missing and not empty else ""
+    table = Table(title=f"evaluation of {len(result.rows)} cases{note} (mean ± std)", caption=outcome.convention)
     table.add_column("metric")
     for r in regions:
         table.add_column(r, justify="right")

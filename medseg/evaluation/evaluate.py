@@ -71,19 +71,29 @@ def evaluate_folder(
     missing_as_empty: bool = False,
 ) -> EvalResult:
     """Match `<pred_dir>/<case>.nii.gz` to ground-truth cases by id and evaluate each pair; with `missing_as_empty`
-    a labelled case without prediction is scored as an empty prediction (still listed in `unmatched_gt`)."""
+    a labelled case without prediction is scored as an empty prediction (still listed in `unmatched_gt`), once
+    at least one prediction was scored: empty masks alone would score no model."""
     # Hidden files are temporary writes of an interrupted run, never predictions.
     preds = {p.name[: -len(".nii.gz")]: p for p in pred_dir.glob("[!.]*.nii.gz")}
     labelled = {c.id: c for c in gt_cases if c.label}
+    missing = sorted(set(labelled) - set(preds))
     rows, failed = [], []
-    for cid in sorted(set(labelled) if missing_as_empty else set(preds) & set(labelled)):
+
+    def score(cid: str) -> None:
         try:
             rows.append(evaluate_case(preds.get(cid), labelled[cid], task))
         except DataError as exc:
             failed.append((cid, str(exc)))
         if on_case:
             on_case(cid)
-    return EvalResult(rows, sorted(set(preds) - set(labelled)), sorted(set(labelled) - set(preds)), failed)
+
+    for cid in sorted(set(preds) & set(labelled)):
+        score(cid)
+    if missing_as_empty and rows:
+        for cid in missing:
+            score(cid)
+        rows.sort(key=lambda row: row["id"])
+    return EvalResult(rows, sorted(set(preds) - set(labelled)), missing, failed)
 
 
 def summarise(rows: Sequence[dict]) -> dict[str, dict[str, float]]:

@@ -53,8 +53,7 @@ def evaluate(
         tracking_uri = resolve_tracking_uri(tracking_uri)
         require_run(run_id, tracking_uri)
     result = evaluate_folder(pred_dir, gt_cases, task, on_case, missing_as_empty)
-    predicted = [r for r in result.rows if r["id"] not in result.unmatched_gt]  # not scored as missing
-    if not predicted and not result.failed:
+    if not result.rows and not result.failed:
         raise DataError("no prediction matches a labelled case", path=str(pred_dir), hint=_no_match_hint(result))
     summary = summarise(result.rows)
     words = convention(task.empty_hd95_mm)

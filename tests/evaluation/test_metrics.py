@@ -264,12 +264,25 @@ def test_a_labelled_case_without_prediction_is_counted_or_scored_as_empty(tmp_pa
         return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
 
     default = run()
-    assert default.returncode == 0 and "evaluation of 3 cases, 1 labelled case(s) without prediction" in default.stdout
+    title = "evaluation of 3 cases (1 labelled case(s) without prediction left out)"
+    assert default.returncode == 0 and title in " ".join(default.stdout.split())
     assert f"not scored (--missing-as-empty scores them as empty): {cases[1].id}" in " ".join(default.stderr.split())
     summary = json.loads((tmp_path / "metrics.summary.json").read_text())
     assert summary["cases"] == 3 and summary["labelled_without_prediction"] == 1
     assert summary["metrics"]["dice_wt"]["mean"] == 1.0
+    assert "evaluation of 4 cases (1 without prediction, scored as empty)" in " ".join(
+        run("--missing-as-empty").stdout.split()
+    )
     report = json.loads(run("--missing-as-empty", "--format", "json").stdout)
     rows = {r["id"]: r for r in report["cases"]}
     assert len(rows) == 4 and rows[cases[1].id]["dice_wt"] == 0.0 and rows[cases[1].id]["lesion_missed_wt"] >= 1
     assert report["summary"]["dice_wt"]["mean"] == 0.75 and report["missing_scored_as_empty"] is True
+    # Empty masks alone score no model: when every prediction fails, nothing is scored (and nothing logged).
+    from medseg.evaluation.evaluate import evaluate_folder
+
+    (tmp_path / "b").mkdir()
+    broken, cases, task = _prediction_folder(tmp_path / "b", brats2021_dir, {0: b""})
+    for c in cases[1:]:
+        (broken / f"{c.id}.nii.gz").unlink()
+    result = evaluate_folder(broken, cases, task, missing_as_empty=True)
+    assert not result.rows and [cid for cid, _ in result.failed] == [cases[0].id]
