@@ -64,12 +64,13 @@ def configured_network(cfg: ExperimentConfig, task: Task, device: str | None = N
 
 def check_network_config(cfg: ExperimentConfig, task: Task) -> None:
     """`configured_network`'s checks before any case is cached; a network that cannot be built on the meta device
-    (MONAI's SwinUNETR calls .item() at init) is checked when it is built for training."""
+    (MONAI's SwinUNETR calls .item() at init) is built on the CPU for them (a second or so)."""
     try:
         configured_network(cfg, task, "meta")
     except (RuntimeError, NotImplementedError) as exc:
         if "meta" not in str(exc):
             raise
+        configured_network(cfg, task)
 
 
 @dataclass

@@ -10,13 +10,13 @@ from medseg.config import ExperimentConfig, apply_overrides, load_config
 from medseg.core import Case, Task
 from medseg.data.layouts import detect_cases
 from medseg.data.manifest import Manifest, load_manifest
-from medseg.errors import DataError, MedsegError
+from medseg.errors import DataError, MedsegError, TrackingError
 from medseg.inference.model_source import load_model_ref
 from medseg.io.atomic import check_writable
 from medseg.io.bundle import load_checkpoint
 from medseg.pipelines import get_task, task_for_manifest
 from medseg.runtime import Runtime, current_runtime, resolve_device
-from medseg.tracking import TrackingTarget, resolve_tracking_uri
+from medseg.tracking import TrackingTarget, redact_secrets, resolve_tracking_uri
 from medseg.training.distributed import barrier, init_world, shutdown
 from medseg.training.from_model import source_settings
 from medseg.training.run import Split, train_task
@@ -76,12 +76,20 @@ def _check_resume_point(resume: str, payload: dict, uri: str, epochs: int) -> No
     from medseg.tracking.review import get_run
 
     run_id = payload["run_id"]
-    client, run = get_run(uri, run_id)
+    try:
+        client, run = get_run(uri, run_id)
+    except TrackingError:
+        raise MedsegError(
+            f"{resume} is a checkpoint of run {run_id}, which is not in {redact_secrets(uri)}",
+            hint="pass the --tracking-uri it was trained with, or --no-tracking",
+        ) from None
     logged = max((m.step for m in client.get_metric_history(run_id, "train_loss")), default=-1)
     if logged > payload["epoch"]:
+        first, last = payload["epoch"] + 2, logged + 1  # 1-based epochs it would redo
+        again = f"epoch {first}" if first == last else f"epochs {first}-{last}"
         raise MedsegError(
-            f"{resume} holds epoch {payload['epoch'] + 1} of run {run_id}, which has logged {logged + 1} epochs: "
-            f"resuming from it would log epochs {payload['epoch'] + 2}-{logged + 1} twice",
+            f"{resume} holds epoch {first - 1} of run {run_id}, which has logged {last} epochs: resuming from it "
+            f"would log {again} twice",
             hint=f"resume the run from its latest state: --resume {run_id}",
         )
     if payload["epoch"] + 1 >= epochs and run.info.status == "FINISHED":
@@ -133,9 +141,12 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
         payload = _resume_payload(req.resume, uri)
         # A resumed run keeps its own config; explicit overrides still apply (e.g. more epochs).
         cfg = ExperimentConfig.model_validate(apply_overrides(copy.deepcopy(payload["config"]), req.overrides))
-        if req.tracking and payload.get("run_id"):  # trained untracked: nothing logged to repeat
+        tracked, run_id = req.tracking and cfg.tracking.enabled, payload.get("run_id")
+        if tracked and run_id:  # trained untracked: nothing logged to repeat
             _check_resume_point(req.resume, payload, uri, cfg.train.epochs)
-        hooks.message(f"resuming run {payload.get('run_id') or '(untracked)'} after epoch {payload['epoch'] + 1}")
+        which = f"run {run_id}" if tracked and run_id else "an untracked run" if tracked else "training (not tracked)"
+        new = " (logged as a new MLflow run)" if tracked and not run_id else ""
+        hooks.message(f"resuming {which} after epoch {payload['epoch'] + 1}{new}")
     teacher = load_model_ref(cfg.distill.teacher, uri) if cfg.distill else None
     prune_source = load_model_ref(cfg.prune.source, uri) if cfg.prune else None
     if prune_source is not None:

@@ -99,12 +99,17 @@ def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tm
 
     older = load_checkpoint(result.last_path) | {"epoch": 0}
     save_checkpoint(older, tmp_path / "older.pt")
-    with pytest.raises(MedsegError, match=r"holds epoch 1 of run \w+, which has logged 2 epochs: .* epochs 2-2 twice"):
+    with pytest.raises(MedsegError, match=r"holds epoch 1 of run \w+, which has logged 2 epochs: .* log epoch 2 twice"):
         _train(brats2021_manifest, tmp_path, uri, ["train.epochs=3"], resume=str(tmp_path / "older.pt"))
     with pytest.raises(MedsegError, match=r"checkpoint not found: .*nope\.pt"):  # not "no run .../nope.pt"
         _train(brats2021_manifest, tmp_path, uri, [], resume=str(tmp_path / "nope.pt"))
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    with pytest.raises(MedsegError, match=r"is a checkpoint of run \w+, which is not in sqlite:.*other\.db"):
+        _train(brats2021_manifest, tmp_path, other, ["train.epochs=3"], resume=str(result.last_path))
     said = []
     hooks = type("Hooks", (SilentHooks,), {"message": lambda self, text: said.append(text)})()
+    _train(brats2021_manifest, tmp_path, None, ["train.epochs=3"], resume=str(result.last_path), hooks=hooks)
+    assert "resuming training (not tracked) after epoch 2" in said  # no store asked: nothing is logged
     resumed, tracker2 = _train(
         brats2021_manifest, tmp_path, uri, ["train.epochs=3"], resume=tracker.run_id, hooks=hooks
     )
@@ -470,6 +475,16 @@ def test_a_bad_model_or_cache_path_fails_before_any_case_is_cached(brats2021_man
     with pytest.raises(ConfigError, match=r"model 'transunet3d_tiny'.*no_such_keyword"):
         run_training(request)
     assert not (tmp_path / "cache").exists()  # was reported only after caching every case
+    request = _one_untracked_epoch(tmp_path, tmp_path / "runs", manifest=brats2021_manifest)
+    swin = [
+        "model.name=swinunetr",
+        "model.kwargs={feature_size: 12, depths: [1, 1, 1, 1]}",
+        "train.patch_size=[32,32,32]",
+    ]
+    request.overrides.extend(swin)  # SwinUNETR cannot be built on the meta device: checked on the CPU instead
+    with pytest.raises(ConfigError, match=r"model 'swinunetr'.*at least 64"):
+        run_training(request)
+    assert not (tmp_path / "cache").exists()
     (tmp_path / "a_file").write_text("x")
     request = _one_untracked_epoch(tmp_path, tmp_path / "runs", manifest=brats2021_manifest)
     request.overrides.append(f"data.cache_dir={tmp_path / 'a_file' / 'cache'}")
