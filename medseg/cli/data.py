@@ -127,7 +127,7 @@ def _scan_report(result, fmt: str) -> str:
 @app.command("synth")
 def synth(
     out_dir: Path = typer.Argument(..., help="Folder to write the dataset into."),
-    cases: int = typer.Option(8, "--cases", min=1),
+    cases: int = typer.Option(8, "--cases", min=1, help="How many cases to write."),
     task: str = typer.Option(
         "brats",
         "--task",

@@ -32,17 +32,16 @@ def list_(
     from medseg.nets import list_models, model_info
     from medseg.nets.profile import model_figures
 
-    records, refused = [], []
+    records = []
     for name in list_models():
         fig = model_figures(name, size=size)
-        if fig["refused"]:
-            refused.append((name, fig["refused"]))
         records.append(
             {
                 "name": name,
                 "params_m": fig["params_m"],
                 "gflops": fig["gflops"],
                 "cross_modal": model_info(name).cross_modal,
+                "size_refused": fig["refused"],  # why there are no GFLOPs at this size
             }
         )
     if fmt != "table":
@@ -56,11 +55,12 @@ def list_(
         gflops = "-" if r["gflops"] is None else f"{r['gflops']:.1f}"
         table.add_row(r["name"], f"{r['params_m']:.2f}", gflops, cross)
     console.print(table)
-    for name, why in refused:
-        console.print(f"[dim]{name}: no GFLOPs at {size}^3 (needs {why})[/]", highlight=False, soft_wrap=True)
+    for r in records:
+        if r["size_refused"]:
+            console.print(f"[dim]{r['name']}: no GFLOPs at {size}^3 (needs {r['size_refused']})[/]", highlight=False)
 
 
-NETWORK_FIELDS = ("name", "params_m", "gflops", "cross_modal")
+NETWORK_FIELDS = ("name", "params_m", "gflops", "cross_modal", "size_refused")
 REGISTRY_FIELDS = ("name", "version", "aliases", "val_dice_mean", "run_id")
 
 

@@ -103,7 +103,7 @@ LIST_FIELDS = ("run_id", "name", "model", "status", "fold", "epochs", "duration_
 def list_(
     experiment: str | None = typer.Option(None, "--experiment", "-e", help="Only this MLflow experiment."),
     sort: str = typer.Option("val_dice_mean", "--sort", help="Metric to sort by (best epoch), or start_time."),
-    limit: int = typer.Option(20, "--limit", min=1),
+    limit: int = typer.Option(20, "--limit", min=1, help="At most this many runs (the best first)."),
     fmt: str = FormatOpt,
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:
@@ -170,7 +170,7 @@ def show_rows(record: dict) -> list[dict]:
 
 @app.command("show")
 def show(
-    run_id: str = typer.Argument(...),
+    run_id: str = typer.Argument(..., help="Run id, from `medseg runs list`."),
     fmt: str = FormatOpt,
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:

@@ -26,11 +26,16 @@ class SegmentationModel(nn.Module):
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, D, H, W), got {tuple(x.shape)}")
         spatial = tuple(x.shape[2:])
-        if self.fixed_size is not None and spatial != tuple(self.fixed_size):
-            raise ValueError(f"{type(self).__name__} needs spatial size {self.fixed_size}, got {spatial}")
+        problem = self.size_problem(spatial)
+        if problem:
+            raise ValueError(f"{type(self).__name__} needs {problem}, got {spatial}")
+
+    def size_problem(self, spatial: tuple[int, ...]) -> str | None:
+        """What spatial size this network needs where `spatial` is not one it takes (None: it takes it)."""
+        if self.fixed_size is not None and tuple(spatial) != tuple(self.fixed_size):
+            return f"spatial size {tuple(self.fixed_size)}"
         if any(s < self.min_size for s in spatial):
-            raise ValueError(f"{type(self).__name__} needs spatial sizes of at least {self.min_size}, got {spatial}")
+            return f"spatial sizes of at least {self.min_size}"
         if any(s % self.stride for s in spatial):
-            raise ValueError(
-                f"{type(self).__name__} needs spatial sizes that are multiples of {self.stride}, got {spatial}"
-            )
+            return f"spatial sizes that are multiples of {self.stride}"
+        return None

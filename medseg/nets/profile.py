@@ -20,11 +20,9 @@ def model_figures(name: str, size: int = 128, in_channels: int = 4, out_channels
         kwargs["img_size"] = size
     # Built on the CPU (some MONAI constructors call .item()), then moved to meta to count for free.
     model = create_model(name, **kwargs).eval().to("meta")
-    figures = {"name": name, "params_m": count_parameters(model) / 1e6, "gflops": None, "refused": None}
-    try:
-        model.check_input_shape(torch.empty(1, in_channels, size, size, size, device="meta"))
-    except ValueError as exc:
-        figures["refused"] = str(exc).split(" needs ", 1)[-1]
+    refused = model.size_problem((size, size, size))
+    figures = {"name": name, "params_m": count_parameters(model) / 1e6, "gflops": None, "refused": refused}
+    if refused:
         return figures
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.empty(1, in_channels, size, size, size, device="meta"))

@@ -117,8 +117,11 @@ def find_brats_nnunet_cases(root: Path, channels: Sequence[str]) -> list[Case]:
         )
     try:
         meta = json.loads(path.read_text())
-        names, labels = dict(meta["channel_names"]), dict(meta["labels"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"malformed dataset.json ({exc.__class__.__name__})", path=str(path)) from None
+    except ValueError as exc:
+        raise DataError(f"dataset.json is not valid JSON ({exc})", path=str(path), hint="fix the JSON there") from None
+    wrong = [k for k in ("channel_names", "labels") if not isinstance(meta, dict) or not isinstance(meta.get(k), dict)]
+    if wrong:
+        raise DataError(f'dataset.json has no "{wrong[0]}" mapping', path=str(path), hint=f"e.g. {EXAMPLE}")
+    names, labels = meta["channel_names"], meta["labels"]
     order = channel_order(names, channels, path)
     return find_nnunet_cases(root, len(names), label_codes(labels, path), "nnunet", order)

@@ -104,6 +104,14 @@ def _foreground_labels(meta: dict, path: Path) -> dict[str, int]:
             path=str(path),
             hint='add "background": 0 and give every other value in the label files its name',
         )
+    shared = sorted({v for v in labels.values() if list(labels.values()).count(v) > 1})
+    if shared:
+        names = ", ".join(f'"{k}"' for k, v in labels.items() if v in shared)
+        raise DataError(
+            f"dataset.json labels give one value to several names ({names} share {shared[0]})",
+            path=str(path),
+            hint="one name per value in the label files",
+        )
     foreground = {str(k): v for k, v in labels.items() if v != 0}
     if not foreground:
         raise DataError("dataset.json labels list no foreground class", path=str(path), hint=f"e.g. {_EXAMPLE}")

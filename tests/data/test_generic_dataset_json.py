@@ -93,6 +93,16 @@ def test_label_values_must_be_whole_numbers(tmp_path):
     assert 'whole numbers, not "prostate": "1"' in message
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [{"background": 0, "prostate": 1, "gland": 1}, {"background": 0, "unlabelled": 0, "prostate": 1}],
+    ids=["two-classes-one-value", "a-second-name-for-0"],
+)
+def test_one_value_named_twice_is_refused(tmp_path, labels):
+    """Two names for value 1 made two classes trained on the same voxels; a second name for 0 vanished silently."""
+    assert "give one value to several names" in _refusal(_dataset(tmp_path, {**V2, "labels": labels}))
+
+
 def test_invalid_json_is_named_with_its_line(tmp_path):
     message = _refusal(_dataset(tmp_path, '{"channel_names": {"0": "T2",}'))
     assert "not valid JSON" in message and "line 1" in message

@@ -87,6 +87,9 @@ def test_nnunet_style_folder_without_dataset_json_is_refused_not_guessed(tmp_pat
         shutil.copy(img, tmp_path / f"{cases[0].id}_{i:04d}.nii.gz")
     with pytest.raises(DataError, match=r"without a dataset\.json"):
         detect_cases(tmp_path, get_task("brats").layouts)
+    (tmp_path / "dataset.json").write_text('{"channel_names": {"0": "T1"}}')  # said "malformed (KeyError)"
+    with pytest.raises(DataError, match=r'dataset\.json has no "labels" mapping'):
+        detect_cases(tmp_path, get_task("brats").layouts)
 
 
 def test_unreadable_label_names_are_named(tmp_path, brats2021_dir):
