@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -239,5 +240,5 @@ def review_commands(run_id: str, uri: str) -> str:
     """`runs show` and `ui` as the user can paste them: with --tracking-uri unless a bare command finds the store."""
     from medseg.tracking import resolve_tracking_uri
 
-    flag = "" if uri == resolve_tracking_uri() else f" --tracking-uri {redact_secrets(uri)}"
+    flag = "" if uri == resolve_tracking_uri() else f" --tracking-uri {shlex.quote(redact_secrets(uri))}"
     return f"medseg runs show {run_id}{flag}   |   medseg ui{flag}"

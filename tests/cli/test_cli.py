@@ -311,5 +311,7 @@ def test_the_review_commands_printed_after_training_find_the_store(tmp_path, mon
         f"medseg runs show abc --tracking-uri {elsewhere}   |   medseg ui --tracking-uri {elsewhere}"
     )
     assert review_commands("abc", f"sqlite:///{tmp_path / 'mlflow.db'}") == "medseg runs show abc   |   medseg ui"
+    spaced = f"sqlite:///{tmp_path / 'my stores' / 'ml.db'}"  # pasted into a shell: quoted
+    assert review_commands("abc", spaced).startswith(f"medseg runs show abc --tracking-uri '{spaced}'")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)  # the bare commands read the same store
     assert review_commands("abc", elsewhere) == "medseg runs show abc   |   medseg ui"
