@@ -252,6 +252,7 @@ def test_an_unknown_run_fails_before_scoring_and_writes_nothing(tmp_path, brats2
 def test_a_labelled_case_without_prediction_is_counted_or_scored_as_empty(tmp_path, brats2021_dir):
     """The means of a test set with a prediction missing covered only the predicted cases, with nothing in the
     table or summary to show it; BraTS scores a missing prediction as an empty mask (--missing-as-empty)."""
+    import csv
     import json
     import subprocess
     import sys
@@ -270,13 +271,13 @@ def test_a_labelled_case_without_prediction_is_counted_or_scored_as_empty(tmp_pa
     summary = json.loads((tmp_path / "metrics.summary.json").read_text())
     assert summary["cases"] == 3 and summary["labelled_without_prediction"] == 1
     assert summary["metrics"]["dice_wt"]["mean"] == 1.0
-    assert "evaluation of 4 cases (1 without prediction, scored as empty)" in " ".join(
-        run("--missing-as-empty").stdout.split()
-    )
-    report = json.loads(run("--missing-as-empty", "--format", "json").stdout)
-    rows = {r["id"]: r for r in report["cases"]}
-    assert len(rows) == 4 and rows[cases[1].id]["dice_wt"] == 0.0 and rows[cases[1].id]["lesion_missed_wt"] >= 1
-    assert report["summary"]["dice_wt"]["mean"] == 0.75 and report["missing_scored_as_empty"] is True
+    scored = run("--missing-as-empty")
+    assert "evaluation of 4 cases (1 without prediction, scored as empty)" in " ".join(scored.stdout.split())
+    report = json.loads((tmp_path / "metrics.summary.json").read_text())
+    assert report["cases"] == 4 and report["missing_scored_as_empty"] is True
+    assert report["metrics"]["dice_wt"]["mean"] == 0.75
+    rows = {r["id"]: r for r in csv.DictReader((tmp_path / "metrics.csv").open())}
+    assert float(rows[cases[1].id]["dice_wt"]) == 0.0 and float(rows[cases[1].id]["lesion_missed_wt"]) >= 1
     # Empty masks alone score no model: when every prediction fails, nothing is scored (and nothing logged).
     from medseg.evaluation.evaluate import evaluate_folder
 
