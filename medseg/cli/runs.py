@@ -6,8 +6,6 @@ output piped to a file is as wide as it needs to be).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -81,11 +79,9 @@ def print_records(fmt: str, fields: Sequence[str], records: list[dict]) -> None:
     if fmt == "json":
         typer.echo(json.dumps(records, indent=1, default=str))
         return
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fields))  # a record with another key is a ValueError
-    writer.writeheader()
-    writer.writerows(records)
-    typer.echo(buf.getvalue(), nl=False)
+    from medseg.io.tables import rows_to_csv
+
+    typer.echo(rows_to_csv(records, fields), nl=False)
 
 
 def _emit(fmt: str, fields: Sequence[str], records: list[dict], title: str, columns: Sequence[Column], rows) -> None:
