@@ -9,7 +9,6 @@ ONNX graphs exported on the fly for a PyTorch model are cached beside it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import platform
@@ -107,7 +106,6 @@ def open_engine(
     path = _onnx_for(bundle, onnx_path, fingerprint)
     if facts is None:
         facts = NetworkFacts.of(bundle.build_model())
-    facts = _graph_facts(path, facts, bundle.patch_size)
     if name == "onnxruntime":
         return OnnxRuntimeEngine(path, facts, device)
     if name == "openvino":
@@ -116,16 +114,6 @@ def open_engine(
     engine = TensorRtEngine(path, facts, device, cache_dir() / "tensorrt" / fingerprint, window, sw_batch)
     refuse_if_wrong(engine, _reference(bundle, device, path, facts), bundle, device, sw_batch)
     return engine
-
-
-def _graph_facts(path: Path, facts: NetworkFacts, patch_size: list[int]) -> NetworkFacts:
-    """A graph exported with fixed window axes (position tables, Swin's traced window partition) takes windows only:
-    `--single-pass` then slides windows instead of feeding it the whole box."""
-    from medseg.io.onnx_bundle import read_onnx_bundle
-
-    if facts.fixed_size is None and read_onnx_bundle(path)[2].get("spatial") == "fixed":
-        return dataclasses.replace(facts, fixed_size=tuple(patch_size))
-    return facts
 
 
 def _reference(bundle: ModelBundle, device: torch.device, path: Path, facts: NetworkFacts) -> Engine:

@@ -82,10 +82,15 @@ class TorchEngine:
 class _OnnxBase:
     """Feeds an exported graph: inputs `image` (and `modality_mask` for cross-modal models), output `logits`."""
 
-    def __init__(self, facts: NetworkFacts, takes_mask: bool) -> None:
+    def __init__(self, facts: NetworkFacts, takes_mask: bool, image_dims: list) -> None:
+        """`image_dims`: the graph's `image` input shape, an int per fixed axis. A graph exported with fixed window
+        axes (position tables, Swin's traced window partition) takes windows of that size only, whatever the
+        PyTorch model could: `--single-pass` then slides windows instead of feeding it the whole box."""
         self.out_channels, self.stride = facts.out_channels, facts.stride
-        self.fixed_size, self.supports_modality_mask = facts.fixed_size, facts.supports_modality_mask
-        self.min_size = facts.min_size
+        spatial = image_dims[2:]
+        graph_fixed = tuple(spatial) if all(isinstance(d, int) for d in spatial) else None
+        self.fixed_size = facts.fixed_size or graph_fixed
+        self.supports_modality_mask, self.min_size = facts.supports_modality_mask, facts.min_size
         self.takes_mask = takes_mask
 
     def _feed(self, x: torch.Tensor, modality_mask: torch.Tensor | None) -> dict[str, np.ndarray]:
@@ -121,7 +126,8 @@ class OnnxRuntimeEngine(_OnnxBase):
             if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
                 providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(path), options, providers=providers)
-        super().__init__(facts, any(i.name == "modality_mask" for i in self.session.get_inputs()))
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}  # a dynamic axis is a name or None
+        super().__init__(facts, "modality_mask" in inputs, inputs["image"])
 
     def __call__(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor:
         (out,) = self.session.run(["logits"], self._feed(x, modality_mask))
@@ -193,7 +199,9 @@ class OpenVinoEngine(_OnnxBase):
             raise MedsegError(
                 f"openvino cannot compile {path.name} ({last})", hint="use --engine onnxruntime"
             ) from None
-        super().__init__(facts, any(i.get_any_name() == "modality_mask" for i in model.inputs))
+        inputs = {i.get_any_name(): i.get_partial_shape() for i in model.inputs}
+        dims = [d.get_length() if d.is_static else None for d in inputs["image"]]
+        super().__init__(facts, "modality_mask" in inputs, dims)
 
     def __call__(self, x: torch.Tensor, modality_mask: torch.Tensor | None = None) -> torch.Tensor:
         result = self.compiled(self._feed(x, modality_mask))

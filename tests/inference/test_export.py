@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -66,17 +67,20 @@ def test_options_an_onnx_file_cannot_honour_are_refused_before_any_case(exported
         FolderPredictor.from_model(str(root / "model.onnx"), device="cpu", engine="torch")
 
 
-def test_single_pass_on_a_graph_exported_at_the_window_size_slides_windows_and_says_so(tmp_path, monkeypatch):
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_single_pass_on_a_graph_exported_at_the_window_size_slides_windows_and_says_so(engine, tmp_path, monkeypatch):
     """A checkpoint whose on-the-fly ONNX graph has fixed window axes (position tables, Swin's window partition)
-    was fed the whole foreground box by --single-pass, and every case failed in ONNX Runtime or OpenVINO."""
+    was fed the whole foreground box by --single-pass, and every case failed in ONNX Runtime or OpenVINO. Each
+    engine reads the fixed axes from its own graph's input shape."""
     from medseg.workflows.predict import FolderPredictor
 
+    pytest.importorskip(engine)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     said = []
     bundle = make_bundle()
-    predictor = FolderPredictor(bundle, device="cpu", engine="onnxruntime", single_pass=True, on_message=said.append)
+    predictor = FolderPredictor(bundle, device="cpu", engine=engine, single_pass=True, on_message=said.append)
     assert predictor.engine.fixed_size == (32, 32, 32)
-    assert "--single-pass: onnxruntime runs this network on 32x32x32 windows only: sliding them" in said
+    assert f"--single-pass: {engine} runs this network on 32x32x32 windows only: sliding them" in said
 
 
 def test_an_export_that_does_not_reproduce_pytorch_is_not_written(tmp_path, monkeypatch):
@@ -313,7 +317,7 @@ def test_tensorrt_is_refused_when_onnxruntime_falls_back_to_cuda(exported, monke
             seen["fallback disabled"] = True
 
         def get_inputs(self):
-            return []
+            return [SimpleNamespace(name="image", shape=["batch", 4, 32, 32, 32])]
 
     monkeypatch.setattr(ort, "InferenceSession", Session)
     facts = NetworkFacts(3, 1, None, True)
@@ -383,6 +387,7 @@ def test_every_family_exports_a_graph_that_reproduces_pytorch(name, tmp_path):
     size, and the export was refused. Such graphs are exported at the window size instead."""
     import dataclasses
 
+    from medseg.inference.engines import NetworkFacts, OnnxRuntimeEngine
     from medseg.inference.onnx_export import TOLERANCE, export_onnx
     from medseg.nets import create_model, model_info
 
@@ -398,3 +403,5 @@ def test_every_family_exports_a_graph_that_reproduces_pytorch(name, tmp_path):
     assert report.max_prob_diff <= TOLERANCE["fp32"]
     pinned = info.img_size_kwarg or model.fixed_size or info.family == "swinunet3d"  # position tables / windows
     assert report.spatial == ("fixed" if pinned else "dynamic"), name
+    engine = OnnxRuntimeEngine(tmp_path / "m.onnx", NetworkFacts.of(model), torch.device("cpu"))
+    assert engine.fixed_size == (tuple(size) if pinned else None), name  # what --single-pass may feed it
