@@ -56,9 +56,36 @@ def _unwrapped_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
     return found
 
 
-def prune_channels(model: nn.Module, example: torch.Tensor, amount: float, round_to: int = 4) -> nn.Module:
+def _channel_groups(module: nn.Module) -> int:
+    """Channels of `module` that move together (GroupNorm groups, grouped convolutions), as torch-pruning counts."""
+    if isinstance(module, nn.GroupNorm):
+        return module.num_groups
+    if isinstance(module, nn.Conv3d | nn.ConvTranspose3d) and 1 < module.groups != module.out_channels:
+        return module.groups
+    return 1
+
+
+def _group_ratios(model: nn.Module, example: torch.Tensor, amount: float, ignored: list) -> dict[nn.Module, float]:
+    """Per layer group, the ratio that removes the nearest whole number of channels to `amount` from each channel
+    group while keeping one. torch-pruning keeps the floor of what is left and skips a group it would empty: 0.05
+    halved a group of 2, and a larger amount pruned less (segresnet: 0.75 removed 74 % of the weights, 0.8 none)."""
+    import torch_pruning as tp
+
+    graph = tp.DependencyGraph().build_dependency(
+        model, example, unwrapped_parameters=_unwrapped_parameters(model), ignored_layers=ignored
+    )
+    ratios = {}
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=_LAYERS):
+        root = group[0].dep.target.module
+        per_group = graph.get_out_channels(root) // max(_channel_groups(dep.target.module) for dep, _ in group)
+        kept = per_group - min(round(amount * per_group), per_group - 1)
+        ratios[root] = max(0.0, 1 - (kept + 0.5) / per_group)  # torch-pruning keeps int(per_group * (1 - ratio))
+    return ratios
+
+
+def prune_channels(model: nn.Module, example: torch.Tensor, amount: float) -> nn.Module:
     """A copy of `model` with `amount` of the channels of every prunable layer group removed (smallest L2 norm
-    first, counts rounded to multiples of `round_to`); ValueError when the network cannot be pruned this way."""
+    first; the nearest whole number per channel group, one kept); ValueError when it cannot be pruned this way."""
     import torch_pruning as tp
 
     if not 0 < amount < 1:
@@ -81,8 +108,8 @@ def prune_channels(model: nn.Module, example: torch.Tensor, amount: float, round
                 example,
                 importance=tp.importance.MagnitudeImportance(p=2),
                 pruning_ratio=amount,
+                pruning_ratio_dict=_group_ratios(pruned, example, amount, ignored),
                 ignored_layers=ignored,
-                round_to=round_to,
                 unwrapped_parameters=_unwrapped_parameters(pruned),
             )
         pruner.step()

@@ -87,4 +87,10 @@ def pruned_start(source: ModelRef, amount: float) -> tuple[SegmentationModel, di
         ) from None
     with torch.device("meta"):
         reference = create_model(b.model_name, **b.model_kwargs)
-    return pruned, structure_of(pruned, reference)
+    structure = structure_of(pruned, reference)
+    if not structure:
+        raise ConfigError(
+            f"--amount {amount} removes no channel of {source.ref} (its layer groups are too narrow for that share)",
+            hint="use a larger --amount",
+        )
+    return pruned, structure
