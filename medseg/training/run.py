@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from medseg.data.manifest import Manifest
 from medseg.data.planning import plan_preprocessing
 from medseg.errors import ConfigError
 from medseg.inference.model_source import ModelRef
-from medseg.io.atomic import atomic_write_text, check_writable
+from medseg.io.atomic import atomic_path, atomic_write_text, check_writable
 from medseg.io.bundle import BUNDLE_FILE, load_checkpoint, save_checkpoint
 from medseg.io.tables import rows_to_csv
 from medseg.nets import model_info
@@ -123,11 +124,15 @@ def train_task(
     target: TrackingTarget,
     out_root: Path,
     resume: dict | None = None,
+    resume_dir: Path | None = None,
     hooks: ProgressHooks | None = None,
     teacher: ModelRef | None = None,
     prune_source: ModelRef | None = None,
 ) -> tuple[TrainResult, Tracker]:
     """Train on `manifest` as `split` says, tracked in MLflow; returns the result and the (ended) tracker.
+    A resumed run writes to `resume_dir`, its checkpoints' folder, when it continues the same run (untracked, or
+    the same MLflow run); another run (a tracked checkpoint resumed untracked, or the reverse) gets a new folder
+    holding a copy of the best.pt it starts from, so neither run's checkpoints are overwritten.
     With a `teacher` (distillation), its logits over every training case are cached first and ride with the labels;
     with a `prune_source`, training fine-tunes that network with `cfg.prune.amount` of its channels removed."""
     hooks = hooks or SilentHooks()
@@ -139,6 +144,8 @@ def train_task(
             f"{data['manifest']} with fold {data['fold']}: resuming would mix its validation cases into training",
             hint="resume with the same --data/--manifest and --fold, or start a new run",
         )
+    if resume and resume_dir is not None and not (resume_dir / "best.pt").is_file():
+        resume = {**resume, "best": -1.0}  # a lone last.pt: the best weights are not at hand
     train_cases, val_cases = manifest.split(split.fold)
     if prune_source is None:  # a pruned run's network is its source's, checked below
         check_network_config(cfg, task)  # a bad model name or keyword fails now, not after caching every case
@@ -177,9 +184,14 @@ def train_task(
     tracker = _open_tracker(target, cfg, task, resume.get("run_id") if resume else None, world, kind)
     status = "FAILED"
     try:
-        out_dir = out_root / (tracker.run_id or time.strftime("run-%Y%m%d-%H%M%S"))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "config.yaml", config_to_yaml(cfg))
+        same_run = resume is not None and resume_dir is not None and resume.get("run_id") == tracker.run_id
+        out_dir = resume_dir if same_run else out_root / (tracker.run_id or time.strftime("run-%Y%m%d-%H%M%S"))
+        if world.is_main:  # other ranks have no run id and write nothing
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out_dir / "config.yaml", config_to_yaml(cfg))
+            if resume and not same_run and (resume_dir / "best.pt").is_file():
+                with atomic_path(out_dir / "best.pt") as tmp:  # the best so far, unless a later epoch beats it
+                    shutil.copyfile(resume_dir / "best.pt", tmp)
         tracker.set_tags({"medseg.out_dir": str(out_dir.resolve()), **tags})
         if world.is_main:
             hooks.run_started(tracker.run_id, out_dir)

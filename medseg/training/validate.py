@@ -125,9 +125,10 @@ def validate_epoch(
     sums = {k: float(sum(r[k] for r in rows)) for k in keys} | {"n": float(len(rows))}
     total = mean_across(sums, world)
     if world.is_main:
-        tracker.log_text(rows_to_csv(rows), f"validation/epoch_{epoch:04d}.csv")
+        # files are named by the epoch as the log counts it (from 1); MLflow steps count from 0
+        tracker.log_text(rows_to_csv(rows), f"validation/epoch_{epoch + 1:04d}.csv")
         for cid, rgb in pictures.items():
             tracker.log_image(rgb, key=f"overlay_{cid}", step=epoch)
-            save_png(rgb, spec.out_dir / "overlays" / f"{cid}_epoch{epoch:04d}.png")
+            save_png(rgb, spec.out_dir / "overlays" / f"{cid}_epoch{epoch + 1:04d}.png")
     metrics = {f"val_{k}": total[k] / total["n"] for k in keys} if total["n"] else {}
     return metrics, kept if keep else None

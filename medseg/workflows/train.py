@@ -59,15 +59,15 @@ class TrainOutcome:
     runtime: Runtime
 
 
-def _resume_payload(resume: str, uri: str) -> dict:
-    """A checkpoint path, or an MLflow run id whose output folder holds `last.pt`."""
+def _resume_checkpoint(resume: str, uri: str) -> Path:
+    """A checkpoint path, or the `last.pt` in the output folder of an MLflow run id."""
     if Path(resume).is_file():
-        return load_checkpoint(resume)
+        return Path(resume)
     if resume.endswith(".pt") or "/" in resume:
         raise MedsegError(f"checkpoint not found: {resume}", hint="pass a last.pt path or a run id (medseg runs list)")
     from medseg.tracking.review import run_output_dir
 
-    return load_checkpoint(Path(run_output_dir(resume, uri)) / "last.pt")
+    return Path(run_output_dir(resume, uri)) / "last.pt"
 
 
 def _check_resume_point(resume: str, payload: dict, uri: str, epochs: int) -> None:
@@ -136,9 +136,10 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
         check_writable(manifest_path)
     cfg = load_config(req.config or task.default_config, req.overrides)
     uri = resolve_tracking_uri(req.tracking_uri, cfg.tracking.uri)
-    payload = None
+    payload = resume_dir = None
     if req.resume:
-        payload = _resume_payload(req.resume, uri)
+        checkpoint = _resume_checkpoint(req.resume, uri)
+        payload, resume_dir = load_checkpoint(checkpoint), checkpoint.parent  # its run continues in its own folder
         # A resumed run keeps its own config; explicit overrides still apply (e.g. more epochs).
         cfg = ExperimentConfig.model_validate(apply_overrides(copy.deepcopy(payload["config"]), req.overrides))
         tracked, run_id = req.tracking and cfg.tracking.enabled, payload.get("run_id")
@@ -185,6 +186,7 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
             target=target,
             out_root=req.out,
             resume=payload,
+            resume_dir=resume_dir,
             hooks=hooks,
             teacher=teacher,
             prune_source=prune_source,

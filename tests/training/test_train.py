@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -201,6 +202,26 @@ def test_resume_is_bit_for_bit(brats2021_manifest, tmp_path):
     assert a["history"][0]["train_loss"] == b["history"][0]["train_loss"]
 
 
+def test_an_untracked_resume_continues_in_its_checkpoints_folder(brats2021_manifest, tmp_path):
+    """A resumed untracked run wrote to a new folder, which had no best.pt when no later epoch beat the restored
+    best: exit 1 after all the training ("best.pt: checkpoint not found"). Under torchrun, tracked, every rank but
+    the first also left an empty run folder."""
+    first, _ = _train(brats2021_manifest, tmp_path, None)
+    stalled = ["train.epochs=3", "train.lr=1e-12"]  # the weights cannot move: no better validation Dice
+    resumed, _ = _train(brats2021_manifest, tmp_path, None, stalled, resume=str(first.last_path))
+    assert resumed.last_path == first.last_path and resumed.best_epoch == first.best_epoch
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [first.last_path.parent.name]
+    assert load_checkpoint(resumed.last_path)["epoch"] == 2
+    overlays = sorted(p.name.rsplit("_", 1)[1] for p in (first.last_path.parent / "overlays").iterdir())
+    assert overlays == ["epoch0001.png", "epoch0002.png", "epoch0003.png"]  # as the log counts (was from 0)
+    assert load_checkpoint(first.best_path)["bundle"]["infer"]["postprocess"] is not None  # chosen after the resume
+    lone = tmp_path / "copied" / "last.pt"  # a checkpoint without its best.pt: the next validation becomes the best
+    lone.parent.mkdir()
+    shutil.copyfile(first.last_path, lone)
+    again, _ = _train(brats2021_manifest, tmp_path, None, ["train.epochs=4", "train.lr=1e-12"], resume=str(lone))
+    assert again.best_path == lone.parent / "best.pt" and load_checkpoint(again.best_path)["epoch"] == 3
+
+
 def test_interrupted_checkpoint_save_keeps_the_previous_one(tmp_path, monkeypatch):
     from medseg.io import bundle as bundle_mod
 
@@ -265,6 +286,7 @@ def test_training_against_a_real_mlflow_server(brats2021_manifest, tmp_path, mlf
 
 
 def test_ddp_two_processes_on_cpu(brats2021_manifest, tmp_path):
+    """Tracked, as a team runs it: rank 1 (no run id) also made an empty `run-<time>` folder per launch."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -282,7 +304,8 @@ def test_ddp_two_processes_on_cpu(brats2021_manifest, tmp_path):
         str(brats2021_manifest),
         "--config",
         str(SMOKE),
-        "--no-tracking",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
         "--no-progress",
         "--device",
         "cpu",
@@ -296,6 +319,7 @@ def test_ddp_two_processes_on_cpu(brats2021_manifest, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpts = list((tmp_path / "runs").rglob("last.pt"))
     assert len(ckpts) == 1  # rank 0 alone checkpoints
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [ckpts[0].parent.name]  # the run id: one folder
     assert load_checkpoint(ckpts[0])["epoch"] == 1
     assert np.isfinite(load_checkpoint(ckpts[0])["history"][-1]["val_dice_mean"])
 
