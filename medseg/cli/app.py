@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
 import traceback
 
 import typer
@@ -70,6 +72,23 @@ def _interrupted(signals: list[int]) -> None:
     sys.exit(128 + signals[0] if signals else 130)
 
 
+def _redeliver_swallowed(received: list[int]):
+    """An interrupt raised while a weakref callback or `__del__` runs is printed ("Exception ignored in ...") and
+    lost: a SIGTERMed `medseg distill` trained two more epochs. This unraisable hook sends the signal again a moment
+    later (`raise_signal` would run the handler at once, inside the hook), once the callback has returned."""
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            signum = received[-1] if received else signal.SIGINT
+            again = threading.Timer(0.05, os.kill, args=(os.getpid(), signum))
+            again.daemon = True  # a process that ends first is not held up (nor signalled while exiting)
+            again.start()
+            return
+        sys.__unraisablehook__(unraisable)
+
+    return hook
+
+
 def _wrapped_user_error(exc: BaseException) -> MedsegError | None:
     """The MedsegError that explicitly caused `exc` (`raise ... from`), if any, down the chain."""
     seen = set()
@@ -98,6 +117,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_signal)
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup it stays ignored
         signal.signal(signal.SIGHUP, on_signal)
+    sys.unraisablehook = _redeliver_swallowed(received)
     try:
         code = app(standalone_mode=False)
     except MedsegError as exc:

@@ -30,6 +30,7 @@ FoldOpt = typer.Option(
 )
 ExperimentOpt = typer.Option(None, "--experiment", help="MLflow experiment name.")
 RunNameOpt = typer.Option(None, "--run-name", help="MLflow run name.")
+ResumeOpt = typer.Option(None, "--resume", help="Run id or checkpoint (last.pt) of an interrupted run to continue.")
 NoTrackingOpt = typer.Option(False, "--no-tracking", help="Do not log to MLflow.")
 NoProgressOpt = typer.Option(False, "--no-progress", help="Plain log lines instead of progress bars.")
 FORMATS = ("table", "csv", "json")

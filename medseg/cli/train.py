@@ -17,6 +17,7 @@ from medseg.cli.options import (
     FoldOpt,
     NoProgressOpt,
     NoTrackingOpt,
+    ResumeOpt,
     RunNameOpt,
     SetOpt,
     TrackingUriOpt,
@@ -58,7 +59,7 @@ def train(
     tracking_uri: str | None = TrackingUriOpt,
     experiment: str | None = ExperimentOpt,
     run_name: str | None = RunNameOpt,
-    resume: str | None = typer.Option(None, "--resume", help="Run id or checkpoint to continue."),
+    resume: str | None = ResumeOpt,
     device: str = DeviceOpt,
     register: str | None = typer.Option(None, "--register", help="Register the best model under this name."),
     no_tracking: bool = NoTrackingOpt,
@@ -102,6 +103,7 @@ def distill(
     experiment: str | None = ExperimentOpt,
     run_name: str | None = RunNameOpt,
     device: str = DeviceOpt,
+    resume: str | None = ResumeOpt,
     register: str | None = typer.Option(None, "--register", help="Register the student under this name."),
     no_tracking: bool = NoTrackingOpt,
     no_progress: bool = NoProgressOpt,
@@ -130,6 +132,7 @@ def distill(
         experiment=experiment,
         run_name=run_name,
         register=register,
+        resume=resume,
         out=out,
     )
     _run_and_report(request, no_progress)
@@ -152,6 +155,7 @@ def prune(
     experiment: str | None = ExperimentOpt,
     run_name: str | None = RunNameOpt,
     device: str = DeviceOpt,
+    resume: str | None = ResumeOpt,
     register: str | None = typer.Option(None, "--register", help="Register the pruned model under this name."),
     no_tracking: bool = NoTrackingOpt,
     no_progress: bool = NoProgressOpt,
@@ -179,6 +183,7 @@ def prune(
         experiment=experiment,
         run_name=run_name,
         register=register,
+        resume=resume,
         out=out,
     )
     _run_and_report(request, no_progress)

@@ -116,3 +116,38 @@ def test_predict_reports_peak_memory_within_the_documented_budget(tmp_path):
         peaks[name] = json.loads((out / "predict_report.json").read_text())["peak_memory_gb"]["rss"] * 2**30
     voxels = 192 * 192 * 128
     assert (peaks["large"] - peaks["small"]) / voxels < 100
+
+
+# The signal lands while a weakref callback runs (as DataLoader and torch objects are freed during training):
+# Python prints "Exception ignored in ..." and drops the exception the handler raised.
+SIGNAL_IN_A_WEAKREF_CALLBACK = """
+import os, signal, time, weakref
+from medseg.cli import app as cli
+
+class Freed:
+    pass
+
+def command(standalone_mode):
+    def callback(ref):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)
+    freed = Freed()
+    ref = weakref.ref(freed, callback)
+    del freed
+    time.sleep(3)
+    print("still running")
+    return 0
+
+cli._register, cli.app = (lambda: None), command
+cli.main()
+"""
+
+
+def test_a_signal_swallowed_by_a_weakref_callback_still_stops_the_run():
+    """A SIGTERMed `medseg distill` printed a traceback fragment and trained two more epochs."""
+    proc = subprocess.run(
+        [sys.executable, "-c", SIGNAL_IN_A_WEAKREF_CALLBACK], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 143, (proc.stdout, proc.stderr)
+    assert "still running" not in proc.stdout and "interrupted" in proc.stderr
+    assert "Exception ignored" not in proc.stderr

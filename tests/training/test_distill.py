@@ -157,6 +157,8 @@ def test_a_teacher_with_other_preprocessing_is_refused(distilled, brats2021_mani
             "invalid value for config key 'distill.alpha'",
         ),
         (["--teacher", "T", "--student", "no_such_net"], "unknown model 'no_such_net'"),
+        # an interrupted distill is told to re-run with --resume, which the command lacked ("No such option")
+        (["--teacher", "T", "--student", "segformer3d_tiny", "--resume", "gone/last.pt"], "checkpoint not found"),
     ],
 )
 def test_distill_user_errors_are_one_line(extra, message, distilled, brats2021_manifest, tmp_path):

@@ -87,6 +87,7 @@ def test_a_pruned_run_resumes_into_the_same_layout(pruned, brats2021_manifest, t
     [
         (["--amount", "1.5"], "invalid value for config key 'prune.amount'"),
         (["--amount", "0.001"], "--amount 0.001 removes no channel of"),  # was a 'pruned' run of the same network
+        (["--amount", "0.3", "--resume", "gone/last.pt"], "checkpoint not found"),  # the advice after a Ctrl-C
         (["--amount", "0.3", "--model", "nope.pt"], "model not found"),
         (["--amount", "0.3", "--model", "exported.onnx"], "an ONNX export holds no PyTorch weights"),
     ],
