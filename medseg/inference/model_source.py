@@ -19,17 +19,21 @@ def load_bundle(model_ref: str, tracking_uri: str | None = None) -> ModelBundle:
     """
     if model_ref.startswith(MLFLOW_SCHEMES):
         from medseg.tracking import resolve_tracking_uri
-        from medseg.tracking.registry import download_bundle
+        from medseg.tracking.registry import downloaded_bundle
 
-        path = download_bundle(model_ref, resolve_tracking_uri(tracking_uri))
-    else:
-        path = Path(model_ref)
-        if not path.exists():
-            raise ModelFileError(
-                "model not found",
-                path=str(path),
-                hint="pass a .pt from `medseg train` or runs:/<run_id>/model",
-            )
+        with downloaded_bundle(model_ref, resolve_tracking_uri(tracking_uri)) as path:
+            return _read_bundle(path)
+    path = Path(model_ref)
+    if not path.exists():
+        raise ModelFileError(
+            "model not found",
+            path=str(path),
+            hint="pass a .pt from `medseg train` or runs:/<run_id>/model",
+        )
+    return _read_bundle(path)
+
+
+def _read_bundle(path: Path) -> ModelBundle:
     try:
         return ModelBundle.from_dict(load_checkpoint(path)["bundle"])
     except (KeyError, TypeError, ValueError) as exc:  # ValueError: pydantic's, for malformed settings

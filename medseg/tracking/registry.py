@@ -8,12 +8,14 @@ versions registered before it, so the alias always ends on the best one.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from medseg.errors import TrackingError
 from medseg.redact import redact_secrets
-from medseg.tracking.store import client, mlflow_module, retry_lost_race, scoped_tracking_uri
+from medseg.tracking.store import client, existing_store_client, mlflow_module, retry_lost_race, scoped_tracking_uri
 
 METRIC_TAG = "val_dice_mean"
 CHAMPION = "champion"
@@ -72,26 +74,28 @@ def register_version(uri: str, model_uri: str, name: str, metric: float | None, 
     return [f"v{version}", *aliases, *won]
 
 
-def download_bundle(model_uri: str, tracking_uri: str) -> Path:
-    """Fetch the medseg bundle stored inside an MLflow model (`runs:/..`, `models:/..`) to a temp folder."""
+@contextlib.contextmanager
+def downloaded_bundle(model_uri: str, tracking_uri: str) -> Iterator[Path]:
+    """The medseg bundle stored inside an MLflow model (`runs:/..`, `models:/..`), in a temporary folder removed
+    on exit. A SQLite store that does not exist is refused, not created empty beside the user's files."""
     from medseg.io.bundle import BUNDLE_FILE  # here, not at the top: it imports torch (CLI start-up)
 
-    client(tracking_uri)  # reachability check: one line instead of minutes of retries
-    dst = Path(tempfile.mkdtemp(prefix="medseg-model-"))
-    try:
-        # `models:/` URIs are resolved through MLflow's global registry URI whatever is passed: scope it.
-        with scoped_tracking_uri(tracking_uri):
-            local = Path(
-                mlflow_module().artifacts.download_artifacts(
-                    artifact_uri=model_uri, dst_path=str(dst), tracking_uri=tracking_uri, registry_uri=tracking_uri
+    existing_store_client(tracking_uri)  # reachability check: one line instead of minutes of retries
+    with tempfile.TemporaryDirectory(prefix="medseg-model-") as dst:
+        try:
+            # `models:/` URIs are resolved through MLflow's global registry URI whatever is passed: scope it.
+            with scoped_tracking_uri(tracking_uri):
+                local = Path(
+                    mlflow_module().artifacts.download_artifacts(
+                        artifact_uri=model_uri, dst_path=dst, tracking_uri=tracking_uri, registry_uri=tracking_uri
+                    )
                 )
-            )
-    except Exception as exc:
-        raise TrackingError(
-            f"cannot fetch MLflow model {model_uri} ({exc.__class__.__name__}: {redact_secrets(str(exc))[:160]})",
-            hint="check the URI with `medseg runs show RUN_ID` and --tracking-uri",
-        ) from None
-    found = list(local.rglob(BUNDLE_FILE))
-    if not found:
-        raise TrackingError(f"MLflow model {model_uri} holds no {BUNDLE_FILE} (not logged by medseg)")
-    return found[0]
+        except Exception as exc:
+            raise TrackingError(
+                f"cannot fetch MLflow model {model_uri} ({exc.__class__.__name__}: {redact_secrets(str(exc))[:160]})",
+                hint="check the URI with `medseg runs show RUN_ID` and --tracking-uri",
+            ) from None
+        found = list(local.rglob(BUNDLE_FILE))
+        if not found:
+            raise TrackingError(f"MLflow model {model_uri} holds no {BUNDLE_FILE} (not logged by medseg)")
+        yield found[0]

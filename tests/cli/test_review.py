@@ -217,6 +217,11 @@ def test_reading_a_store_that_does_not_exist_creates_nothing(tmp_path):
         list_runs(uri, None, "val_dice_mean", 5)
     with pytest.raises(TrackingError, match="no MLflow store"):
         get_run(uri, "0123")
+    from medseg.inference.model_source import load_bundle
+
+    for model in ("runs:/0123/model", "models:/brats/1"):  # predict/distill/prune --model: also with --no-tracking
+        with pytest.raises(TrackingError, match=r"no MLflow store at .*typo/mlflow\.db"):
+            load_bundle(model, uri)
     assert not (tmp_path / "typo").exists()
 
 

@@ -51,7 +51,9 @@ def _train(brats2021_manifest: Path, tmp: Path, uri: str | None, overrides=(), r
     return outcome.result, outcome
 
 
-def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tmp_path):
+def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tmp_path, monkeypatch):
+    import tempfile
+
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -79,7 +81,11 @@ def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tm
     # The logged MLflow model loads (weights-only bundle inside) and predicts.
     from medseg.inference.model_source import load_bundle
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     bundle = load_bundle(result.model_uri, uri)
+    assert list((tmp_path / "tmp").iterdir()) == []  # the download is removed (one folder per prediction was left)
+    monkeypatch.undo()
     spacing = load_manifest(brats2021_manifest).cases[0].spacing  # every fixture case has it: planned, no resampling
     assert bundle.preprocess.spacing == spacing and run.data.params["plan.spacing"] == " x ".join(
         f"{v:g}" for v in spacing
