@@ -16,17 +16,28 @@ from medseg.errors import DataError
 app = typer.Typer(help="Scan, validate and synthesise datasets.", no_args_is_help=True, rich_markup_mode=help_markup())
 console = Console()
 err_console = Console(stderr=True)
+UNUSED_IMAGES_NAMED = 5
 
 
 def render_unused(root: Path, unused: list[Path], verbose: bool, out: Console = console) -> None:
-    """Name the files no case reads (`--verbose`), or count them, so a misnamed modality is not silently skipped."""
+    """Name the files no case reads (`--verbose`), or count them, so a misnamed modality is not silently skipped.
+    Images no case reads are named anyway (the first few): `CASE_0001.nii.gz` beside a one-channel model, or
+    `_t1c` in a BraTS 2021 folder, is more likely a mistake than a note."""
     if not unused:
         return
     if verbose:
         for p in unused:
             out.print(f"[dim]ignored[/] {p.relative_to(root)}", highlight=False)
-    else:
-        out.print(f"[dim]{len(unused)} file(s) not part of any case ignored (--verbose lists them)[/]", highlight=False)
+        return
+    from medseg.data.layouts import strip_nifti
+
+    images = [p for p in unused if strip_nifti(p.name) is not None]
+    for p in images[:UNUSED_IMAGES_NAMED]:
+        out.print(f"[yellow]ignored image[/] {p.relative_to(root)}: no case reads it", highlight=False)
+    rest = len(unused) - min(len(images), UNUSED_IMAGES_NAMED)
+    if rest:
+        more = " more" if images else ""
+        out.print(f"[dim]{rest}{more} file(s) not part of any case ignored (--verbose lists them)[/]", highlight=False)
 
 
 @app.command("scan")

@@ -22,12 +22,19 @@ def strip_nifti(name: str) -> str | None:
 
 
 def _nifti_files(folder: Path) -> dict[str, Path]:
-    out = {}
+    """NIfTI files of `folder` by name without suffix; `x.nii` beside `x.nii.gz` is refused: which one is the
+    image is the user's call (the `.nii.gz` was read silently, maybe a stale copy)."""
+    out: dict[str, Path] = {}
     if folder.is_dir():
         for p in sorted(folder.iterdir()):
             stem = strip_nifti(p.name)
-            if stem is not None and p.is_file():
-                out[stem] = p
+            if stem is None or not p.is_file():
+                continue
+            if stem in out:
+                raise DataError(
+                    f"{out[stem]} and {p.name} are two files for one image", hint="remove or rename one of them"
+                )
+            out[stem] = p
     return out
 
 

@@ -140,6 +140,21 @@ def test_a_file_is_not_a_data_folder(brats2021_dir):
         detect_cases(file, get_task("brats").prediction_layouts)
 
 
+def test_an_uncompressed_copy_beside_a_compressed_image_is_refused(brats2021_dir, tmp_path):
+    """`x_t1.nii` beside `x_t1.nii.gz`: the `.nii.gz` was read and the `.nii` listed as unused, so an edited
+    uncompressed image (the user's current one) could be ignored for a stale copy."""
+    import shutil
+
+    import nibabel as nib
+
+    case = next(p for p in sorted(brats2021_dir.iterdir()) if p.is_dir())
+    shutil.copytree(case, tmp_path / case.name)
+    t1 = next((tmp_path / case.name).glob("*_t1.nii.gz"))
+    nib.save(nib.load(t1), t1.with_name(t1.name.removesuffix(".gz")))
+    with pytest.raises(DataError, match=r"_t1\.nii and .*_t1\.nii\.gz are two files for one image"):
+        detect_cases(tmp_path, get_task("brats").prediction_layouts)
+
+
 def test_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "notes.txt").write_text("unrelated")
     with pytest.raises(DataError, match="no cases found"):
