@@ -93,6 +93,20 @@ class CasePrediction:
 ASSUMED_ZERO_FRACTION = {"brats": 0.5}
 
 
+# No CT or MRI volume is under 2 cm across: such an extent is a header's voxel size in the wrong unit (metres or
+# microns read as mm), which gives a nonsense mask (every voxel one class) without failing.
+MIN_EXTENT_MM = 20.0
+
+
+def extent_warnings(meta: GridMeta) -> list[str]:
+    extent = [n * s for n, s in zip(meta.ras_shape, meta.spacing, strict=True)]
+    if max(extent) >= MIN_EXTENT_MM:
+        return []
+    mm = " x ".join(f"{v:.3g}" for v in extent)
+    voxel = "x".join(f"{v:.3g}" for v in meta.spacing)
+    return [f"the image spans only {mm} mm (voxels of {voxel} mm): check the header's voxel size (pixdim) and units"]
+
+
 def input_warnings(stats: np.ndarray, bundle: ModelBundle, missing: tuple[int, ...]) -> list[str]:
     """What makes a mask unreliable without failing the case, for the present channels:
 
@@ -269,7 +283,7 @@ def _decide(
     """Threshold the case's probabilities: the finished labels when the device restores them (no kept
     probabilities, no components to clean on the host), else region masks on the cropped grid."""
     pre = prepared.pre
-    warnings = input_warnings(pre.stats, bundle, prepared.missing)
+    warnings = [*extent_warnings(pre.meta), *input_warnings(pre.stats, bundle, prepared.missing)]
     components = any(rule.kind != "none" for rule in (infer.postprocess or {}).values())
     if prepared.on_device and not keep_probabilities and not components:
         labels = _labels_on_device(probs, pre.meta, infer.threshold, bundle.scheme, case.label_map)

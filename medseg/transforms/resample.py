@@ -9,16 +9,22 @@ box edge to box edge, so a round trip returns exactly the input's crop shape and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medseg.errors import DataError
+
 # Spacings within 1 % of the target count as equal: BraTS-style 1 mm data is never interpolated.
 SPACING_TOLERANCE = 0.01
 # nnU-Net's anisotropy rule: an axis over 3x coarser than the finest keeps a finer target (10th percentile).
 ANISOTROPY_RATIO = 3.0
+
+# ~1 G voxels (4 GB a channel in float32): beyond any CT or MRI volume at its planned spacing.
+MAX_RESAMPLED_VOXELS = 2**30
 
 Spacing = tuple[float, float, float]
 
@@ -46,8 +52,17 @@ def needs_resampling(spacing: Sequence[float], target: Sequence[float] | None) -
 
 
 def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int, int]:
-    """Voxels per axis covering the same physical extent at `target` spacing (at least 1)."""
-    return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target, strict=True))
+    """Voxels per axis covering the same physical extent at `target` spacing (at least 1); DataError past
+    `MAX_RESAMPLED_VOXELS`, a header whose voxel size is off by its units (a MemoryError of 156 GiB before)."""
+    out = tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target, strict=True))
+    if math.prod(out) > MAX_RESAMPLED_VOXELS:
+        mm = "x".join(f"{v:g}" for v in spacing)
+        raise DataError(
+            f"voxels of {mm} mm resampled to the model's {'x'.join(f'{v:g}' for v in target)} mm make a "
+            f"{'x'.join(map(str, out))} grid: the header's voxel size (pixdim) looks wrong",
+            hint="check pixdim and its units (xyzt_units) in the NIfTI header",
+        )
+    return out
 
 
 def resample_channels(

@@ -75,3 +75,26 @@ def test_preprocessing_resamples_image_and_regions_to_the_plan_and_restores_the_
     assert dice(restored[2], label > 0) >= 0.95
     native = preprocess_case(CaseVolumes(image, label, affine), CASE, SCHEME, PreprocessPlan(spacing=(1.0, 1.0, 2.0)))
     assert not native.meta.resampled and native.image.shape == (2, 22, 18, 10)  # at the plan already: untouched
+
+
+def test_a_voxel_size_off_by_its_units_is_named_not_a_memory_error():
+    """Spacing x100 in a header (cm or a wrong scale read as mm) asked for a 156 GiB array (MemoryError) at 1.5 mm;
+    x0.01 fits everything into a few voxels and labelled every voxel one class without a word."""
+    from medseg.errors import DataError
+    from medseg.inference.case_predict import extent_warnings
+    from medseg.transforms.geometry import GridMeta
+
+    assert resampled_shape((512, 512, 100), (0.8, 0.8, 3.0), (1.5, 1.5, 1.5)) == (273, 273, 200)
+    with pytest.raises(DataError, match=r"voxels of 80x80x300 mm .* 27307x27307x20000 grid: .*pixdim"):
+        resampled_shape((512, 512, 100), (80.0, 80.0, 300.0), (1.5, 1.5, 1.5))
+
+    def meta(spacing):
+        return GridMeta(
+            (512, 512, 100), ((0, 1), (1, 1), (2, 1)), (512, 512, 100), (0, 0, 0), (512, 512, 100), spacing, spacing
+        )
+
+    assert extent_warnings(meta((0.8, 0.8, 3.0))) == []
+    assert extent_warnings(meta((0.008, 0.008, 0.03))) == [
+        "the image spans only 4.1 x 4.1 x 3 mm (voxels of 0.008x0.008x0.03 mm): check the header's voxel size "
+        "(pixdim) and units"
+    ]
