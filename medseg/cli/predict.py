@@ -187,15 +187,17 @@ def predict(
                 f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True
             ),
         )
-    _summary(results, output_dir)
+    _summary(results, output_dir, shard)
     if any(r.status == "failed" for r in results):
         raise typer.Exit(1)
 
 
-def _summary(results: list[CaseResult], output_dir: Path) -> None:
+def _summary(results: list[CaseResult], output_dir: Path, shard: str = "") -> None:
+    """Per status: cases and mean seconds; `shard` labels a torchrun / --part process's own table (each prints
+    one; predict_report.json merges them)."""
     from medseg.inference.output_folder import peak_memory_gb
 
-    table = Table(title="prediction summary", show_lines=False)
+    table = Table(title=f"prediction summary{shard}", show_lines=False)
     for col in ("status", "cases", "mean s/case"):
         table.add_column(col)
     for status in ("ok", "skipped", "failed"):
@@ -207,4 +209,5 @@ def _summary(results: list[CaseResult], output_dir: Path) -> None:
     mem = peak_memory_gb()
     gpu = f", GPU {mem['gpu']:.1f} GiB" if "gpu" in mem else ""
     console.print(f"peak memory: {mem['rss']:.1f} GiB resident{gpu}", highlight=False, soft_wrap=True)
-    console.print(f"outputs and predict_report.json in {output_dir}", highlight=False, soft_wrap=True)
+    merged = " (merged over the shards)" if shard else ""
+    console.print(f"outputs and predict_report.json{merged} in {output_dir}", highlight=False, soft_wrap=True)
