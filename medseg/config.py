@@ -211,8 +211,12 @@ def resolve_config(ref: str | Path) -> Path:
     )
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read a YAML config (safe loader), apply overrides and validate; errors name the bad key."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, flags: dict[str, str] | None = None
+) -> ExperimentConfig:
+    """Read a YAML config (safe loader), apply overrides and validate; errors name the bad key, and where its value
+    came from: the config file, a `--set` override, or a command's own option (`flags`: config key -> option as
+    typed, e.g. `distill.alpha` -> `--alpha 1.5`)."""
     raw: dict[str, Any] = {}
     if path is not None:
         p = resolve_config(path)
@@ -235,6 +239,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 hint=f"`medseg config show {shown}` lists the valid keys",
             ) from None
         loc, msg = _first_problem(exc.errors())
+        given = {o.split("=", 1)[0].strip(): f"--set {o}" for o in overrides or []} | (flags or {})
+        source = max((k for k in given if loc == k or loc.startswith(f"{k}.")), key=len, default=None)
+        if source in (flags or {}):  # not the config file's value: naming the file sent users to the wrong place
+            raise ConfigError(f"invalid value {given[source]}: {msg}", hint="see the command's --help") from None
+        if source is not None:
+            raise ConfigError(
+                f"invalid value {given[source]} (config key '{loc}'): {msg}",
+                hint=f"`medseg config show {shown}` shows each key with a valid value",
+            ) from None
         raise ConfigError(
             f"invalid value for config key '{loc}': {msg}",
             path=str(path) if path else None,

@@ -79,8 +79,8 @@ def test_a_key_with_several_forms_names_each_form_not_a_pydantic_label():
     with pytest.raises(ConfigError) as err:
         load_config(None, ["data.spacing=[1,1]"])
     assert str(err.value).startswith(
-        "invalid value for config key 'data.spacing': as literal['auto','native']: Input should be 'auto' or 'native'; "
-        "as tuple[float, float, float].2: Field required"
+        "invalid value --set data.spacing=[1,1] (config key 'data.spacing'): as literal['auto','native']: Input should "
+        "be 'auto' or 'native'; as tuple[float, float, float].2: Field required"
     )
 
 
@@ -89,5 +89,16 @@ def test_a_typo_is_named_before_the_errors_it_causes():
     Field required", hiding the typo."""
     with pytest.raises(ConfigError, match=r"^unknown config key 'prune\.amout' .*config show --config brats_smoke"):
         load_config(None, ["prune.amout=0.5"])
-    with pytest.raises(ConfigError, match=r"invalid value for config key 'prune\.amount': Input should be less than 1"):
+    with pytest.raises(ConfigError, match=r"--set prune\.amount=1\.5 \(config key 'prune\.amount'\): .* less than 1"):
         load_config(None, ["prune.source=x.pt", "prune.amount=1.5"])
+
+
+def test_a_bad_value_names_where_it_came_from(tmp_path):
+    """`medseg distill --alpha 1.5` said "brats_smoke: invalid value for config key 'distill.alpha'" and pointed to
+    `config show`, whose config has no distill section: the value came from the flag."""
+    flags = {"distill.alpha": "--alpha 1.5"}
+    with pytest.raises(ConfigError, match=r"^invalid value --alpha 1\.5: Input should be less than or equal to 1 "):
+        load_config("brats_smoke", ["distill.teacher=t.pt", "distill.alpha=1.5"], flags)
+    (tmp_path / "c.yaml").write_text("train:\n  epochs: 0\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: invalid value for config key 'train\.epochs'"):
+        load_config(tmp_path / "c.yaml")  # the file's own value: the file is named

@@ -119,6 +119,7 @@ def distill(
         f"distill.temperature={temperature}",
         f"distill.alpha={alpha}",
     ]
+    flags = {"distill.temperature": f"--temperature {temperature}", "distill.alpha": f"--alpha {alpha}"}
     request = _request(
         task,
         overrides,
@@ -134,6 +135,7 @@ def distill(
         register=register,
         resume=resume,
         out=out,
+        flags=flags,
     )
     _run_and_report(request, no_progress)
 
@@ -170,6 +172,11 @@ def prune(
         f"prune.source={json.dumps(model)}",
         f"prune.amount={amount}",
     ]
+    flags = {
+        "prune.amount": f"--amount {amount}",
+        "train.max_minutes": f"--minutes {minutes}",
+        "train.lr": f"--lr {lr}",
+    }
     request = _request(
         task,
         overrides,
@@ -185,6 +192,7 @@ def prune(
         register=register,
         resume=resume,
         out=out,
+        flags=flags,
     )
     _run_and_report(request, no_progress)
 

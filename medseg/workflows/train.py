@@ -46,6 +46,7 @@ class TrainRequest:
     register: str | None = None
     resume: str | None = None
     out: Path = Path("outputs")
+    flags: dict[str, str] = field(default_factory=dict)  # config keys the command's own options set (for errors)
 
 
 @dataclass
@@ -134,7 +135,7 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
     check_writable(req.out, folder=True)  # before scanning and caching
     if req.data is not None:
         check_writable(manifest_path)
-    cfg = load_config(req.config or task.default_config, req.overrides)
+    cfg = load_config(req.config or task.default_config, req.overrides, req.flags)
     uri = resolve_tracking_uri(req.tracking_uri, cfg.tracking.uri)
     payload = resume_dir = None
     if req.resume:

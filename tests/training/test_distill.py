@@ -154,7 +154,7 @@ def test_a_teacher_with_other_preprocessing_is_refused(distilled, brats2021_mani
         (["--teacher", "nope.pt", "--student", "segformer3d_tiny"], "model not found"),
         (
             ["--teacher", "T", "--student", "segformer3d_tiny", "--alpha", "1.5"],
-            "invalid value for config key 'distill.alpha'",
+            "invalid value --alpha 1.5: Input should be less than or equal to 1",
         ),
         (["--teacher", "T", "--student", "no_such_net"], "unknown model 'no_such_net'"),
         # an interrupted distill is told to re-run with --resume, which the command lacked ("No such option")

@@ -85,7 +85,7 @@ def test_a_pruned_run_resumes_into_the_same_layout(pruned, brats2021_manifest, t
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--amount", "1.5"], "invalid value for config key 'prune.amount'"),
+        (["--amount", "1.5"], "invalid value --amount 1.5: Input should be less than 1"),
         (["--amount", "0.001"], "--amount 0.001 removes no channel of"),  # was a 'pruned' run of the same network
         (["--amount", "0.3", "--resume", "gone/last.pt"], "checkpoint not found"),  # the advice after a Ctrl-C
         (["--amount", "0.3", "--model", "nope.pt"], "model not found"),
