@@ -97,7 +97,8 @@ def scan(
 
 
 def _scan_report(result, fmt: str) -> str:
-    """Every case (good with its fold, shape and spacing; bad with its error) as csv, or json with the manifest."""
+    """Every case (good with its fold, shape and spacing; bad with its error) as csv, or json with the manifest
+    (numbers and lists there, null where a bad case has none; `128x128x40` strings in the csv)."""
     from medseg.io.tables import rows_to_csv
 
     rows = [
@@ -106,26 +107,19 @@ def _scan_report(result, fmt: str) -> str:
             "status": "ok",
             "labelled": bool(c.case.label),
             "fold": c.fold,
-            "shape": "x".join(map(str, c.shape)),
-            "spacing": "x".join(f"{v:g}" for v in c.spacing),
-            "error": "",
+            "shape": list(c.shape),
+            "spacing": list(c.spacing),
+            "error": None,
         }
         for c in result.manifest.cases
     ]
     rows += [
-        {
-            "id": c.id,
-            "status": "bad",
-            "labelled": bool(c.label),
-            "fold": "",
-            "shape": "",
-            "spacing": "",
-            "error": str(e),
-        }
+        {"id": c.id, "status": "bad", "labelled": bool(c.label), "fold": None, "shape": None, "spacing": None}
+        | {"error": str(e)}
         for c, e in result.bad
     ]
     if fmt == "csv":
-        return rows_to_csv(rows)
+        return rows_to_csv([{k: _csv_cell(v) for k, v in row.items()} for row in rows])
     report = {
         "manifest": str(result.path),
         "layout": result.manifest.layout,
@@ -133,6 +127,14 @@ def _scan_report(result, fmt: str) -> str:
         "ignored_files": [str(p) for p in result.unused],
     }
     return json.dumps(report, indent=1) + "\n"
+
+
+def _csv_cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "x".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return value
 
 
 @app.command("synth")

@@ -107,7 +107,12 @@ def _as_3d(data: np.ndarray, index: int | None, path: str, case_id: str) -> np.n
             hint="pass one 3D volume per channel",
         )
     if min(data.shape) < 2:
-        raise DataError(f"image is 2D (shape {data.shape})", path=path, case=case_id)
+        raise DataError(
+            f"image is 2D (shape {data.shape})",
+            path=path,
+            case=case_id,
+            hint="medseg segments 3D volumes: export the whole series, not one slice",
+        )
     return data
 
 

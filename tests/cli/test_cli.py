@@ -144,7 +144,8 @@ def test_scan_json_and_csv_list_every_case_for_scripts(tmp_path):
         ("BraTS2021_00002", "ok"),
         ("BraTS2021_00001", "bad"),
     ]
-    assert report["cases"][0]["shape"] == "24x24x16" and report["cases"][0]["fold"] in (0, 1)
+    assert report["cases"][0]["shape"] == [24, 24, 16] and report["cases"][0]["fold"] in (0, 1)
+    assert report["cases"][2]["fold"] is None and report["cases"][2]["spacing"] is None  # was "" beside integers
     assert report["cases"][0]["labelled"] is True and report["cases"][2]["labelled"] is True  # same columns
     assert "empty file" in report["cases"][2]["error"] and "empty file" in result.stderr
     assert report["manifest"] == str(tmp_path / "m.json") and report["ignored_files"] == [
@@ -153,7 +154,8 @@ def test_scan_json_and_csv_list_every_case_for_scripts(tmp_path):
     result = CliRunner().invoke(app, [*args, "--format", "csv", "--skip-bad"])
     assert result.exit_code == 0
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert [r["status"] for r in rows] == ["ok", "ok", "bad"] and rows[0]["spacing"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "bad"] and rows[0]["shape"] == "24x24x16"
+    assert rows[2]["fold"] == rows[2]["shape"] == "" and rows[0]["error"] == ""
 
 
 def test_predict_batch_with_a_broken_case_finishes_the_others_and_exits_1(tmp_path):

@@ -109,7 +109,7 @@ CASES = [
     ("t1", _singular_affine, "affine is singular .*sform/qform"),
     ("t1ce", _all_zero, "image is all 0 .*--allow-missing-modality"),
     ("t2", _constant, r"image is constant \(every voxel is 7.5\)"),
-    ("t1", _two_d, "2D"),
+    ("t1", _two_d, r"2D .*\(fix: medseg segments 3D volumes"),
     ("t1", _four_d, "expected a 3D image"),
     ("seg", _label_noise, r"non-integer values \(e.g. 1.9999, \d+ voxels\) \(fix: round it"),
     ("seg", _label_value, r"label values \[3\] are not in the brats2021 label map"),
