@@ -214,9 +214,7 @@ def resolve_config(ref: str | Path) -> Path:
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None, flags: dict[str, str] | None = None
 ) -> ExperimentConfig:
-    """Read a YAML config (safe loader), apply overrides and validate; errors name the bad key, and where its value
-    came from: the config file, a `--set` override, or a command's own option (`flags`: config key -> option as
-    typed, e.g. `distill.alpha` -> `--alpha 1.5`)."""
+    """Read a YAML config (safe loader), apply overrides and validate (see `validate_config`)."""
     raw: dict[str, Any] = {}
     if path is not None:
         p = resolve_config(path)
@@ -226,7 +224,18 @@ def load_config(
             raise ConfigError(f"not valid YAML ({exc.__class__.__name__})", path=str(p)) from None
         if not isinstance(raw, dict):
             raise ConfigError("top level must be a mapping", path=str(p))
-    raw = apply_overrides(raw, overrides or [])
+    return validate_config(apply_overrides(raw, overrides or []), overrides, flags, path)
+
+
+def validate_config(
+    raw: dict[str, Any],
+    overrides: list[str] | None = None,
+    flags: dict[str, str] | None = None,
+    path: str | Path | None = None,
+) -> ExperimentConfig:
+    """`raw` (a config with `overrides` applied) validated; errors name the bad key, and where its value came
+    from: the config file `path`, a `--set` override, or a command's own option (`flags`: override -> option as
+    typed, e.g. `distill.alpha=1.5` -> `--alpha 1.5`)."""
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
@@ -239,13 +248,14 @@ def load_config(
                 hint=f"`medseg config show {shown}` lists the valid keys",
             ) from None
         loc, msg = _first_problem(exc.errors())
-        given = {o.split("=", 1)[0].strip(): f"--set {o}" for o in overrides or []} | (flags or {})
+        flags = flags or {}
+        given = {override_key(o): o for o in overrides or []}  # in order: the last override of a key is applied
         source = max((k for k in given if loc == k or loc.startswith(f"{k}.")), key=len, default=None)
-        if source in (flags or {}):  # not the config file's value: naming the file sent users to the wrong place
-            raise ConfigError(f"invalid value {given[source]}: {msg}", hint="see the command's --help") from None
+        if source is not None and given[source] in flags:  # naming the config file sent users to the wrong place
+            raise ConfigError(f"invalid value {flags[given[source]]}: {msg}", hint="see the command's --help") from None
         if source is not None:
             raise ConfigError(
-                f"invalid value {given[source]} (config key '{loc}'): {msg}",
+                f"invalid value --set {given[source]} (config key '{loc}'): {msg}",
                 hint=f"`medseg config show {shown}` shows each key with a valid value",
             ) from None
         raise ConfigError(
@@ -253,6 +263,11 @@ def load_config(
             path=str(path) if path else None,
             hint=f"`medseg config show {shown}` shows each key with a valid value",
         ) from None
+
+
+def override_key(override: str) -> str:
+    """The dotted key of a `key=value` override."""
+    return override.split("=", 1)[0].strip()
 
 
 def _first_problem(errors: list[dict]) -> tuple[str, str]:

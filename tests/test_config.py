@@ -96,9 +96,13 @@ def test_a_typo_is_named_before_the_errors_it_causes():
 def test_a_bad_value_names_where_it_came_from(tmp_path):
     """`medseg distill --alpha 1.5` said "brats_smoke: invalid value for config key 'distill.alpha'" and pointed to
     `config show`, whose config has no distill section: the value came from the flag."""
-    flags = {"distill.alpha": "--alpha 1.5"}
+    flags = {"distill.alpha=1.5": "--alpha 1.5"}
     with pytest.raises(ConfigError, match=r"^invalid value --alpha 1\.5: Input should be less than or equal to 1 "):
         load_config("brats_smoke", ["distill.teacher=t.pt", "distill.alpha=1.5"], flags)
+    # `prune --lr 3e-4 --set train.lr=-1`: the --set comes later and is the value applied, so it is the one named
+    flags = {"train.lr=0.0003": "--lr 0.0003"}
+    with pytest.raises(ConfigError, match=r"^invalid value --set train\.lr=-1 \(config key 'train\.lr'\)"):
+        load_config("brats_smoke", ["train.lr=0.0003", "train.lr=-1"], flags)
     (tmp_path / "c.yaml").write_text("train:\n  epochs: 0\n")
     with pytest.raises(ConfigError, match=r"c\.yaml: invalid value for config key 'train\.epochs'"):
         load_config(tmp_path / "c.yaml")  # the file's own value: the file is named

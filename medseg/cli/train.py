@@ -111,15 +111,14 @@ def distill(
 ) -> None:
     """Train a small student on a teacher's softened outputs plus the labels (knowledge distillation); the student
     is a normal model: its own MLflow run (tagged with the teacher), checkpoints and bundle."""
-    overrides = [
-        f"model.name={student}",
-        "model.kwargs={}",  # the config's kwargs belong to its own model, not to the student
-        *set_,
-        f"distill.teacher={json.dumps(teacher)}",
-        f"distill.temperature={temperature}",
-        f"distill.alpha={alpha}",
-    ]
-    flags = {"distill.temperature": f"--temperature {temperature}", "distill.alpha": f"--alpha {alpha}"}
+    student_set = {f"model.name={student}": f"--student {student}"}
+    student_set["model.kwargs={}"] = f"--student {student}"  # the config's kwargs belong to its own model
+    distill_set = {
+        f"distill.teacher={json.dumps(teacher)}": f"--teacher {teacher}",
+        f"distill.temperature={temperature}": f"--temperature {temperature}",
+        f"distill.alpha={alpha}": f"--alpha {alpha}",
+    }
+    overrides, flags = [*student_set, *set_, *distill_set], student_set | distill_set
     request = _request(
         task,
         overrides,
@@ -165,18 +164,9 @@ def prune(
 ) -> None:
     """Remove whole channels (structured pruning, torch-pruning) from a trained model and fine-tune it briefly; the
     result is a normal, smaller model bundle (its own MLflow run, tagged with the source) that `predict` loads."""
-    overrides = [
-        f"train.max_minutes={minutes}",
-        f"train.lr={lr}",
-        *set_,
-        f"prune.source={json.dumps(model)}",
-        f"prune.amount={amount}",
-    ]
-    flags = {
-        "prune.amount": f"--amount {amount}",
-        "train.max_minutes": f"--minutes {minutes}",
-        "train.lr": f"--lr {lr}",
-    }
+    budget = {f"train.max_minutes={minutes}": f"--minutes {minutes}", f"train.lr={lr}": f"--lr {lr}"}
+    pruning = {f"prune.source={json.dumps(model)}": f"--model {model}", f"prune.amount={amount}": f"--amount {amount}"}
+    overrides, flags = [*budget, *set_, *pruning], budget | pruning  # --set may change the budget, not the pruning
     request = _request(
         task,
         overrides,

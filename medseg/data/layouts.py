@@ -21,21 +21,29 @@ def strip_nifti(name: str) -> str | None:
     return None
 
 
-def _nifti_files(folder: Path) -> dict[str, Path]:
-    """NIfTI files of `folder` by name without suffix; `x.nii` beside `x.nii.gz` is refused: which one is the
-    image is the user's call (the `.nii.gz` was read silently, maybe a stale copy)."""
-    out: dict[str, Path] = {}
-    if folder.is_dir():
-        for p in sorted(folder.iterdir()):
-            stem = strip_nifti(p.name)
-            if stem is None or not p.is_file():
-                continue
-            if stem in out:
-                raise DataError(
-                    f"{out[stem]} and {p.name} are two files for one image", hint="remove or rename one of them"
-                )
-            out[stem] = p
-    return out
+class _NiftiFiles(dict):
+    """A folder's NIfTI files by name without suffix. `read` refuses a name held by both `x.nii` and `x.nii.gz`
+    (the `.nii.gz` was read silently, maybe a stale copy of the image the user edited): only when a case reads it,
+    so twins in a folder that holds no case (a backup, predictions under the data root) stop nothing."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.twins: dict[str, Path] = {}
+        if folder.is_dir():
+            for p in sorted(folder.iterdir()):
+                stem = strip_nifti(p.name)
+                if stem is not None and p.is_file():
+                    if stem in self:
+                        self.twins[stem] = self[stem]
+                    self[stem] = p
+
+    def read(self, stem: str) -> Path | None:
+        if stem in self.twins:
+            raise DataError(
+                f"{self.twins[stem]} and {self[stem].name} are two files for one image",
+                hint="remove or rename one of them",
+            )
+        return self.get(stem)
 
 
 def find_suffix_cases(
@@ -59,12 +67,12 @@ def find_suffix_cases(
 def _suffix_case(
     folder: Path, suffixes: Sequence[str], label_suffix: str, sep: str, label_map: dict[str, int], layout: str
 ) -> Case | None:
-    files = _nifti_files(folder)
+    files = _NiftiFiles(folder)
     cid = folder.name
     if not any(f"{cid}{sep}{s}" in files for s in suffixes):
         return None
-    images = tuple(str(files.get(f"{cid}{sep}{s}", folder / f"{cid}{sep}{s}.nii.gz")) for s in suffixes)
-    label = files.get(f"{cid}{sep}{label_suffix}")
+    images = tuple(str(files.read(f"{cid}{sep}{s}") or folder / f"{cid}{sep}{s}.nii.gz") for s in suffixes)
+    label = files.read(f"{cid}{sep}{label_suffix}")
     return Case(cid, images, (None,) * len(suffixes), str(label) if label else None, label_map, layout)
 
 
@@ -77,13 +85,13 @@ def _nnunet_dir(root: Path) -> Path:
 
 def has_nnunet_files(root: Path) -> bool:
     """Whether `root` (or its imagesTr) holds nnU-Net style `CASE_XXXX.nii.gz` channel files."""
-    return any(_NNUNET.match(stem) for stem in _nifti_files(_nnunet_dir(root)))
+    return any(_NNUNET.match(stem) for stem in _NiftiFiles(_nnunet_dir(root)))
 
 
 def nnunet_files_beyond(root: Path, n_channels: int) -> list[Path]:
     """nnU-Net channel files in `root` (or its imagesTr) whose index is `n_channels` or more: `CASE_0001` when a
     dataset declares one channel. `find_nnunet_cases` reads indices below `n_channels` only."""
-    files = _nifti_files(_nnunet_dir(root))
+    files = _NiftiFiles(_nnunet_dir(root))
     return [p for stem, p in files.items() if (m := _NNUNET.match(stem)) and int(m["ch"]) >= n_channels]
 
 
@@ -96,16 +104,17 @@ def find_nnunet_cases(
     """
     image_dir = _nnunet_dir(root)
     groups: dict[str, dict[int, Path]] = {}
-    for stem, path in _nifti_files(image_dir).items():
+    files = _NiftiFiles(image_dir)
+    for stem in files:
         m = _NNUNET.match(stem)
         if m:
-            groups.setdefault(m["id"], {})[int(m["ch"])] = path
-    labels = _nifti_files(root / "labelsTr")
+            groups.setdefault(m["id"], {})[int(m["ch"])] = files.read(stem)
+    labels = _NiftiFiles(root / "labelsTr")
     order = list(order) if order is not None else list(range(n_channels))
     cases = []
     for cid, chans in sorted(groups.items()):
         images = tuple(str(chans.get(i, image_dir / f"{cid}_{i:04d}.nii.gz")) for i in order)
-        label = labels.get(cid)
+        label = labels.read(cid)
         cases.append(Case(cid, images, (None,) * len(order), str(label) if label else None, label_map, layout))
     return cases
 
@@ -113,12 +122,12 @@ def find_nnunet_cases(
 def find_4d_cases(root: Path, channel_index: Sequence[int], label_map: dict[str, int], layout: str) -> list[Case]:
     """One 4D file per case in `root/imagesTr` (or `root`), volumes picked by `channel_index` (MSD style)."""
     image_dir = root / "imagesTr" if (root / "imagesTr").is_dir() else root
-    labels = _nifti_files(root / "labelsTr")
+    labels, files = _NiftiFiles(root / "labelsTr"), _NiftiFiles(image_dir)
     cases = []
-    for cid, path in _nifti_files(image_dir).items():
+    for cid in files:
         if cid.startswith("._") or _NNUNET.match(cid):  # macOS resource forks; nnU-Net channel files
             continue
-        label = labels.get(cid)
+        path, label = files.read(cid), labels.read(cid)
         n = len(channel_index)
         cases.append(
             Case(cid, (str(path),) * n, tuple(channel_index), str(label) if label else None, label_map, layout)

@@ -125,14 +125,16 @@ def train_task(
     out_root: Path,
     resume: dict | None = None,
     resume_dir: Path | None = None,
+    resume_best: Path | None = None,
     hooks: ProgressHooks | None = None,
     teacher: ModelRef | None = None,
     prune_source: ModelRef | None = None,
 ) -> tuple[TrainResult, Tracker]:
     """Train on `manifest` as `split` says, tracked in MLflow; returns the result and the (ended) tracker.
-    A resumed run writes to `resume_dir`, its checkpoints' folder, when it continues the same run (untracked, or
-    the same MLflow run); another run (a tracked checkpoint resumed untracked, or the reverse) gets a new folder
-    holding a copy of the best.pt it starts from, so neither run's checkpoints are overwritten.
+    A resumed run writes on in `resume_dir` (its run folder, when resumed from its last.pt) if it continues the
+    same run (untracked, or the same MLflow run); otherwise (a tracked checkpoint resumed untracked, or the reverse,
+    or from a best.pt) it gets a new folder holding a copy of `resume_best`, the best.pt beside the checkpoint, so
+    no run's checkpoints are overwritten. Without one, its next validation is the best.
     With a `teacher` (distillation), its logits over every training case are cached first and ride with the labels;
     with a `prune_source`, training fine-tunes that network with `cfg.prune.amount` of its channels removed."""
     hooks = hooks or SilentHooks()
@@ -144,7 +146,7 @@ def train_task(
             f"{data['manifest']} with fold {data['fold']}: resuming would mix its validation cases into training",
             hint="resume with the same --data/--manifest and --fold, or start a new run",
         )
-    if resume and resume_dir is not None and not (resume_dir / "best.pt").is_file():
+    if resume and resume_best is None:
         resume = {**resume, "best": -1.0}  # a lone last.pt: the best weights are not at hand
     train_cases, val_cases = manifest.split(split.fold)
     if prune_source is None:  # a pruned run's network is its source's, checked below
@@ -185,13 +187,15 @@ def train_task(
     status = "FAILED"
     try:
         same_run = resume is not None and resume_dir is not None and resume.get("run_id") == tracker.run_id
-        out_dir = resume_dir if same_run else out_root / (tracker.run_id or time.strftime("run-%Y%m%d-%H%M%S"))
+        # untracked: time plus a random tag, as two runs started in one second shared (and overwrote) one folder
+        untracked = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        out_dir = resume_dir if same_run else out_root / (tracker.run_id or untracked)
         if world.is_main:  # other ranks have no run id and write nothing
             out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out_dir / "config.yaml", config_to_yaml(cfg))
-            if resume and not same_run and (resume_dir / "best.pt").is_file():
+            if resume_best is not None and not same_run:
                 with atomic_path(out_dir / "best.pt") as tmp:  # the best so far, unless a later epoch beats it
-                    shutil.copyfile(resume_dir / "best.pt", tmp)
+                    shutil.copyfile(resume_best, tmp)
         tracker.set_tags({"medseg.out_dir": str(out_dir.resolve()), **tags})
         if world.is_main:
             hooks.run_started(tracker.run_id, out_dir)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medseg.config import ExperimentConfig, apply_overrides, load_config
+from medseg.config import apply_overrides, load_config, override_key, validate_config
 from medseg.core import Case, Task
 from medseg.data.layouts import detect_cases
 from medseg.data.manifest import Manifest, load_manifest
-from medseg.errors import DataError, MedsegError, TrackingError
+from medseg.errors import ConfigError, DataError, MedsegError, TrackingError
 from medseg.inference.model_source import load_model_ref
 from medseg.io.atomic import check_writable
 from medseg.io.bundle import load_checkpoint
@@ -46,7 +47,7 @@ class TrainRequest:
     register: str | None = None
     resume: str | None = None
     out: Path = Path("outputs")
-    flags: dict[str, str] = field(default_factory=dict)  # config keys the command's own options set (for errors)
+    flags: dict[str, str] = field(default_factory=dict)  # overrides made by the command's options -> option as typed
 
 
 @dataclass
@@ -69,6 +70,36 @@ def _resume_checkpoint(resume: str, uri: str) -> Path:
     from medseg.tracking.review import run_output_dir
 
     return Path(run_output_dir(resume, uri)) / "last.pt"
+
+
+def _continues_in(checkpoint: Path) -> Path | None:
+    """The folder a resumed run writes on in: the run folder whose latest state `checkpoint` is (its last.pt,
+    beside the config.yaml every run writes; writable). None (a new folder) for a best.pt, whose run may have
+    newer epochs in last.pt, a checkpoint copied elsewhere (the current folder) or a read-only folder."""
+    folder = checkpoint.parent
+    if checkpoint.name == "last.pt" and (folder / "config.yaml").is_file() and os.access(folder, os.W_OK):
+        return folder
+    return None
+
+
+def _check_same_options(saved: dict, resumed: dict, flags: dict[str, str]) -> None:
+    """A command's own options (`prune --amount`, `distill --alpha`, their defaults too) re-applied to a resumed
+    run must leave its settings as they were: another amount failed with a raw size-mismatch traceback, another
+    --minutes or --lr silently changed the run."""
+
+    def at(tree, key: str):
+        for part in key.split("."):
+            tree = tree.get(part) if isinstance(tree, dict) else None
+        return tree
+
+    for override, option in flags.items():
+        key = override_key(override)
+        if at(resumed, key) != at(saved, key):
+            raise ConfigError(
+                f"{option} does not match the run being resumed: its {key} is {at(saved, key)!r}, this command "
+                f"makes it {at(resumed, key)!r}",
+                hint="resume with the options (and --set) the run was started with",
+            )
 
 
 def _check_resume_point(resume: str, payload: dict, uri: str, epochs: int) -> None:
@@ -137,12 +168,15 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
         check_writable(manifest_path)
     cfg = load_config(req.config or task.default_config, req.overrides, req.flags)
     uri = resolve_tracking_uri(req.tracking_uri, cfg.tracking.uri)
-    payload = resume_dir = None
+    payload = resume_dir = resume_best = None
     if req.resume:
         checkpoint = _resume_checkpoint(req.resume, uri)
-        payload, resume_dir = load_checkpoint(checkpoint), checkpoint.parent  # its run continues in its own folder
+        payload, resume_dir = load_checkpoint(checkpoint), _continues_in(checkpoint)
+        resume_best = checkpoint.parent / "best.pt" if (checkpoint.parent / "best.pt").is_file() else None
         # A resumed run keeps its own config; explicit overrides still apply (e.g. more epochs).
-        cfg = ExperimentConfig.model_validate(apply_overrides(copy.deepcopy(payload["config"]), req.overrides))
+        raw = apply_overrides(copy.deepcopy(payload["config"]), req.overrides)
+        _check_same_options(payload["config"], raw, req.flags)
+        cfg = validate_config(raw, req.overrides, req.flags)
         tracked, run_id = req.tracking and cfg.tracking.enabled, payload.get("run_id")
         if tracked and run_id:  # trained untracked: nothing logged to repeat
             _check_resume_point(req.resume, payload, uri, cfg.train.epochs)
@@ -188,6 +222,7 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
             out_root=req.out,
             resume=payload,
             resume_dir=resume_dir,
+            resume_best=resume_best,
             hooks=hooks,
             teacher=teacher,
             prune_source=prune_source,

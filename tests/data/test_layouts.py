@@ -153,6 +153,12 @@ def test_an_uncompressed_copy_beside_a_compressed_image_is_refused(brats2021_dir
     nib.save(nib.load(t1), t1.with_name(t1.name.removesuffix(".gz")))
     with pytest.raises(DataError, match=r"_t1\.nii and .*_t1\.nii\.gz are two files for one image"):
         detect_cases(tmp_path, get_task("brats").prediction_layouts)
+    (tmp_path / case.name / t1.name.removesuffix(".gz")).unlink()
+    backup = tmp_path / "backup"  # twins in a folder no case reads stop nothing
+    backup.mkdir()
+    nib.save(nib.load(t1), backup / "old.nii.gz")
+    nib.save(nib.load(t1), backup / "old.nii")
+    assert [c.id for c in detect_cases(tmp_path, get_task("brats").prediction_layouts)[1]] == [case.name]
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):

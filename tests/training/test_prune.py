@@ -102,6 +102,19 @@ def test_prune_user_errors_are_one_line(extra, message, pruned, brats2021_manife
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
+def test_resuming_with_other_options_is_refused_in_one_line(pruned, brats2021_manifest, tmp_path):
+    """The options were re-applied to the resumed run: another --amount pruned the source again and failed to load
+    the checkpoint with a raw size-mismatch traceback; a left-out --minutes or --lr silently changed the run."""
+    _, source, result = pruned
+    lr = load_checkpoint(result.result.last_path)["config"]["train"]["lr"]
+    args = ["--model", str(source.result.best_path), "--resume", str(result.result.last_path), "--amount", "0.3"]
+    same = ["--set", "train.max_minutes=null", "--set", f"train.lr={lr}"]  # as the fixture trained (no budget)
+    out = medseg("prune", *args, *same, "--manifest", str(brats2021_manifest), "--no-tracking", cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    assert "--amount 0.3 does not match the run being resumed: its prune.amount is 0.5" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
 def test_a_family_torch_pruning_cannot_trace_is_refused_in_one_line(brats2021_manifest, tmp_path):
     from medseg.io.bundle import save_checkpoint
     from medseg.nets import create_model

@@ -115,8 +115,12 @@ def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tm
         _train(brats2021_manifest, tmp_path, other, ["train.epochs=3"], resume=str(result.last_path))
     said = []
     hooks = type("Hooks", (SilentHooks,), {"message": lambda self, text: said.append(text)})()
-    _train(brats2021_manifest, tmp_path, None, ["train.epochs=3"], resume=str(result.last_path), hooks=hooks)
+    stalled = ["train.epochs=3", "train.lr=1e-12"]  # no better epoch: the copied best.pt must be there to finish
+    untracked, _ = _train(brats2021_manifest, tmp_path, None, stalled, resume=str(result.last_path), hooks=hooks)
     assert "resuming training (not tracked) after epoch 2" in said  # no store asked: nothing is logged
+    # another run: its own folder with a copy of the best.pt it starts from; the tracked run's checkpoints untouched
+    assert untracked.last_path.parent != result.last_path.parent and untracked.best_path.is_file()
+    assert load_checkpoint(result.last_path)["epoch"] == 1 and load_checkpoint(untracked.last_path)["epoch"] == 2
     resumed, tracker2 = _train(
         brats2021_manifest, tmp_path, uri, ["train.epochs=3"], resume=tracker.run_id, hooks=hooks
     )
@@ -221,11 +225,17 @@ def test_an_untracked_resume_continues_in_its_checkpoints_folder(brats2021_manif
     overlays = sorted(p.name.rsplit("_", 1)[1] for p in (first.last_path.parent / "overlays").iterdir())
     assert overlays == ["epoch0001.png", "epoch0002.png", "epoch0003.png"]  # as the log counts (was from 0)
     assert load_checkpoint(first.best_path)["bundle"]["infer"]["postprocess"] is not None  # chosen after the resume
-    lone = tmp_path / "copied" / "last.pt"  # a checkpoint without its best.pt: the next validation becomes the best
+    # a checkpoint copied elsewhere, without its best.pt: a new run folder (not the copy's folder), whose next
+    # validation becomes the best; a best.pt (its run may have newer epochs in last.pt) also starts a new folder
+    lone = tmp_path / "copied" / "last.pt"
     lone.parent.mkdir()
     shutil.copyfile(first.last_path, lone)
     again, _ = _train(brats2021_manifest, tmp_path, None, ["train.epochs=4", "train.lr=1e-12"], resume=str(lone))
-    assert again.best_path == lone.parent / "best.pt" and load_checkpoint(again.best_path)["epoch"] == 3
+    assert again.best_path.parent.parent == tmp_path / "runs" and load_checkpoint(again.best_path)["epoch"] == 3
+    assert sorted(p.name for p in lone.parent.iterdir()) == ["last.pt"]
+    from_best, _ = _train(brats2021_manifest, tmp_path, None, stalled, resume=str(first.best_path))
+    assert from_best.last_path.parent not in (first.last_path.parent, again.last_path.parent)
+    assert load_checkpoint(first.last_path)["epoch"] == 2  # run A's latest state kept
 
 
 def test_interrupted_checkpoint_save_keeps_the_previous_one(tmp_path, monkeypatch):
