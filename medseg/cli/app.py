@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 import traceback
+from collections.abc import Iterator
 
 import typer
 from rich.console import Console
@@ -72,21 +74,31 @@ def _interrupted(signals: list[int]) -> None:
     sys.exit(128 + signals[0] if signals else 130)
 
 
-def _redeliver_swallowed(received: list[int]):
+@contextlib.contextmanager
+def _redelivered_interrupts() -> Iterator[None]:
     """An interrupt raised while a weakref callback or `__del__` runs is printed ("Exception ignored in ...") and
-    lost: a SIGTERMed `medseg distill` trained two more epochs. This unraisable hook sends the signal again a moment
-    later (`raise_signal` would run the handler at once, inside the hook), once the callback has returned."""
+    lost: a SIGTERMed `medseg distill` trained two more epochs. Within this context an unraisable-exception hook
+    sends that signal again a moment later (`raise_signal` would run the handler at once, inside the hook), once
+    the callback has returned; on exit, pending re-sends are cancelled and the previous hook is back."""
+    previous, timers = sys.unraisablehook, []
 
     def hook(unraisable) -> None:
-        if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            signum = received[-1] if received else signal.SIGINT
-            again = threading.Timer(0.05, os.kill, args=(os.getpid(), signum))
-            again.daemon = True  # a process that ends first is not held up (nor signalled while exiting)
-            again.start()
+        exc = unraisable.exc_value
+        if not isinstance(exc, KeyboardInterrupt):
+            previous(unraisable)
             return
-        sys.__unraisablehook__(unraisable)
+        again = threading.Timer(0.05, os.kill, args=(os.getpid(), getattr(exc, "signum", signal.SIGINT)))
+        again.daemon = True
+        timers.append(again)
+        again.start()
 
-    return hook
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        for timer in timers:
+            timer.cancel()
+        sys.unraisablehook = previous
 
 
 def _wrapped_user_error(exc: BaseException) -> MedsegError | None:
@@ -101,11 +113,8 @@ def _wrapped_user_error(exc: BaseException) -> MedsegError | None:
 
 
 def main() -> None:
-    """Entry point: run the app, turning MedsegError into one line (exit 1) and Ctrl-C into exit 130.
-
-    With `standalone_mode=False`, typer *returns* the exit code of `typer.Exit` and turns a KeyboardInterrupt
-    inside a command into a returned 130, so both must be read from the return value, not only caught.
-    """
+    """Entry point: run the app, turning MedsegError into one line (exit 1), Ctrl-C into exit 130 and SIGTERM /
+    SIGHUP into 143 / 129."""
     _register()
     keep_freed_memory()  # every command computes on volumes or networks: reuse freed memory (see medseg.memory)
     received: list[int] = []
@@ -117,7 +126,16 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_signal)
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup it stays ignored
         signal.signal(signal.SIGHUP, on_signal)
-    sys.unraisablehook = _redeliver_swallowed(received)
+    with _redelivered_interrupts():
+        _run_app(received)
+
+
+def _run_app(received: list[int]) -> None:
+    """The app with every way it ends turned into a message and an exit code (`received`: the signals so far).
+
+    With `standalone_mode=False`, typer *returns* the exit code of `typer.Exit` and turns a KeyboardInterrupt
+    inside a command into a returned 130, so both must be read from the return value, not only caught.
+    """
     try:
         code = app(standalone_mode=False)
     except MedsegError as exc:

@@ -187,17 +187,18 @@ def predict(
                 f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True
             ),
         )
-    _summary(results, output_dir, shard)
+    _summary(results, output_dir, plan.shard)
     if any(r.status == "failed" for r in results):
         raise typer.Exit(1)
 
 
-def _summary(results: list[CaseResult], output_dir: Path, shard: str = "") -> None:
-    """Per status: cases and mean seconds; `shard` labels a torchrun / --part process's own table (each prints
-    one; predict_report.json merges them)."""
-    from medseg.inference.output_folder import peak_memory_gb
+def _summary(results: list[CaseResult], output_dir: Path, shard: tuple[int, int]) -> None:
+    """Per status: cases and mean seconds, of this process's shard when torchrun or --part split the folder (each
+    prints its own table; predict_report.json merges their reports once the last one finishes)."""
+    from medseg.inference.output_folder import peak_memory_gb, report_name
 
-    table = Table(title=f"prediction summary{shard}", show_lines=False)
+    label = f" (shard {shard[0]} of {shard[1]})" if shard[1] > 1 else ""
+    table = Table(title=f"prediction summary{label}", show_lines=False)
     for col in ("status", "cases", "mean s/case"):
         table.add_column(col)
     for status in ("ok", "skipped", "failed"):
@@ -209,5 +210,9 @@ def _summary(results: list[CaseResult], output_dir: Path, shard: str = "") -> No
     mem = peak_memory_gb()
     gpu = f", GPU {mem['gpu']:.1f} GiB" if "gpu" in mem else ""
     console.print(f"peak memory: {mem['rss']:.1f} GiB resident{gpu}", highlight=False, soft_wrap=True)
-    merged = " (merged over the shards)" if shard else ""
-    console.print(f"outputs and predict_report.json{merged} in {output_dir}", highlight=False, soft_wrap=True)
+    if shard[1] > 1:
+        where = f"outputs and this shard's {report_name(shard)} in {output_dir} (merged into predict_report.json "
+        where += "when every shard has finished)"
+    else:
+        where = f"outputs and predict_report.json in {output_dir}"
+    console.print(where, highlight=False, soft_wrap=True)

@@ -99,6 +99,8 @@ MIN_EXTENT_MM = 20.0
 
 
 def extent_warnings(meta: GridMeta) -> list[str]:
+    """A warning when the image's physical extent (RAS shape x voxel size, mm) is under `MIN_EXTENT_MM` on every
+    axis."""
     extent = [n * s for n, s in zip(meta.ras_shape, meta.spacing, strict=True)]
     if max(extent) >= MIN_EXTENT_MM:
         return []

@@ -22,7 +22,7 @@ def load_bundle(model_ref: str, tracking_uri: str | None = None) -> ModelBundle:
         from medseg.tracking.registry import downloaded_bundle
 
         with downloaded_bundle(model_ref, resolve_tracking_uri(tracking_uri)) as path:
-            return _read_bundle(path)
+            return _read_bundle(path, model_ref)  # named by its URI: the download is removed
     path = Path(model_ref)
     if not path.exists():
         raise ModelFileError(
@@ -30,14 +30,14 @@ def load_bundle(model_ref: str, tracking_uri: str | None = None) -> ModelBundle:
             path=str(path),
             hint="pass a .pt from `medseg train` or runs:/<run_id>/model",
         )
-    return _read_bundle(path)
+    return _read_bundle(path, str(path))
 
 
-def _read_bundle(path: Path) -> ModelBundle:
+def _read_bundle(path: Path, name: str) -> ModelBundle:
     try:
         return ModelBundle.from_dict(load_checkpoint(path)["bundle"])
     except (KeyError, TypeError, ValueError) as exc:  # ValueError: pydantic's, for malformed settings
-        raise ModelFileError(f"incomplete model bundle (missing {exc})", path=str(path)) from None
+        raise ModelFileError(f"incomplete model bundle (missing {exc})", path=name) from None
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def peak_memory_gb() -> dict[str, float]:
     return out
 
 
-def _report_name(shard: tuple[int, int]) -> str:
+def report_name(shard: tuple[int, int]) -> str:
     i, n = shard
     return REPORT if n == 1 else f"predict_report.part{i}of{n}.json"
 
@@ -138,7 +138,7 @@ def write_report(
         "final": final,
         "cases": [asdict(r) for r in results],
     }
-    atomic_write_text(out_dir / _report_name(shard), json.dumps(report, indent=1))
+    atomic_write_text(out_dir / report_name(shard), json.dumps(report, indent=1))
     if final and shard[1] > 1:
         merge_reports(out_dir, shard[1])
 
@@ -147,7 +147,7 @@ def merge_reports(out_dir: Path, parts: int) -> bool:
     """Write `predict_report.json` from every shard's final report; False while some shard is unfinished."""
     reports = []
     for i in range(parts):
-        path = out_dir / _report_name((i, parts))
+        path = out_dir / report_name((i, parts))
         try:
             report = json.loads(path.read_text())
         except (OSError, ValueError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +33,7 @@ STRUCTURE_ATTRS = (
 )
 _ATTENTION = ("SABlock", "CrossAttentionBlock", "CrossModalAttention", "SpatialReductionAttention", "LinearAttention")
 _LAYERS = (nn.Conv3d, nn.ConvTranspose3d, nn.Linear)
+CHANNEL_MULTIPLE = 4  # pruned channel counts stay multiples of it
 
 
 @contextlib.contextmanager
@@ -66,9 +68,10 @@ def _channel_groups(module: nn.Module) -> int:
 
 
 def _group_ratios(model: nn.Module, example: torch.Tensor, amount: float, ignored: list) -> dict[nn.Module, float]:
-    """Per layer group, the ratio that removes the nearest whole number of channels to `amount` from each channel
-    group while keeping one. torch-pruning keeps the floor of what is left and skips a group it would empty: 0.05
-    halved a group of 2, and a larger amount pruned less (segresnet: 0.75 removed 74 % of the weights, 0.8 none)."""
+    """Per layer group, the ratio that keeps the nearest count to (1 - `amount`) of its channels, in steps that
+    keep channel counts multiples of 4 (what oneDNN and tensor cores run best), and at least one step.
+    torch-pruning, given one ratio and `round_to=4`, rounded kept counts down and skipped a group it would empty:
+    segresnet lost 47 % of its weights at 0.05, 74 % at 0.75 and none at 0.8."""
     import torch_pruning as tp
 
     graph = tp.DependencyGraph().build_dependency(
@@ -77,15 +80,16 @@ def _group_ratios(model: nn.Module, example: torch.Tensor, amount: float, ignore
     ratios = {}
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=_LAYERS):
         root = group[0].dep.target.module
-        per_group = graph.get_out_channels(root) // max(_channel_groups(dep.target.module) for dep, _ in group)
-        kept = per_group - min(round(amount * per_group), per_group - 1)
+        groups = max(_channel_groups(dep.target.module) for dep, _ in group)  # channels pruned per group alike
+        per_group, step = graph.get_out_channels(root) // groups, CHANNEL_MULTIPLE // math.gcd(CHANNEL_MULTIPLE, groups)
+        kept = min(per_group, max(step, step * math.floor(per_group * (1 - amount) / step + 0.5)))
         ratios[root] = max(0.0, 1 - (kept + 0.5) / per_group)  # torch-pruning keeps int(per_group * (1 - ratio))
     return ratios
 
 
 def prune_channels(model: nn.Module, example: torch.Tensor, amount: float) -> nn.Module:
     """A copy of `model` with `amount` of the channels of every prunable layer group removed (smallest L2 norm
-    first; the nearest whole number per channel group, one kept); ValueError when it cannot be pruned this way."""
+    first; counts rounded as `_group_ratios` says); ValueError when the network cannot be pruned this way."""
     import torch_pruning as tp
 
     if not 0 < amount < 1:

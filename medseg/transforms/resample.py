@@ -60,7 +60,8 @@ def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequ
         raise DataError(
             f"voxels of {mm} mm resampled to the model's {'x'.join(f'{v:g}' for v in target)} mm make a "
             f"{'x'.join(map(str, out))} grid: the header's voxel size (pixdim) looks wrong",
-            hint="check pixdim and its units (xyzt_units) in the NIfTI header",
+            hint="check pixdim and its units (xyzt_units) in the NIfTI header; if they are right, the model's planned "
+            "spacing is too fine for this image",
         )
     return out
 

@@ -151,3 +151,18 @@ def test_a_signal_swallowed_by_a_weakref_callback_still_stops_the_run():
     assert proc.returncode == 143, (proc.stdout, proc.stderr)
     assert "still running" not in proc.stdout and "interrupted" in proc.stderr
     assert "Exception ignored" not in proc.stderr
+
+
+def test_main_gives_back_the_unraisable_hook_it_installed(monkeypatch):
+    """`main()` run in-process (tests, notebooks) left its hook installed: later unraisable exceptions went unseen."""
+    from medseg.cli import app as cli
+
+    before = sys.unraisablehook
+    seen = []
+    monkeypatch.setattr(cli, "_register", lambda: None)
+    monkeypatch.setattr(cli, "app", lambda standalone_mode: seen.append(sys.unraisablehook) or 0)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # the test process keeps its own handlers
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert seen and seen[0] is not before  # installed while the command ran
+    assert sys.unraisablehook is before
