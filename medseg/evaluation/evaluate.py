@@ -6,13 +6,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from medseg.core import Case, Task
 from medseg.errors import DataError
 from medseg.evaluation.lesionwise import lesion_wise
 from medseg.evaluation.metrics import region_metrics
-from medseg.io.nifti import check_geometry, load_header, read_label
+from medseg.io.nifti import AFFINE_TOL_MM, check_geometry, load_header, read_label
 from medseg.transforms.labels import labels_to_regions
 
 
@@ -46,21 +47,40 @@ def evaluate_case(pred_path: Path | None, gt_case: Case, task: Task) -> dict:
 
 
 def _read_prediction(pred_path: Path, gt_case: Case, shape, affine) -> np.ndarray:
+    """The prediction's labels on the ground truth's voxel grid: as stored, or reordered when it holds the same
+    voxels in another orientation (axes flipped or permuted, as another tool may write it); another grid fails."""
     pred_case = Case(gt_case.id, (), (), str(pred_path), gt_case.label_map, gt_case.layout)
     pred_img = load_header(str(pred_path), gt_case.id)
-    # Checked here, against the ground truth, so the message names both; read_label's own check then passes.
-    check_geometry(
-        shape,
-        affine,
-        pred_img.shape[:3],
-        pred_img.affine,
-        str(pred_path),
-        gt_case.id,
-        "prediction",
-        reference="the ground truth's",
-        hint="predict on the images of this dataset (medseg predict writes the input's grid)",
-    )
-    return read_label(pred_case, shape, affine)
+    ornt = _reorientation(pred_img.shape[:3], pred_img.affine, shape, affine)
+    if ornt is None:
+        # Checked here, against the ground truth, so the message names both; read_label's own check then passes.
+        check_geometry(
+            shape,
+            affine,
+            pred_img.shape[:3],
+            pred_img.affine,
+            str(pred_path),
+            gt_case.id,
+            "prediction",
+            reference="the ground truth's",
+            hint="predict on the images of this dataset (medseg predict writes the input's grid)",
+        )
+        return read_label(pred_case, shape, affine)
+    return nib.orientations.apply_orientation(read_label(pred_case, pred_img.shape[:3], pred_img.affine), ornt)
+
+
+def _reorientation(shape, affine, ref_shape, ref_affine) -> np.ndarray | None:
+    """The nibabel orientation transform that puts a (`shape`, `affine`) grid exactly onto the reference grid by
+    flipping and permuting axes, or None when it is already that grid or no such transform exists."""
+    if tuple(shape) == tuple(ref_shape) and np.allclose(affine, ref_affine, atol=AFFINE_TOL_MM):
+        return None
+    ornt = nib.orientations.ornt_transform(nib.io_orientation(affine), nib.io_orientation(ref_affine))
+    moved_shape = [0, 0, 0]
+    for axis, (to, _) in enumerate(ornt):
+        moved_shape[int(to)] = shape[axis]
+    moved_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+    exact = tuple(moved_shape) == tuple(ref_shape) and np.allclose(moved_affine, ref_affine, atol=AFFINE_TOL_MM)
+    return ornt if exact else None
 
 
 def evaluate_folder(
@@ -97,12 +117,14 @@ def evaluate_folder(
 
 
 def summarise(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
-    """mean / median / std of every metric column."""
+    """mean / median / std of every metric column (the sample std, ddof 1, as pandas and papers' "mean ± SD"; 0 for
+    one case)."""
     if not rows:
         return {}
     keys = [k for k in rows[0] if k != "id"]
     out = {}
     for k in keys:
         vals = np.array([r[k] for r in rows], dtype=float)
-        out[k] = {"mean": float(vals.mean()), "median": float(np.median(vals)), "std": float(vals.std())}
+        std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        out[k] = {"mean": float(vals.mean()), "median": float(np.median(vals)), "std": std}
     return out

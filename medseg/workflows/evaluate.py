@@ -67,6 +67,8 @@ def evaluate(
             "convention": words,
             "cases": len(result.rows),
             "labelled_without_prediction": len(result.unmatched_gt),
+            # not in the means: a prediction that could not be scored (unreadable, another grid), with the reason
+            "failed": [{"id": cid, "error": error} for cid, error in result.failed],
             "missing_scored_as_empty": missing_as_empty,
             "metrics": summary,
         }

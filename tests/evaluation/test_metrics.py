@@ -287,3 +287,47 @@ def test_a_labelled_case_without_prediction_is_counted_or_scored_as_empty(tmp_pa
         (broken / f"{c.id}.nii.gz").unlink()
     result = evaluate_folder(broken, cases, task, missing_as_empty=True)
     assert not result.rows and [cid for cid, _ in result.failed] == [cases[0].id]
+
+
+def test_a_prediction_on_the_same_voxels_in_another_orientation_is_scored(tmp_path, brats2021_dir):
+    """Another tool's prediction, axes flipped or permuted with a matching affine, was refused ("affine differs"),
+    where a MONAI user reorienting both to RAS scores it perfect. A truly different grid still fails its case."""
+    import nibabel as nib
+
+    from medseg.data.layouts import detect_cases
+    from medseg.pipelines import get_task
+
+    task = get_task("brats")
+    _, cases = detect_cases(brats2021_dir, task.layouts)
+    flip, swap, shift = np.diag([-1.0, 1, 1, 1]), np.eye(4)[[1, 0, 2, 3]], np.eye(4)
+    shift[0, 3] = 2.0  # 2 mm along the first axis: another grid
+    for case, moved in zip(cases[:3], ("flip", "swap", "shift"), strict=True):
+        gt = nib.load(case.label)
+        labels, affine = np.asarray(gt.dataobj), gt.affine
+        if moved == "flip":
+            flip[0, 3] = labels.shape[0] - 1
+            labels, affine = labels[::-1], affine @ flip
+        elif moved == "swap":
+            labels, affine = labels.transpose(1, 0, 2), affine @ swap
+        else:
+            affine = affine @ shift
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(labels), affine), tmp_path / f"{case.id}.nii.gz")
+    from medseg.workflows.evaluate import evaluate
+
+    outcome = evaluate(tmp_path, brats2021_dir, out=tmp_path / "m.csv")
+    scored = {r["id"]: r for r in outcome.result.rows}
+    assert scored[cases[0].id]["dice_wt"] == scored[cases[1].id]["dice_wt"] == 1.0
+    # the failed case is named in the summary a script reads (the means leave it out)
+    import json
+
+    (failed,) = json.loads(outcome.summary_path.read_text())["failed"]
+    assert failed["id"] == cases[2].id and "affine differs from the ground truth's" in failed["error"]
+
+
+def test_summary_std_is_the_sample_std():
+    """Population std (ddof 0) under the name "std" disagreed with pandas and the "mean ± SD" of papers."""
+    from medseg.evaluation.evaluate import summarise
+
+    summary = summarise([{"id": "a", "dice_wt": 0.0}, {"id": "b", "dice_wt": 1.0}])
+    assert summary["dice_wt"]["std"] == pytest.approx(np.sqrt(0.5))
+    assert summarise([{"id": "a", "dice_wt": 0.5}])["dice_wt"]["std"] == 0.0
