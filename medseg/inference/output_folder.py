@@ -21,6 +21,7 @@ from medseg.core import Case
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_write_text, check_writable, temporary_siblings
 from medseg.io.bundle import ModelBundle
+from medseg.io.dicom import is_series_ref
 from medseg.memory import peak_rss_bytes
 
 REPORT = "predict_report.json"
@@ -82,12 +83,31 @@ def claim_output_dir(out_dir: Path, fingerprint: str, model_name: str, overwrite
 
 
 def outputs_of(case: Case, out_dir: Path) -> list[Path]:
-    return [
-        out_dir / f"{case.id}.nii.gz",
-        out_dir / f"{case.id}.dcm",
-        out_dir / f"{case.id}_probabilities.npz",
-        out_dir / "overlays" / f"{case.id}.png",
-    ]
+    """Every file a prediction of `case` may write: the label map, then the side outputs (`side_outputs`)."""
+    return [out_dir / f"{case.id}.nii.gz", *side_outputs(case, out_dir).values()]
+
+
+def side_outputs(case: Case, out_dir: Path) -> dict[str, Path]:
+    """The optional outputs of a case by the option that asks for them."""
+    return {
+        "dicom_seg": out_dir / f"{case.id}.dcm",
+        "save_probabilities": out_dir / f"{case.id}_probabilities.npz",
+        "overlays": out_dir / "overlays" / f"{case.id}.png",
+    }
+
+
+def refuse_writing_over_inputs(cases: Sequence[Case], out_dir: Path) -> None:
+    """An output folder that is an input folder (MSD's imagesTr: `<case>.nii.gz` is the 4D input) would have its
+    images or labels replaced by label maps (`--overwrite` was the suggested fix): refused before any write."""
+    inputs = {Path(p).resolve(): c.id for c in cases for p in (*c.images, c.label) if p and not is_series_ref(p)}
+    for case in cases:
+        for out in outputs_of(case, out_dir):
+            if out.resolve() in inputs:
+                raise MedsegError(
+                    f"the output {out.name} would replace an input file of case {inputs[out.resolve()]}",
+                    path=str(out_dir),
+                    hint="write the predictions to another folder",
+                )
 
 
 def remove_stale_temporaries(cases: Sequence[Case], out_dir: Path) -> None:

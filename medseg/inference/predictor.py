@@ -37,7 +37,9 @@ from medseg.inference.output_folder import (
     claim_output_dir,
     output_is_complete,
     predictions_fingerprint,
+    refuse_writing_over_inputs,
     remove_stale_temporaries,
+    side_outputs,
     write_report,
 )
 from medseg.inference.workers import prepared_cases, resolve_workers, writer_count, writer_pool
@@ -240,6 +242,7 @@ def predict_folder(
     `on_message`: why the run uses no worker processes when it cannot (a small /dev/shm).
     """
     infer = opts.infer or bundle.infer
+    refuse_writing_over_inputs(cases, out_dir)
     claim_output_dir(out_dir, predictions_fingerprint(bundle, infer), bundle.model_name, opts.overwrite)
     remove_stale_temporaries(cases, out_dir)
     engine = opts.engine or TorchEngine(bundle.build_model(), opts.device, bf16=opts.amp and opts.device.type == "cuda")
@@ -249,13 +252,18 @@ def predict_folder(
     todo = []
     for case in cases:
         out = out_dir / f"{case.id}.nii.gz"
-        seg_done = not opts.dicom_seg or (out_dir / f"{case.id}.dcm").exists()
-        if not opts.overwrite and out.exists() and output_is_complete(out) and seg_done:
+        # a side output asked for now (--save-probabilities on a re-run) must exist too, or the case is redone;
+        # with --overwrite, one not asked for is another run's and goes (probabilities of another model)
+        asked = {name: path for name, path in side_outputs(case, out_dir).items() if getattr(opts, name)}
+        if not opts.overwrite and out.exists() and output_is_complete(out) and all(p.exists() for p in asked.values()):
             results.append(CaseResult(case.id, "skipped", output=str(out)))
             if on_case:
                 on_case(results[-1])
-        else:
-            todo.append(case)
+            continue
+        if opts.overwrite:
+            for path in set(side_outputs(case, out_dir).values()) - set(asked.values()):
+                path.unlink(missing_ok=True)
+        todo.append(case)
     workers, problem = resolve_workers(opts.workers, len(todo), opts.device)
     if problem and on_message:
         on_message(problem)

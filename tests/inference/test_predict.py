@@ -205,6 +205,34 @@ def test_rerun_skips_complete_outputs_and_redoes_broken_ones(tmp_path):
     assert [p.name for p in (tmp_path / "out").glob(".*.part*")] == [".z.nii.gz.x2.part.nii.gz"]
 
 
+def test_side_outputs_asked_on_a_rerun_are_written_and_overwrite_removes_another_runs(tmp_path):
+    """A re-run with --save-probabilities skipped every case and wrote no probabilities; --overwrite with another
+    model left the first model's probabilities beside its new labels (disagreeing on 28,000 voxels a case)."""
+    _write_case(tmp_path / "in", "a", _volume(), RAS)
+    probabilities = tmp_path / "out" / "a_probabilities.npz"
+    _predict(tmp_path / "in", tmp_path / "out")
+    (again,) = _predict(tmp_path / "in", tmp_path / "out", save_probabilities=True)
+    assert again.status == "ok" and probabilities.is_file()
+    (rerun,) = _predict(tmp_path / "in", tmp_path / "out", save_probabilities=True)
+    assert rerun.status == "skipped"
+    (other,) = _predict(tmp_path / "in", tmp_path / "out", bundle=make_bundle(bias=-0.3), overwrite=True)
+    assert other.status == "ok" and not probabilities.exists()
+
+
+def test_an_output_folder_that_holds_the_inputs_is_refused(tmp_path):
+    """MSD's imagesTr holds `<case>.nii.gz`, the 4D input: predicting into it (with --overwrite, the fix the
+    'not empty' refusal suggested) replaced the images with label maps; labelsTr would lose the ground truth."""
+    from medseg.pipelines.brats import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "msd", 1, "msd", (24, 24, 16), seed=1, kind="simple")
+    _, cases = detect_cases(tmp_path / "msd", LAYOUTS)
+    before = {p: p.read_bytes() for p in (tmp_path / "msd").rglob("*.nii.gz")}
+    for folder in ("imagesTr", "labelsTr"):
+        with pytest.raises(MedsegError, match=r"the output \w+\.nii\.gz would replace an input file of case"):
+            predict_folder(cases, make_bundle(), tmp_path / "msd" / folder, PredictOptions(overwrite=True))
+    assert {p: p.read_bytes() for p in (tmp_path / "msd").rglob("*.nii.gz")} == before
+
+
 def test_empty_prediction_warns(tmp_path):
     _write_case(tmp_path / "in", "c", _volume(), RAS)
     (result,) = _predict(tmp_path / "in", tmp_path / "out", bundle=make_bundle(bias=-20.0))
