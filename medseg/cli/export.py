@@ -27,7 +27,10 @@ def export(
 ) -> None:
     """Export the network with its metadata (channels, regions, label map, patch size, post-processing), verified
     against PyTorch: an export that differs beyond its tolerance is not written."""
+    from medseg.cli.progress import InterruptAdvice
     from medseg.io.atomic import check_writable
+
+    InterruptAdvice.text = f"{out} is left as it was (only a complete, verified export replaces it); re-run the export"
     from medseg.workflows.export import export_model
 
     if fmt != "onnx":

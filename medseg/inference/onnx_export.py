@@ -9,6 +9,7 @@ outputs stay fp32); int8 quantises statically with ONNX Runtime, calibrated on w
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -228,21 +229,23 @@ def quantise_int8(
                 feed["modality_mask"] = np.ones((1, channels), bool)
             return feed
 
-    source = path.with_name(path.name + ".fp32.onnx")
-    path.replace(source)
-    try:
-        # The quantiser warns on the root logger about every normalisation bias it leaves in float: not news.
-        logging.disable(logging.WARNING)
-        quantize_static(
-            str(source),
-            str(path),
-            Windows(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            activation_type=QuantType.QUInt8,
-            op_types_to_quantize=list(ops) if ops is not None else None,
-        )
-    finally:
-        logging.disable(logging.NOTSET)
-        source.unlink(missing_ok=True)
+    # The fp32 source in a folder of its own: the quantiser writes a shape-inferred copy beside it, which an
+    # interrupt left as a hidden 1.4 MB file beside the output.
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as work:
+        source = Path(work) / "fp32.onnx"
+        path.replace(source)
+        try:
+            # The quantiser warns on the root logger about every normalisation bias it leaves in float: not news.
+            logging.disable(logging.WARNING)
+            quantize_static(
+                str(source),
+                str(path),
+                Windows(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+                op_types_to_quantize=list(ops) if ops is not None else None,
+            )
+        finally:
+            logging.disable(logging.NOTSET)

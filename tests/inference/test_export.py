@@ -405,3 +405,48 @@ def test_every_family_exports_a_graph_that_reproduces_pytorch(name, tmp_path):
     assert report.spatial == ("fixed" if pinned else "dynamic"), name
     engine = OnnxRuntimeEngine(tmp_path / "m.onnx", NetworkFacts.of(model), torch.device("cpu"))
     assert engine.fixed_size == (tuple(size) if pinned else None), name  # what --single-pass may feed it
+
+
+def test_an_interrupted_int8_quantisation_leaves_nothing_beside_the_output(exported, tmp_path, monkeypatch):
+    """ONNX Runtime's quantiser writes a shape-inferred copy beside its input: SIGTERM mid-export left a hidden
+    `.m.onnx....part.onnx.fp32-inferred.onnx` (1.4 MB) that no re-run removed."""
+    import shutil
+
+    import onnxruntime.quantization as quantization
+
+    from medseg.inference.engines import NetworkFacts
+    from medseg.inference.onnx_export import quantise_int8
+
+    def interrupted(source, target, *args, **kwargs):
+        inferred = Path(source).with_name(Path(source).stem + "-inferred.onnx")
+        shutil.copyfile(source, inferred)
+        raise KeyboardInterrupt
+
+    root, _, _ = exported
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copyfile(root / "model.onnx", out / "m.onnx")
+    monkeypatch.setattr(quantization, "quantize_static", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        quantise_int8(out / "m.onnx", [], NetworkFacts(3, 1, None, True), 4)
+    assert list(out.iterdir()) == []
+
+
+def test_an_interrupted_export_says_what_became_of_the_output(tmp_path, monkeypatch):
+    """Ctrl-C during an export printed predict's advice ("outputs written so far are complete; re-run to resume")."""
+    import typer
+    from typer.testing import CliRunner
+
+    from medseg.cli import progress
+    from medseg.cli.export import export
+    from medseg.workflows import export as workflow
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workflow, "export_model", interrupted)
+    monkeypatch.setattr(progress.InterruptAdvice, "text", progress.InterruptAdvice.text)  # restored afterwards
+    app = typer.Typer()
+    app.command()(export)
+    CliRunner().invoke(app, ["--model", "m.pt", "--out", str(tmp_path / "m.onnx")])
+    assert progress.InterruptAdvice.text.startswith(f"{tmp_path / 'm.onnx'} is left as it was")
