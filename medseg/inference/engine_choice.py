@@ -220,6 +220,9 @@ def choose_engine(
     store.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(store, json.dumps(known, indent=1))
     if on_message:
-        parts = ", ".join(f"{n} {t * 1000:.0f} ms" for n, t in sorted(timings.items(), key=lambda x: x[1]))
+        parts = ", ".join(
+            f"{n} {t * 1000:.0f} ms" + ("" if n in accepted else " (not accurate enough: left out)")
+            for n, t in sorted(timings.items(), key=lambda x: x[1])
+        )
         on_message(f"engine auto: measured {parts} per {sw_batch} window(s); chose {best} (cached)")
     return engines[best]

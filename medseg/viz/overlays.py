@@ -62,17 +62,23 @@ def overlay_figure(
                             ax.contour(sl, levels=[0.5], colors=[colour], linestyles=style, linewidths=1)
             ax.set_title(f"{channel_names[ch]} {label}", fontsize=9)
             ax.axis("off")
-    handles = [
-        plt.Line2D([], [], color=REGION_COLOURS.get(n, _FALLBACK[i]), label=n) for i, n in enumerate(region_names)
-    ]
-    handles += [
-        plt.Line2D([], [], color="k", label="prediction"),
-        plt.Line2D([], [], color="k", ls="--", label="truth"),
-    ]
+    handles = legend_handles(region_names, truth=gt is not None)
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
     return figure_to_rgb(fig)
+
+
+def legend_handles(region_names: Sequence[str], truth: bool) -> list:
+    """A line per region colour, then the line styles: "truth" only where ground truth is drawn (predict draws
+    none, and its legend showed it anyway)."""
+    handles = [
+        plt.Line2D([], [], color=REGION_COLOURS.get(n, _FALLBACK[i]), label=n) for i, n in enumerate(region_names)
+    ]
+    handles.append(plt.Line2D([], [], color="k", label="prediction"))
+    if truth:
+        handles.append(plt.Line2D([], [], color="k", ls="--", label="truth"))
+    return handles
 
 
 def figure_to_rgb(fig) -> np.ndarray:

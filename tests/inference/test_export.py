@@ -16,6 +16,22 @@ from medseg.io.bundle import save_checkpoint
 from tests.conftest import make_bundle
 
 
+def test_auto_says_which_measured_engine_was_not_accurate_enough(exported, tmp_path, monkeypatch):
+    """The int8 file's message read "openvino 33 ms, onnxruntime 103 ms ... chose onnxruntime", not saying why the
+    faster one lost."""
+    from medseg.inference import engine_choice, engines
+
+    real = engines.OnnxRuntimeEngine.__call__
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(engines.OnnxRuntimeEngine, "__call__", lambda self, x, mask=None: real(self, x, mask) + 3.0)
+    monkeypatch.setattr(engine_choice, "available_engines", lambda device, onnx_only=False: ["torch", "onnxruntime"])
+    messages = []
+    _, bundle, _ = exported
+    chosen = engine_choice.choose_engine(bundle, torch.device("cpu"), True, "fp", 2, on_message=messages.append)
+    assert chosen.name == "torch" and "onnxruntime" in messages[-1]
+    assert "(not accurate enough: left out)" in messages[-1].split("onnxruntime")[1].split(",")[0]
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """The tiny cross-modal TransUNet-3D exported once (fp32), with its checkpoint."""
@@ -167,6 +183,7 @@ def test_medseg_export_then_predict_with_the_file_alone(
     out = medseg("export", "--model", str(root / "model.pt"), "--out", str(tmp_path / "m.onnx"), *flags, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert f"{precision}" in out.stdout and "max probability difference" in " ".join(out.stdout.split())
+    assert "will be truncated" not in out.stderr  # onnxconverter's fp16 warning about the attention mask's -inf
     if precision == "int8":  # convolutions run in int8, attention and normalisation stay fp32
         import onnx as onnx_lib
 
