@@ -18,7 +18,7 @@ from medseg.inference.engines import Engine
 from medseg.inference.sliding import sliding_predict
 from medseg.inference.window_batch import sliding_predict_many, window_slices
 from medseg.io.bundle import ModelBundle
-from medseg.io.nifti import read_case
+from medseg.io.nifti import placement_header, placement_notes, read_case
 from medseg.transforms import on_device
 from medseg.transforms.geometry import GridMeta, restore_grid
 from medseg.transforms.labels import region_masks, regions_to_labels
@@ -39,6 +39,7 @@ class PreparedCase:
     pre: Preprocessed | None = None
     raw: np.ndarray | torch.Tensor | None = None
     on_device: bool = False
+    notes: tuple[str, ...] = ()  # header fields that disagree (`placement_notes`), warned about with the case
 
     def pin_memory(self) -> PreparedCase:
         """Page-locked input for an asynchronous copy to the GPU (called by the DataLoader's pinning thread)."""
@@ -182,9 +183,11 @@ def prepare_case(case: Case, plan: PreprocessPlan, allow_missing: bool, on_devic
     """Read and validate the case's files, then preprocess as in training (RAS, crop, normalise, resample), or
     leave that to the device (`on_device`: only decoded, in the files' own integer type)."""
     vols = read_case(case, with_label=False, allow_missing=allow_missing, native_dtype=on_device)
+    header = placement_header(case)
+    notes = tuple(placement_notes(header)) if header is not None else ()
     if on_device:
-        return PreparedCase(vols.affine, vols.missing, raw=vols.image, on_device=True)
-    return PreparedCase(vols.affine, vols.missing, pre=preprocess_case(vols, case, None, plan))
+        return PreparedCase(vols.affine, vols.missing, raw=vols.image, on_device=True, notes=notes)
+    return PreparedCase(vols.affine, vols.missing, pre=preprocess_case(vols, case, None, plan), notes=notes)
 
 
 def network_input(prepared: PreparedCase, plan: PreprocessPlan, device: torch.device) -> Preprocessed:
@@ -285,7 +288,7 @@ def _decide(
     """Threshold the case's probabilities: the finished labels when the device restores them (no kept
     probabilities, no components to clean on the host), else region masks on the cropped grid."""
     pre = prepared.pre
-    warnings = [*extent_warnings(pre.meta), *input_warnings(pre.stats, bundle, prepared.missing)]
+    warnings = [*prepared.notes, *extent_warnings(pre.meta), *input_warnings(pre.stats, bundle, prepared.missing)]
     components = any(rule.kind != "none" for rule in (infer.postprocess or {}).values())
     if prepared.on_device and not keep_probabilities and not components:
         labels = _labels_on_device(probs, pre.meta, infer.threshold, bundle.scheme, case.label_map)

@@ -19,6 +19,8 @@ from medseg.io.atomic import atomic_path
 from medseg.io.dicom import is_series_ref, read_dicom_channels
 
 AFFINE_TOL_MM = 1e-3
+# sform vs qform: a qform stores its rotation as a float32 quaternion, so equal placements differ by ~1e-5
+PLACEMENT_TOL_MM = 1e-2
 
 
 def load_header(path: str, case_id: str) -> nib.Nifti1Image:
@@ -152,6 +154,30 @@ def placement_header(case: Case) -> nib.nifti1.Nifti1Header | None:
         if Path(path).exists():
             return load_header(path, case.id).header
     return None
+
+
+def placement_notes(header: nib.nifti1.Nifti1Header) -> list[str]:
+    """Placement fields of a header that disagree, so another tool places or measures the same file otherwise:
+    medseg (as nibabel and MONAI) uses the sform when its code is set; ITK-based tools may use the qform, and
+    tools reading pixdim (the BraTS challenge's eval.py) measure voxels by it."""
+    notes = []
+    sform, s_code = header.get_sform(coded=True)
+    qform, q_code = header.get_qform(coded=True)
+    if s_code and q_code and not np.allclose(sform, qform, atol=PLACEMENT_TOL_MM):
+        gap = float(np.abs(sform - qform).max())
+        notes.append(
+            f"the header's sform and qform disagree (up to {gap:.3g}): placed by the sform, as nibabel and MONAI do "
+            "(ITK-based viewers may use the qform)"
+        )
+    zooms = np.asarray(header.get_zooms()[:3], float)
+    sizes = np.linalg.norm(header.get_best_affine()[:3, :3], axis=0)
+    if not np.allclose(zooms, sizes, rtol=1e-3, atol=1e-4):
+        shown = " x ".join(f"{v:.3g}" for v in zooms), " x ".join(f"{v:.3g}" for v in sizes)
+        notes.append(
+            f"pixdim says {shown[0]} mm voxels, the affine {shown[1]} mm: measured by the affine (tools reading "
+            "pixdim, such as the BraTS challenge's eval.py, measure otherwise)"
+        )
+    return notes
 
 
 def read_affine(case: Case) -> np.ndarray:

@@ -233,6 +233,33 @@ def test_an_output_folder_that_holds_the_inputs_is_refused(tmp_path):
     assert {p: p.read_bytes() for p in (tmp_path / "msd").rglob("*.nii.gz")} == before
 
 
+def test_a_header_whose_placement_fields_disagree_is_predicted_with_a_warning(tmp_path):
+    """The same file is placed or measured otherwise by another tool when its sform and qform disagree (ITK may
+    use the qform) or pixdim differs from the affine (the BraTS challenge's eval.py measures by pixdim): silent."""
+    from medseg.io.nifti import placement_notes
+
+    vol = _volume()
+    _write_case(tmp_path / "in", "plain", vol, RAS)
+    _write_case(tmp_path / "in", "moved", vol, RAS)
+    shifted = RAS.copy()
+    shifted[0, 3] += 5.0
+    for path in (tmp_path / "in" / "moved").iterdir():
+        img = nib.load(path)
+        img.set_qform(shifted, code=1)
+        nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), None, img.header), path)
+    results = {r.id: r for r in _predict(tmp_path / "in", tmp_path / "out")}
+    assert results["plain"].warnings == []
+    (warning,) = results["moved"].warnings
+    assert warning.startswith("the header's sform and qform disagree (up to 5): placed by the sform")
+    header = nib.Nifti1Header()
+    header.set_data_shape((4, 4, 4))
+    header.set_sform(np.diag([1.0, 1.0, 3.0, 1.0]), code=1)  # no qform; pixdim left at 1 mm
+    assert placement_notes(header) == [
+        "pixdim says 1 x 1 x 1 mm voxels, the affine 1 x 1 x 3 mm: measured by the affine (tools reading pixdim, "
+        "such as the BraTS challenge's eval.py, measure otherwise)"
+    ]
+
+
 def test_empty_prediction_warns(tmp_path):
     _write_case(tmp_path / "in", "c", _volume(), RAS)
     (result,) = _predict(tmp_path / "in", tmp_path / "out", bundle=make_bundle(bias=-20.0))
