@@ -167,14 +167,18 @@ class ExperimentConfig(_Strict):
     prune: PruneConfig | None = None
 
 
+def override_key(override: str) -> str:
+    """The dotted key of a `key=value` override."""
+    return override.split("=", 1)[0].strip()
+
+
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         # not "key=value" in the text: the CLI's secret redaction reads that as an API key and masks it
         raise ConfigError(
             f"override '{item}' has no '='", hint=f"write it as {item}=<value>, e.g. --set train.epochs=5"
         )
-    key, raw = item.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    return override_key(item).split("."), yaml.safe_load(item.split("=", 1)[1])
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -188,6 +192,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise ConfigError(f"override '{item}': '{key}' is not a section")
         node[keys[-1]] = value
     return raw
+
+
+def value_at(raw: dict[str, Any], key: str) -> Any:
+    """The value of a dotted key in a raw config dict (None where a section or the key is absent)."""
+    node: Any = raw
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 BUNDLED_CONFIGS = Path(__file__).parent / "configs"
@@ -263,11 +275,6 @@ def validate_config(
             path=str(path) if path else None,
             hint=f"`medseg config show {shown}` shows each key with a valid value",
         ) from None
-
-
-def override_key(override: str) -> str:
-    """The dotted key of a `key=value` override."""
-    return override.split("=", 1)[0].strip()
 
 
 def _first_problem(errors: list[dict]) -> tuple[str, str]:

@@ -29,9 +29,9 @@ def export(
     against PyTorch: an export that differs beyond its tolerance is not written."""
     from medseg.cli.progress import InterruptAdvice
     from medseg.io.atomic import check_writable
+    from medseg.workflows.export import export_model
 
     InterruptAdvice.text = f"{out} is left as it was (only a complete, verified export replaces it); re-run the export"
-    from medseg.workflows.export import export_model
 
     if fmt != "onnx":
         raise typer.BadParameter("only onnx (a TensorRT engine is built from the ONNX file)", param_hint="--format")

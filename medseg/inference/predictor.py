@@ -254,14 +254,15 @@ def predict_folder(
         out = out_dir / f"{case.id}.nii.gz"
         # a side output asked for now (--save-probabilities on a re-run) must exist too, or the case is redone;
         # with --overwrite, one not asked for is another run's and goes (probabilities of another model)
-        asked = {name: path for name, path in side_outputs(case, out_dir).items() if getattr(opts, name)}
-        if not opts.overwrite and out.exists() and output_is_complete(out) and all(p.exists() for p in asked.values()):
+        sides = side_outputs(case, out_dir)
+        asked = [path for name, path in sides.items() if getattr(opts, name)]
+        if not opts.overwrite and out.exists() and output_is_complete(out) and all(p.exists() for p in asked):
             results.append(CaseResult(case.id, "skipped", output=str(out)))
             if on_case:
                 on_case(results[-1])
             continue
         if opts.overwrite:
-            for path in set(side_outputs(case, out_dir).values()) - set(asked.values()):
+            for path in set(sides.values()) - set(asked):
                 path.unlink(missing_ok=True)
         todo.append(case)
     workers, problem = resolve_workers(opts.workers, len(todo), opts.device)

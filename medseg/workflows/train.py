@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medseg.config import apply_overrides, load_config, override_key, validate_config
+from medseg.config import apply_overrides, load_config, override_key, validate_config, value_at
 from medseg.core import Case, Task
 from medseg.data.layouts import detect_cases
 from medseg.data.manifest import Manifest, load_manifest
@@ -87,17 +87,12 @@ def _check_same_options(saved: dict, resumed: dict, flags: dict[str, str]) -> No
     run must leave its settings as they were: another amount failed with a raw size-mismatch traceback, another
     --minutes or --lr silently changed the run."""
 
-    def at(tree, key: str):
-        for part in key.split("."):
-            tree = tree.get(part) if isinstance(tree, dict) else None
-        return tree
-
     for override, option in flags.items():
         key = override_key(override)
-        if at(resumed, key) != at(saved, key):
+        if value_at(resumed, key) != value_at(saved, key):
             raise ConfigError(
-                f"{option} does not match the run being resumed: its {key} is {at(saved, key)!r}, this command "
-                f"makes it {at(resumed, key)!r}",
+                f"{option} does not match the run being resumed: its {key} is {value_at(saved, key)!r}, this command "
+                f"makes it {value_at(resumed, key)!r}",
                 hint="resume with the options (and --set) the run was started with",
             )
 
