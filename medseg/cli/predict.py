@@ -137,7 +137,7 @@ def predict(
         engine=engine,
         on_message=lambda text: console.print(f"[dim]{text}[/]", highlight=False, soft_wrap=True),
     )
-    plan = predictor.plan(input_dir, _part(part))
+    plan = predictor.plan(input_dir, _part(part), dicom_seg=output_format is OutputFormat.dicom_seg)
     render_unused(input_dir, plan.unused, verbose, console)
     bundle = predictor.bundle
     shard = f" (shard {plan.shard[0]} of {plan.shard[1]})" if plan.shard[1] > 1 else ""

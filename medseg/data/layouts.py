@@ -11,6 +11,12 @@ from medseg.errors import DataError
 from medseg.io.dicom import has_dicom, is_series_ref, split_ref
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+# Image formats of other tools' datasets (nnU-Net's file_ending, grand-challenge, 3D Slicer) that medseg does not read.
+OTHER_IMAGE_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr", ".tif", ".tiff")
+CONVERT_HINT = (
+    'convert them to NIfTI, keeping their geometry, e.g. python -c "import SimpleITK as s, sys; '
+    's.WriteImage(s.ReadImage(sys.argv[1]), sys.argv[2])" x.mha x.nii.gz'
+)
 
 
 def strip_nifti(name: str) -> str | None:
@@ -154,7 +160,26 @@ def detect_cases(root: str | Path, layouts: Sequence[Layout]) -> tuple[Layout, l
     hint = "a case needs its image files (labels alone are none); README 'Layouts recognised automatically'"
     if all(lay.name != "dicom" for lay in layouts) and has_dicom(root):
         hint = "DICOM is read by `medseg predict` only: convert the series to NIfTI (e.g. dcm2niix) to scan or train"
+    other = _other_images(root)
+    if other:
+        found = ", ".join(f"{n} {suffix}" for suffix, n in other.items())
+        raise DataError(
+            f"no cases found in any known layout ({names}): the folder holds {found} files, which medseg does "
+            "not read (NIfTI .nii.gz/.nii and DICOM series only)",
+            path=str(root),
+            hint=CONVERT_HINT,
+        )
     raise DataError(f"no cases found in any known layout ({names})", path=str(root), hint=hint)
+
+
+def _other_images(root: Path) -> dict[str, int]:
+    """Count of image files per unread format under `root` (two folder levels: imagesTr/, case folders)."""
+    counts: dict[str, int] = {}
+    for p in [*root.glob("*"), *root.glob("*/*")]:
+        suffix = next((s for s in OTHER_IMAGE_SUFFIXES if p.name.lower().endswith(s)), None)
+        if suffix and p.is_file():
+            counts[suffix] = counts.get(suffix, 0) + 1
+    return counts
 
 
 def unused_files(root: str | Path, cases: Sequence[Case]) -> list[Path]:

@@ -74,6 +74,28 @@ def _onnx_for(bundle: ModelBundle, onnx_path: Path | None, fingerprint: str) -> 
     return path
 
 
+def check_engine(name: str, device: torch.device, onnx_path: Path | None = None) -> None:
+    """Refuse an engine this machine or model cannot run, in one line and without building anything (so before
+    a folder is read)."""
+    if name in ("torch", "torch-bf16"):
+        if onnx_path is not None:
+            raise MedsegError(f"--engine {name} needs PyTorch weights, not an ONNX file", hint="use onnxruntime")
+        if name == "torch-bf16" and device.type == "cpu" and not cpu_has_bf16():
+            raise MedsegError("this CPU has no native bf16 (AVX-512 BF16 / AMX)", hint="use --engine torch")
+        return
+    if name not in ("onnxruntime", "openvino", "tensorrt"):
+        hint = "use auto, torch, torch-bf16, onnxruntime, openvino or tensorrt"
+        raise MedsegError(f"unknown engine '{name}'", hint=hint)
+    if name == "tensorrt":
+        if not tensorrt_available(device):
+            raise MedsegError(
+                "--engine tensorrt needs a CUDA GPU and onnxruntime-gpu with TensorRT",
+                hint="pip install onnxruntime-gpu tensorrt, and --device cuda; or use auto",
+            )
+    elif not _installed(name):
+        raise MedsegError(f"engine {name} is not installed", hint=f"pip install {name}")
+
+
 def open_engine(
     name: str,
     bundle: ModelBundle,
@@ -86,23 +108,9 @@ def open_engine(
 ) -> Engine:
     """The engine `name` for `bundle` on `device` (`onnx_path`: the model is an exported graph; `sw_batch`: the
     most windows per call, which TensorRT builds for)."""
+    check_engine(name, device, onnx_path)
     if name in ("torch", "torch-bf16"):
-        if onnx_path is not None:
-            raise MedsegError(f"--engine {name} needs PyTorch weights, not an ONNX file", hint="use onnxruntime")
-        if name == "torch-bf16" and device.type == "cpu" and not cpu_has_bf16():
-            raise MedsegError("this CPU has no native bf16 (AVX-512 BF16 / AMX)", hint="use --engine torch")
         return TorchEngine(bundle.build_model(), device, bf16=(amp and device.type == "cuda") or name == "torch-bf16")
-    if name not in ("onnxruntime", "openvino", "tensorrt"):
-        hint = "use auto, torch, torch-bf16, onnxruntime, openvino or tensorrt"
-        raise MedsegError(f"unknown engine '{name}'", hint=hint)
-    if name == "tensorrt":
-        if not tensorrt_available(device):
-            raise MedsegError(
-                "--engine tensorrt needs a CUDA GPU and onnxruntime-gpu with TensorRT",
-                hint="pip install onnxruntime-gpu tensorrt, and --device cuda; or use auto",
-            )
-    elif not _installed(name):
-        raise MedsegError(f"engine {name} is not installed", hint=f"pip install {name}")
     path = _onnx_for(bundle, onnx_path, fingerprint)
     if facts is None:
         facts = NetworkFacts.of(bundle.build_model())

@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from medseg.core import Case, LabelScheme, Layout, Task
-from medseg.data.layouts import find_4d_cases, find_nnunet_cases, find_suffix_cases, nnunet_files_beyond
+from medseg.data.layouts import (
+    CONVERT_HINT,
+    NIFTI_SUFFIXES,
+    find_4d_cases,
+    find_nnunet_cases,
+    find_suffix_cases,
+    nnunet_files_beyond,
+)
 from medseg.errors import DataError
 from medseg.io.atomic import atomic_write_text
 from medseg.io.dicom import find_dicom_cases
@@ -29,7 +36,19 @@ def _describe(data_dir: Path) -> tuple[list[str], dict[str, int]]:
     if not meta_path.is_file():
         raise DataError("generic task needs a dataset.json", path=str(meta_path), hint=f"write {_EXAMPLE}")
     meta = _read_meta(meta_path)
+    _check_file_ending(meta, meta_path)
     return _channel_names(meta, meta_path), _foreground_labels(meta, meta_path)
+
+
+def _check_file_ending(meta: dict, path: Path) -> None:
+    """nnU-Net v2 datasets may hold .mha, .nrrd or .tif images (its `file_ending`); medseg reads NIfTI only."""
+    ending = meta.get("file_ending", ".nii.gz")
+    if ending not in NIFTI_SUFFIXES:
+        raise DataError(
+            f"dataset.json file_ending is {json.dumps(ending)}: medseg reads NIfTI images (.nii.gz, .nii) only",
+            path=str(path),
+            hint=f'{CONVERT_HINT}, and set "file_ending": ".nii.gz"',
+        )
 
 
 def _read_meta(path: Path) -> dict:

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from medseg.config import InferConfig
 from medseg.core import Case, Task
 from medseg.data.layouts import detect_cases, unused_files
 from medseg.errors import DataError, MedsegError, ModelFileError
-from medseg.inference.engine_choice import choose_engine, open_engine
-from medseg.inference.engines import NetworkFacts
+from medseg.inference.engine_choice import check_engine, choose_engine, open_engine
+from medseg.inference.engines import Engine, NetworkFacts
 from medseg.inference.model_source import MLFLOW_SCHEMES, load_bundle
 from medseg.inference.output_folder import CaseResult, weights_fingerprint
 from medseg.inference.predictor import PredictOptions, predict_folder
@@ -30,6 +31,15 @@ class PredictPlan:
     unused: list[Path]
     shard: tuple[int, int]
     layout: str
+
+
+def _check_dicom_input(layout: str, input_dir: Path | None = None) -> None:
+    if layout != "dicom":
+        raise DataError(
+            f"DICOM-SEG output needs DICOM input (these cases are {layout} NIfTI files)",
+            path=str(input_dir) if input_dir else None,
+            hint="pass a folder of DICOM series or use --output-format nifti",
+        )
 
 
 class FolderPredictor:
@@ -72,20 +82,31 @@ class FolderPredictor:
         )
         self.amp, self.allow_missing, self.single_pass = amp, allow_missing, single_pass
         self.source = source
-        onnx_path, facts = onnx or (None, None)
-        fingerprint = weights_fingerprint(bundle)  # overlap, TTA or post-processing change no graph, no engine choice
-        if engine == "auto":
-            self.engine = choose_engine(
-                bundle, self.device, amp, fingerprint, self.infer.sw_batch_size, onnx_path, facts, on_message
+        if engine == "tensorrt" and single_pass:
+            raise MedsegError("--single-pass cannot run on --engine tensorrt", hint="TensorRT is built for windows")
+        if engine != "auto":
+            check_engine(engine, self.device, onnx[0] if onnx else None)  # an impossible choice fails at once
+        self._engine_name, self._onnx, self._on_message = engine, onnx, on_message
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The network's runtime, opened (or, for `auto`, measured) on first use: after `plan`, so a folder that
+        cannot be predicted is refused before `auto` spends a minute timing engines."""
+        onnx_path, facts = self._onnx or (None, None)
+        fingerprint = weights_fingerprint(self.bundle)  # overlap, TTA or post-processing change no graph or choice
+        sw_batch = self.infer.sw_batch_size
+        if self._engine_name == "auto":
+            engine = choose_engine(
+                self.bundle, self.device, self.amp, fingerprint, sw_batch, onnx_path, facts, self._on_message
             )
         else:
-            if engine == "tensorrt" and single_pass:
-                raise MedsegError("--single-pass cannot run on --engine tensorrt", hint="TensorRT is built for windows")
-            sw_batch = self.infer.sw_batch_size
-            self.engine = open_engine(engine, bundle, self.device, amp, fingerprint, onnx_path, facts, sw_batch)
-        if single_pass and self.engine.fixed_size and on_message:  # UNETR, or a graph traced at the window size
-            window = "x".join(map(str, self.engine.fixed_size))
-            on_message(f"--single-pass: {self.engine.name} runs this network on {window} windows only: sliding them")
+            engine = open_engine(
+                self._engine_name, self.bundle, self.device, self.amp, fingerprint, onnx_path, facts, sw_batch
+            )
+        if self.single_pass and engine.fixed_size and self._on_message:  # UNETR, or a graph traced at the window
+            window = "x".join(map(str, engine.fixed_size))
+            self._on_message(f"--single-pass: {engine.name} runs this network on {window} windows only: sliding them")
+        return engine
 
     @property
     def model_can_mask(self) -> bool:
@@ -117,10 +138,13 @@ class FolderPredictor:
         )
         return cls(load_bundle(model_ref, tracking_uri), source=source, **kwargs)
 
-    def plan(self, input_dir: Path, part: tuple[int, int] | None = None) -> PredictPlan:
+    def plan(self, input_dir: Path, part: tuple[int, int] | None = None, dicom_seg: bool = False) -> PredictPlan:
         """Find the cases of `input_dir` in any layout the model can read; keep this process's shard
-        (`part` = (i, n), else torchrun's rank of world size, else all)."""
+        (`part` = (i, n), else torchrun's rank of world size, else all). `dicom_seg`: the run will write DICOM-SEG
+        files, which reference DICOM input."""
         layout, cases = detect_cases(input_dir, self.task.prediction_layouts)
+        if dicom_seg:
+            _check_dicom_input(layout.name, input_dir)
         shard = part or (self.runtime.rank, self.runtime.world_size)
         unused = unused_files(input_dir, cases) if shard[0] == 0 else []
         return PredictPlan(cases[shard[0] :: shard[1]], unused, shard, layout.name)
@@ -143,11 +167,8 @@ class FolderPredictor:
         `dicom_seg` adds a DICOM-SEG per case, which needs DICOM input to reference. `workers`: reader processes
         (None: the default of `inference.workers`); none where /dev/shm is too small (said through `on_message`).
         `steps_on_device`: preprocess and restore on the network's device (None: on a GPU)."""
-        if dicom_seg and plan.layout != "dicom":
-            raise DataError(
-                f"DICOM-SEG output needs DICOM input (these cases are {plan.layout} NIfTI files)",
-                hint="pass a folder of DICOM series or use --output-format nifti",
-            )
+        if dicom_seg:
+            _check_dicom_input(plan.layout)
         opts = PredictOptions(
             infer=self.infer,
             engine=self.engine,

@@ -71,6 +71,28 @@ def test_nnunet_v1_modality_names_v2_channel_names(tmp_path):
     assert "nnU-Net v1" in message and '"channel_names"' in message and '"modality"' in message
 
 
+def test_a_non_nifti_file_ending_is_refused_with_a_conversion(tmp_path):
+    """nnU-Net v2 datasets may be .mha (grand-challenge) or .nrrd: named from dataset.json, not "no cases found"."""
+    message = _refusal(_dataset(tmp_path, {**V2, "file_ending": ".mha"}))
+    assert 'file_ending is ".mha"' in message and "SimpleITK" in message and '"file_ending": ".nii.gz"' in message
+    (tmp_path / "dataset.json").write_text(json.dumps({**V2, "file_ending": ".nii.gz"}))
+    assert get_task("generic", tmp_path).channels == ("t2", "adc")
+
+
+def test_a_folder_of_other_image_formats_names_them(tmp_path):
+    """No NIfTI or DICOM but .mha / .nrrd images (a predict folder has no dataset.json to tell): counted, with a
+    conversion that keeps their geometry."""
+    import SimpleITK as sitk
+
+    (tmp_path / "imagesTs").mkdir()
+    for i, suffix in enumerate((".mha", ".mha", ".nrrd")):
+        sitk.WriteImage(sitk.Image(8, 8, 8, sitk.sitkInt16), str(tmp_path / "imagesTs" / f"c{i}_0000{suffix}"))
+    with pytest.raises(DataError) as err:
+        detect_cases(tmp_path / "imagesTs", task_from_description(["t2"], {"lesion": 1}).prediction_layouts)
+    message = str(err.value)
+    assert "no cases found" in message and "2 .mha, 1 .nrrd files" in message and "SimpleITK" in message
+
+
 def test_region_based_labels_are_refused_by_name(tmp_path):
     regions = {"background": 0, "whole": [1, 2], "lesion": 2}
     message = _refusal(_dataset(tmp_path, {**V2, "labels": regions, "regions_class_order": [1, 2]}))

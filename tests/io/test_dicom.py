@@ -225,6 +225,20 @@ def test_dicom_seg_output_for_nifti_input_is_one_clear_error(brats2021_dir, bund
     assert "Traceback" not in done.stderr
 
 
+def test_dicom_seg_for_nifti_input_is_refused_before_auto_times_engines(brats2021_dir, tmp_path, monkeypatch):
+    """The folder is planned before the engine is chosen: `auto` (a minute of timing on a big model) never runs
+    for a run that cannot write its DICOM-SEG files."""
+    from medseg.workflows import predict as workflow
+
+    opened = []
+    monkeypatch.setattr(workflow, "choose_engine", lambda *a, **k: opened.append(a) or pytest.fail("engine chosen"))
+    predictor = workflow.FolderPredictor(make_bundle(), device="cpu", engine="auto")
+    with pytest.raises(DataError, match="DICOM-SEG output needs DICOM input") as err:
+        predictor.plan(brats2021_dir, dicom_seg=True)
+    assert str(brats2021_dir) in str(err.value) and not opened
+    assert len(predictor.plan(brats2021_dir).cases) > 0 and not opened  # NIfTI output plans as before
+
+
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [
