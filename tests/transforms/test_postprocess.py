@@ -85,6 +85,33 @@ def test_search_keeps_a_true_second_lesion():
     pred = gt.copy()
     pred[WT, 2, 38, 2] = True
     rules, _ = search_postprocess([ScoredCase(pred, gt, (1.0, 1.0, 1.0))], SCHEME)
-    assert rules["WT"].kind == "min_volume"
+    assert rules["WT"] == RegionRule(kind="min_volume", min_volume_mm3=500.0)  # the largest that keeps 515 voxels
     out = postprocess(pred, SCHEME, rules, (1.0, 1.0, 1.0))
     assert np.array_equal(out[WT], gt[WT])
+
+
+def test_among_rules_that_tie_on_validation_the_largest_threshold_is_kept():
+    """Validation shows only a 1-voxel speck, so every threshold (and 'largest') scores the same there. The largest
+    threshold is kept: on a held-out case it also removes a 300 mm3 false blob that 'drop < 10 mm3' (the first of
+    the tied rules, kept before) let through; 'largest' is not picked on a tie (it deletes true satellites)."""
+    shape = (40, 40, 40)
+    gt = np.zeros((3, *shape), bool)
+    gt[WT] = _ball(shape, (12, 12, 12), 9)
+    pred = gt.copy()
+    pred[WT, 35, 35, 35] = True
+    rules, _ = search_postprocess([ScoredCase(pred, gt, (1.0, 1.0, 1.0))], SCHEME)
+    assert rules["WT"] == RegionRule(kind="min_volume", min_volume_mm3=1000.0)
+    held_out = gt.copy()
+    held_out[WT] |= _ball(shape, (33, 33, 33), 4)  # 257 voxels, far from the tumour
+    assert np.array_equal(postprocess(held_out, SCHEME, rules, (1.0, 1.0, 1.0))[WT], gt[WT])
+
+
+def test_largest_is_kept_only_when_it_beats_every_threshold():
+    """A false component bigger than every threshold: only 'keep the largest' removes it, so it wins."""
+    shape = (48, 48, 48)
+    gt = np.zeros((3, *shape), bool)
+    gt[WT] = _ball(shape, (14, 14, 14), 10)
+    pred = gt.copy()
+    pred[WT] |= _ball(shape, (38, 38, 38), 7)  # 1,437 voxels
+    rules, _ = search_postprocess([ScoredCase(pred, gt, (1.0, 1.0, 1.0))], SCHEME)
+    assert rules["WT"] == RegionRule(kind="largest")
