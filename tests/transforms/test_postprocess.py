@@ -115,3 +115,19 @@ def test_largest_is_kept_only_when_it_beats_every_threshold():
     pred[WT] |= _ball(shape, (38, 38, 38), 7)  # 1,437 voxels
     rules, _ = search_postprocess([ScoredCase(pred, gt, (1.0, 1.0, 1.0))], SCHEME)
     assert rules["WT"] == RegionRule(kind="largest")
+
+
+def test_a_few_voxels_of_difference_count_as_a_tie():
+    """Larger thresholds also remove a 12-voxel true fragment (under the lesion-wise 50 mm3 floor): 0.0005 of
+    Dice on validation, boundary noise next to what a false blob on a new case costs. Within the tolerance the
+    largest threshold is still kept (with exact ties "drop < 10 mm3" won and let such blobs through)."""
+    shape = (48, 48, 48)
+    gt = np.zeros((3, *shape), bool)
+    gt[WT] = _ball(shape, (16, 16, 16), 14)
+    gt[WT, 40:42, 40:42, 5:8] = True  # a separate true fragment, 12 voxels
+    pred = gt.copy()
+    pred[WT, 44, 10, 44] = True  # a 1-voxel false speck
+    rules, table = search_postprocess([ScoredCase(pred, gt, (1.0, 1.0, 1.0))], SCHEME)
+    scores = {r["rule"]: r["dice"] + r["lesion_dice"] for r in table if r["region"] == "WT"}
+    assert 0 < scores["drop components < 10 mm3"] - scores["drop components < 1000 mm3"] < 1e-3
+    assert rules["WT"] == RegionRule(kind="min_volume", min_volume_mm3=1000.0)
