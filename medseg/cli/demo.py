@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from medseg.cli.options import DeviceOpt
-from medseg.cli.progress import RichTrainingHooks
+from medseg.cli.progress import InterruptAdvice, RichTrainingHooks
 from medseg.tracking import redact_secrets
 
 console = Console()
@@ -42,10 +42,33 @@ SETTINGS = {
 }
 
 
-def _synth(root: Path, setting: Setting) -> tuple[Path, Path]:
+MARKER = ".medseg-demo"
+
+
+def _claim(out: Path) -> None:
+    """`--out` must be new, empty, or a folder an earlier demo made: the demo replaces its own predictions and
+    metrics there, and would train on any case found in its data folders."""
+    from medseg.errors import MedsegError
+    from medseg.io.atomic import check_writable
+
+    check_writable(out, folder=True)
+    earlier = (out / MARKER).exists() or (out / "data" / "train" / ".complete").exists()  # or a demo before markers
+    if out.is_dir() and any(out.iterdir()) and not earlier:
+        raise MedsegError(
+            "--out is a folder with other files, not one medseg demo made",
+            path=str(out),
+            hint="pass a new or empty folder with --out",
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by medseg demo: data, runs, predictions and metrics below are replaced\n")
+
+
+def _synth(root: Path, name: str, setting: Setting) -> tuple[Path, Path]:
+    """The setting's own train and test folders (`data/<setting>/`): a `--fast` run before a full one in the same
+    `--out` leaves its 4 small cases in a folder the full run never reads."""
     from medseg.pipelines.brats import write_synthetic_dataset
 
-    train_dir, test_dir = root / "data" / "train", root / "data" / "test"
+    train_dir, test_dir = root / "data" / name / "train", root / "data" / name / "test"
     workers = min(4, os.cpu_count() or 1)
     for folder, n, layout, seed in (
         (train_dir, setting.train_cases, "brats2021", 1),
@@ -79,7 +102,7 @@ def demo(
     dev = resolve_device(device)
     name = "fast" if fast else ("gpu" if dev.type == "cuda" else "cpu")
     setting = SETTINGS[name]
-    out.mkdir(parents=True, exist_ok=True)
+    _claim(out)
     uri = tracking_uri or f"sqlite:///{(out / 'mlflow.db').resolve()}"  # self-contained, as --help says
     console.print(
         Panel.fit(
@@ -87,8 +110,8 @@ def demo(
             f"TransUNet-3D -> predictions -> Dice\nfolder: {out.resolve()}   tracking: {redact_secrets(uri)}"
         )
     )
-    train_dir, test_dir = _synth(out, setting)
-    manifest = scan(train_dir, "brats", out / "data" / "train_manifest.json", folds=4, seed=0).path
+    train_dir, test_dir = _synth(out, name, setting)
+    manifest = scan(train_dir, "brats", train_dir.parent / "train_manifest.json", folds=4, seed=0).path
     console.rule("training")
     request = TrainRequest(
         task="brats",
@@ -102,7 +125,8 @@ def demo(
         run_name="demo",
         out=out / "runs",
     )
-    trained = run_training(request, RichTrainingHooks(console))
+    InterruptAdvice.text = "re-run the same command: the synthesised data is kept, training starts again"
+    trained = run_training(request, RichTrainingHooks(console, resumable=False))
     console.rule("prediction on held-out cases")
     predictor = FolderPredictor.from_model(str(trained.result.best_path), device=device)
     plan = predictor.plan(test_dir)

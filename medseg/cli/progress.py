@@ -23,11 +23,14 @@ class InterruptAdvice:
 
 class RichTrainingHooks:
     """One bar per epoch (`enabled`, on a terminal only); a one-line summary per epoch (val Dice when validated)
-    unless `quiet` (torchrun ranks other than 0). Lines are never wrapped: a redirected log keeps one line per
+    unless `quiet` (torchrun ranks other than 0). `resumable`: the command takes `--resume` (not `medseg demo`), so
+    Ctrl-C names it once a checkpoint exists. Lines are never wrapped: a redirected log keeps one line per
     epoch for grep, without the blank line a stopped bar leaves outside a terminal."""
 
-    def __init__(self, console: Console, enabled: bool = True, quiet: bool = False) -> None:
+    def __init__(self, console: Console, enabled: bool = True, quiet: bool = False, resumable: bool = True) -> None:
         self.console = console
+        self.resumable = resumable
+        self._resume = ""
         self.enabled = enabled and not quiet and console.is_terminal
         self.quiet = quiet
         self.progress: Progress | None = None
@@ -54,6 +57,8 @@ class RichTrainingHooks:
             self.progress.update(self.task, advance=1, loss=loss)
 
     def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        if self.resumable:  # called once the epoch's last.pt is written
+            InterruptAdvice.text = self._resume
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -79,7 +84,16 @@ class RichTrainingHooks:
             self.console.print(f"[dim]{text}[/]", highlight=False, soft_wrap=True)
 
     def run_started(self, run_id: str | None, out_dir: Path) -> None:
-        """Name the run where the log starts, and make Ctrl-C say how to continue it."""
-        resume = run_id or str(out_dir / "last.pt")
-        InterruptAdvice.text = f"the run continues from its last epoch with the same command and --resume {resume}"
+        """Name the run where the log starts, and make Ctrl-C say how to continue it (`resumable` commands): with
+        `--resume` once the run has a checkpoint, else by starting again."""
+        self._resume = (
+            f"the run continues from its last epoch with the same command and --resume {run_id or out_dir / 'last.pt'}"
+        )
+        if self.resumable:
+            checkpointed = (out_dir / "last.pt").exists()
+            InterruptAdvice.text = (
+                self._resume
+                if checkpointed
+                else "the run stopped before its first checkpoint: re-run the same command to start again"
+            )
         self.message(f"run {run_id or '(not tracked)'}: checkpoints in {out_dir}")

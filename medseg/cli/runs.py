@@ -224,6 +224,17 @@ def show(
             console.print(f"{label}: {links[role]}{run}", highlight=False, soft_wrap=True)  # ids never wrapped
 
 
+def _labels(runs) -> list[str]:
+    """A column / legend label per run: its name, with the short id where runs share a name (every demo run is
+    "demo"; keyed by name alone, the curves of one hid the other's)."""
+    names = [s.name or s.run_id[:8] for s in runs]
+    return [n if names.count(n) == 1 else f"{n} {s.run_id[:8]}" for n, s in zip(names, runs, strict=True)]
+
+
+def _clip(value: str, width: int = 30) -> str:
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
 @app.command("compare")
 def compare(
     run_ids: list[str] = typer.Argument(..., help="Two or more run ids."),
@@ -251,7 +262,7 @@ def compare(
     metrics = region_metrics(set().union(*(s.best for s in runs)))
     records = [{"run_id": s.run_id, "name": s.name, **{k: s.params.get(k) for k in differing},
                 **{f"best_{k}": s.best.get(k) for k in metrics}} for s in runs]  # fmt: skip
-    rows = [[f"{k}", *(s.params.get(k, "-")[:30] for s in runs)] for k in differing]
+    rows = [[f"{k}", *(_clip(s.params.get(k, "-")) for s in runs)] for k in differing]
     for key in metrics:
         base = runs[0].best.get(key)
         cells = []
@@ -260,7 +271,8 @@ def compare(
             delta = "" if v is None or base is None or s is runs[0] else f" ({v - base:+.3f})"
             cells.append(_fmt(v) + delta)
         rows.append([f"best {key}", *cells])
-    columns = [Column("", None), *(Column(s.name or s.run_id, None) for s in runs)]
+    labels = _labels(runs)
+    columns = [Column("", None), *(Column(label, None) for label in labels)]
     unlike = unlike_runs(runs)
     if unlike:  # on stderr: csv and json on stdout stay parseable
         err_console.print(
@@ -275,7 +287,10 @@ def compare(
         from medseg.viz.curves import compare_curves
         from medseg.viz.overlays import save_png
 
-        curves = {s.name or s.run_id[:8]: history(pairs[i][0], s.run_id, "val_dice_mean") for i, s in enumerate(runs)}
+        curves = {  # epochs counted from 1, as the training log and the checkpoints' names count them
+            label: [(step + 1, v) for step, v in history(pairs[i][0], s.run_id, "val_dice_mean")]
+            for i, (label, s) in enumerate(zip(labels, runs, strict=True))
+        }
         save_png(compare_curves(curves), plot)
         if fmt == "table":
             console.print(f"curves: {plot}")

@@ -15,7 +15,7 @@ console = Console()
 
 
 def ui(
-    port: int = typer.Option(5000, "--port", help="Port of the UI."),
+    port: int = typer.Option(5000, "--port", min=1, max=65535, help="Port of the UI."),
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address; see README before exposing it."),
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:
@@ -26,17 +26,19 @@ def ui(
     if host not in {"127.0.0.1", "localhost", "::1"}:
         console.print(
             "[yellow]warning[/]: the MLflow UI has no authentication; anyone who can reach "
-            f"{host}:{port} can read and delete runs",
+            f"port {port} of {host} can read and delete runs",
             highlight=False,
         )
-    from medseg.tracking.store import ML_VIEW, check_store_exists, prepare_experiment
+    from medseg.tracking.store import ML_VIEW, latest_experiment_id
     from medseg.tracking.ui_server import check_port_free, serve, server_command
 
     check_port_free(host, port)
-    check_store_exists(uri)  # the UI only reads: a mistyped path must not become a new, empty store
-    exp_id = prepare_experiment(uri, "medseg")
+    # The UI only reads: a mistyped path must not become a new, empty store, nor the store gain an experiment.
+    exp_id = latest_experiment_id(uri)
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     console.print(f"MLflow UI for {redact_secrets(uri)}", highlight=False)
-    console.print(f"training runs: http://{host}:{port}/#/experiments/{exp_id}/runs{ML_VIEW}", highlight=False)
+    where = f"latest runs: {base}#/experiments/{exp_id}/runs{ML_VIEW}" if exp_id else f"no runs yet: {base}"
+    console.print(where, highlight=False)
     try:
         serve(server_command(uri, host, port))
     except KeyboardInterrupt as exc:  # Ctrl-C is how the UI is stopped: exit 0; SIGTERM / SIGHUP say so (143 / 129)

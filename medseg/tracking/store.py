@@ -53,9 +53,18 @@ def existing_store_client(uri: str):
 def check_store_exists(uri: str) -> None:
     """For commands that only read: a SQLite store that does not exist is an error, not an empty store created on
     the spot (a typo in the URI looked like "0 runs", or an empty MLflow UI)."""
-    if not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file():
+    if not uri.startswith("sqlite:///"):
         return
     where = uri.removeprefix("sqlite:///")
+    if Path(where).is_file():
+        with open(where, "rb") as f:
+            header = f.read(16)
+        if header == b"SQLite format 3\x00":
+            return
+        raise TrackingError(
+            f"{where} is not an MLflow store ({'an empty file' if not header else 'not an SQLite database'})",
+            hint="pass the --tracking-uri of the mlflow.db your training wrote",
+        )
     if uri == default_tracking_uri():  # the user may not know which store a bare command reads
         where += " (the default: no --tracking-uri or MLFLOW_TRACKING_URI given)"
     raise TrackingError(
@@ -185,6 +194,14 @@ def prepare_experiment(uri: str, experiment: str) -> str:
                 f"cannot open MLflow store {redact_secrets(uri)} ({exc.__class__.__name__})",
                 hint="check --tracking-uri / MLFLOW_TRACKING_URI and that the server is running",
             ) from None
+
+
+def latest_experiment_id(uri: str) -> str | None:
+    """The experiment of the store's most recent run (None: no runs), read without creating anything."""
+    c = existing_store_client(uri)
+    experiments = [e.experiment_id for e in c.search_experiments()]
+    runs = c.search_runs(experiments, order_by=["attributes.start_time DESC"], max_results=1) if experiments else []
+    return runs[0].info.experiment_id if runs else None
 
 
 def runs_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:

@@ -7,6 +7,7 @@ import sys
 
 import mlflow
 import nibabel as nib
+import pytest
 
 
 def test_demo_fast_runs_end_to_end(tmp_path):
@@ -22,10 +23,67 @@ def test_demo_fast_runs_end_to_end(tmp_path):
     assert "held-out Dice" in proc.stdout and "medseg runs show" in proc.stdout
     preds = sorted((out / "predictions").glob("*.nii.gz"))
     assert len(preds) == 2
-    gt = out / "data" / "test" / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-seg.nii.gz"
+    gt = out / "data" / "fast" / "test" / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-seg.nii.gz"
     assert nib.load(preds[0]).shape == nib.load(gt).shape
     assert (out / "predictions" / "overlays").is_dir()
     client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("medseg-demo").experiment_id])
     assert run.info.status == "FINISHED"
     assert "test_dice_wt" in run.data.metrics and "val_dice_mean" in run.data.metrics
+
+
+def test_demo_refuses_a_folder_of_other_files_and_reuses_its_own(tmp_path):
+    """It trained on a case the user kept in --out/data/train and replaced their metrics.csv and predictions."""
+    from medseg.cli.demo import MARKER, _claim
+    from medseg.errors import MedsegError
+
+    other = tmp_path / "other"
+    (other / "predictions").mkdir(parents=True)
+    (other / "metrics.csv").write_text("mine")
+    with pytest.raises(MedsegError, match="--out is a folder with other files, not one medseg demo made"):
+        _claim(other)
+    assert not (other / MARKER).exists()
+    with pytest.raises(MedsegError, match="output path is a file"):
+        _claim(other / "metrics.csv")
+    _claim(tmp_path / "new" / "demo")  # new (parents too) or empty: claimed, and again once marked
+    (tmp_path / "new" / "demo" / "metrics.csv").write_text("the demo's")
+    _claim(tmp_path / "new" / "demo")
+
+
+def test_each_demo_setting_reads_its_own_data(tmp_path, monkeypatch):
+    """A full run after a --fast one in the same --out trained on the 4 small --fast cases (48x48x32)."""
+    from medseg.cli import demo
+
+    written = []
+
+    def write(folder, n, *args, **kwargs):
+        folder.mkdir(parents=True)
+        written.append((folder, n))
+
+    monkeypatch.setattr("medseg.pipelines.brats.write_synthetic_dataset", write)
+    fast = demo._synth(tmp_path, "fast", demo.SETTINGS["fast"])
+    cpu = demo._synth(tmp_path, "cpu", demo.SETTINGS["cpu"])
+    assert set(fast).isdisjoint(cpu) and len(written) == 4
+    assert [n for _, n in written] == [4, 2, 16, 4]
+    demo._synth(tmp_path, "cpu", demo.SETTINGS["cpu"])
+    assert len(written) == 4  # completed folders are reused
+
+
+def test_ctrl_c_advises_resume_only_where_a_checkpoint_and_the_option_exist(tmp_path, monkeypatch):
+    """`train` interrupted in its first epoch advised `--resume .../last.pt` (not written yet); `demo` advised a
+    `--resume` it does not have."""
+    from rich.console import Console
+
+    from medseg.cli.progress import InterruptAdvice, RichTrainingHooks
+
+    monkeypatch.setattr(InterruptAdvice, "text", InterruptAdvice.text)  # restored after the test
+    hooks = RichTrainingHooks(Console(quiet=True), enabled=False, quiet=True)
+    hooks.run_started(None, tmp_path)
+    assert InterruptAdvice.text.startswith("the run stopped before its first checkpoint")
+    hooks.epoch_end(0, {})
+    assert InterruptAdvice.text.endswith(f"--resume {tmp_path / 'last.pt'}")
+    InterruptAdvice.text = "re-run the same command"
+    demo_hooks = RichTrainingHooks(Console(quiet=True), enabled=False, quiet=True, resumable=False)
+    demo_hooks.run_started("abc", tmp_path)
+    demo_hooks.epoch_end(0, {})
+    assert InterruptAdvice.text == "re-run the same command"

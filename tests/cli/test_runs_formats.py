@@ -11,6 +11,7 @@ import json
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -175,3 +176,63 @@ def test_ui_without_a_store_in_this_folder_says_to_train_or_pass_the_uri(tmp_pat
     message = str(out.exception)
     assert isinstance(out.exception, TrackingError) and "(the default: no --tracking-uri" in message
     assert "train first" in message and "pass the --tracking-uri" in message and not (tmp_path / "mlflow.db").exists()
+
+
+def test_runs_compare_keeps_runs_that_share_a_name_apart(tmp_path, monkeypatch):
+    """Every demo run is named "demo": keyed by name, the plot drew one curve and the table two "demo" columns."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = MlflowClient(uri)
+    exp = c.create_experiment("e", artifact_location=(tmp_path / "artifacts").as_uri())
+    dice = {"wt": [0.5, 0.6], "mean": [0.5, 0.6]}
+    a, b = (_log_run(c, exp, "demo", "brats", dice) for _ in range(2))
+    drawn = {}
+
+    def draw(curves):
+        drawn.update(curves)
+        return np.zeros((2, 2, 3), np.uint8)
+
+    monkeypatch.setattr("medseg.viz.curves.compare_curves", draw)
+    out = _invoke(runs.app, "compare", a, b, "--plot", str(tmp_path / "c.png"), "--tracking-uri", uri)
+    assert out.exit_code == 0, out.output
+    assert sorted(drawn) == sorted([f"demo {a[:8]}", f"demo {b[:8]}"])
+    assert [e for e, _ in drawn[f"demo {a[:8]}"]] == [1, 2]  # epochs from 1, as the training log counts them
+    assert f"demo {a[:8]}" in out.stdout and f"demo {b[:8]}" in out.stdout
+
+
+def test_a_path_given_as_tracking_uri_is_one_line_with_the_uri_to_write(tmp_path, monkeypatch):
+    """MLflow read `medseg_demo/mlflow.db` as its deprecated file store and failed with a traceback."""
+    monkeypatch.chdir(tmp_path)
+    out = _invoke(runs.app, "list", "--tracking-uri", "medseg_demo/mlflow.db")
+    assert isinstance(out.exception, TrackingError)
+    assert "is a path, not a tracking URI" in str(out.exception)
+    assert f"sqlite:///{tmp_path.resolve() / 'medseg_demo' / 'mlflow.db'}" in str(out.exception)
+
+
+@pytest.mark.parametrize(("content", "said"), [(b"", "an empty file"), (b"x\n", "not an SQLite database")])
+def test_a_store_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path, content, said):
+    """A junk file crashed `runs list` in sqlalchemy; an empty one was turned into a 1 MB store by a read command."""
+    db = tmp_path / "junk.db"
+    db.write_bytes(content)
+    out = _invoke(runs.app, "list", "--tracking-uri", f"sqlite:///{db}")
+    assert isinstance(out.exception, TrackingError) and said in str(out.exception)
+    assert db.read_bytes() == content
+
+
+def test_ui_points_at_the_latest_runs_experiment_and_creates_none(store, monkeypatch):
+    """It created an empty "medseg" experiment in the store (a read-only command) and linked to it, not to the
+    experiment that holds the runs."""
+    from mlflow import MlflowClient
+
+    uri, ids, _ = store
+    monkeypatch.setattr("medseg.tracking.ui_server.serve", lambda command: None)
+    app = typer.Typer()
+    app.command()(ui)
+    before = [e.name for e in MlflowClient(uri).search_experiments()]
+    out = _invoke(app, "--port", str(_free_port()), "--host", "::1", "--tracking-uri", uri)
+    assert out.exit_code == 0, out.output
+    exp = MlflowClient(uri).get_run(ids["generic"]).info.experiment_id
+    assert "http://[::1]:" in out.stdout and f"/#/experiments/{exp}/runs" in out.stdout
+    assert [e.name for e in MlflowClient(uri).search_experiments()] == before
+    assert _invoke(app, "--port", "70000", "--tracking-uri", uri).exit_code == 2  # a usage error, no traceback
