@@ -198,11 +198,15 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
         task = task_for_manifest(req.task, manifest)
         split = _split(req.fold, manifest)
         hooks.message(f"validation: {split.label}")
+        # The options win over the config: the logged config names the experiment and model the run really has.
+        chosen = {"experiment": req.experiment or cfg.tracking.experiment}
+        chosen["register_name"] = req.register or cfg.tracking.register_name
+        cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update=chosen)})
         target = TrackingTarget(
             uri if req.tracking and cfg.tracking.enabled else None,
-            req.experiment or cfg.tracking.experiment,
+            cfg.tracking.experiment,
             req.run_name,
-            req.register or cfg.tracking.register_name,
+            cfg.tracking.register_name,
             cfg.tracking.system_metrics,
         )
         result, tracker = train_task(

@@ -179,6 +179,8 @@ def test_runs_and_evaluate_speak_csv_and_json(store):
     shown = json.loads(medseg("runs", "show", a, "--format", "json", "--tracking-uri", uri, cwd=tmp).stdout)[0]
     assert shown["run_id"] == a and any(m["metric"] == "val_dice_mean" for m in shown["metrics"])
     assert set(shown["postprocess"]) == {"ET", "TC", "WT"}
+    assert shown["params"]["tracking.experiment"] == "review"  # the --experiment given, not the config's "medseg"
+    assert shown["params"]["tracking.register_name"] == "brats-auto"
     compared = json.loads(medseg("runs", "compare", a, b, "--format", "json", "--tracking-uri", uri, cwd=tmp).stdout)
     assert [r["run_id"] for r in compared] == [a, b] and "model.kwargs.cross_modal" in compared[0]
 
