@@ -5,8 +5,9 @@ that score the same there (no component of the sizes between them in those cases
 benchmark takes a trained model's raw predictions (`medseg predict --no-postprocess`) of its validation cases and
 of held-out cases, chooses rules on the validation cases with each policy, and scores the held-out cases with the
 chosen rules: region Dice, HD95 and BraTS 2023 lesion-wise Dice, false and missed lesions. Policies: the rule of
-the tied best ones with the smallest threshold (medseg before 2026-12-04), the largest threshold ("largest" only
-when it beats every threshold: medseg's `pick_rule`), the most aggressive tied rule ("largest" on ties).
+the tied best ones with the smallest threshold (medseg before 2026-12-04), the largest threshold that ties within
+1e-3 and misses no more true lesions ("largest" only when it beats every threshold: medseg's `pick_rule`), the most
+aggressive tied rule ("largest" on ties).
 
     python benchmarks/bench_postprocess_choice.py \
         --val-pred VAL_RAW --val-data VAL_CASES --test-pred TEST_RAW --test-data TEST_CASES [--test-pred ... ]
@@ -37,18 +38,18 @@ from medseg.transforms.labels import labels_to_regions
 from medseg.transforms.postprocess import describe_plan, postprocess
 
 
-def first_tied(scored):
+def first_tied(candidates):
     """The choice before 2026-12-04: the first rule (smallest threshold) of those with the best score."""
-    best_score, best_rule = max(scored, key=lambda s: s[0])
-    return best_rule if best_score > scored[0][0] + MIN_GAIN else RegionRule()
+    best = max(candidates, key=lambda c: c.score)
+    return best.rule if best.score > candidates[0].score + MIN_GAIN else RegionRule()
 
 
-def last_tied(scored):
+def last_tied(candidates):
     """nnU-Net's leaning: the most aggressive rule ("largest" included) of those with the best score."""
-    best_score = max(s for s, _ in scored)
-    if best_score <= scored[0][0] + MIN_GAIN:
+    best = max(c.score for c in candidates)
+    if best <= candidates[0].score + MIN_GAIN:
         return RegionRule()
-    return [r for s, r in scored if s >= best_score - 1e-9][-1]
+    return [c.rule for c in candidates if c.score >= best - 1e-9][-1]
 
 
 POLICIES = {"smallest_tied": first_tied, "largest_threshold": pick_rule, "most_aggressive_tied": last_tied}

@@ -93,6 +93,7 @@ def demo(
 ) -> None:
     """Synthesise data, train a cross-modal TransUNet-3D, predict held-out cases, evaluate, show where to look."""
     from medseg.runtime import resolve_device
+    from medseg.tracking.store import check_uri
     from medseg.workflows.evaluate import evaluate
     from medseg.workflows.predict import FolderPredictor
     from medseg.workflows.scan import scan
@@ -102,8 +103,9 @@ def demo(
     dev = resolve_device(device)
     name = "fast" if fast else ("gpu" if dev.type == "cuda" else "cpu")
     setting = SETTINGS[name]
-    _claim(out)
     uri = tracking_uri or f"sqlite:///{(out / 'mlflow.db').resolve()}"  # self-contained, as --help says
+    check_uri(uri)  # before minutes of synthesis
+    _claim(out)
     console.print(
         Panel.fit(
             f"medseg demo ({name} setting, {dev}): anatomy-based BraTS-like data -> cross-modal "

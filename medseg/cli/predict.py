@@ -140,10 +140,11 @@ def predict(
     plan = predictor.plan(input_dir, _part(part), dicom_seg=output_format is OutputFormat.dicom_seg)
     render_unused(input_dir, plan.unused, verbose, console)
     bundle = predictor.bundle
+    engine = predictor.engine  # opened (or, for auto, measured) here: its messages before the summary line
     shard = f" (shard {plan.shard[0]} of {plan.shard[1]})" if plan.shard[1] > 1 else ""
     console.print(
         f"{len(plan.cases)} case(s){shard}, model {bundle.model_name} ({', '.join(bundle.channels)}) from "
-        f"{predictor.source}, on {predictor.device} with {predictor.engine.name}",
+        f"{predictor.source}, on {predictor.device} with {engine.name}",
         highlight=False,
         soft_wrap=True,
     )

@@ -57,7 +57,7 @@ class RichTrainingHooks:
             self.progress.update(self.task, advance=1, loss=loss)
 
     def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        if self.resumable:  # called once the epoch's last.pt is written
+        if self.resumable and self._resume:  # once the epoch's last.pt is written; rank 0 only (run_started)
             InterruptAdvice.text = self._resume
         if self.progress is not None:
             self.progress.stop()

@@ -287,7 +287,7 @@ def compare(
         from medseg.viz.curves import compare_curves
         from medseg.viz.overlays import save_png
 
-        curves = {  # epochs counted from 1, as the training log and the checkpoints' names count them
+        curves = {  # epochs counted from 1, as the training log and learning_curves.png count them
             label: [(step + 1, v) for step, v in history(pairs[i][0], s.run_id, "val_dice_mean")]
             for i, (label, s) in enumerate(zip(labels, runs, strict=True))
         }

@@ -165,7 +165,7 @@ def detect_cases(root: str | Path, layouts: Sequence[Layout]) -> tuple[Layout, l
         found = ", ".join(f"{n} {suffix}" for suffix, n in other.items())
         raise DataError(
             f"no cases found in any known layout ({names}): the folder holds {found} files, which medseg does "
-            "not read (NIfTI .nii.gz/.nii and DICOM series only)",
+            "not read (it reads NIfTI .nii.gz/.nii, and DICOM series for prediction)",
             path=str(root),
             hint=CONVERT_HINT,
         )

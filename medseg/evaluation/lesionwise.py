@@ -107,9 +107,18 @@ def lesion_wise(
     return LesionScores(float(np.mean(_dices(m))), float(np.mean(hds)), *counts)
 
 
+def lesion_dice_missed(
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], *, min_volume_mm3: float = 50.0, dilation: int = 3
+) -> tuple[float, int]:
+    """Lesion-wise Dice and the count of missed scored lesions, without HD95 (~10x cheaper): for searches that
+    score many candidate masks."""
+    m = _match(pred, gt, spacing, min_volume_mm3, dilation)
+    missed = sum(p is None for _, p in m.pairs)
+    return (float(np.mean(_dices(m))) if m.pairs or m.false_positives else 1.0), missed
+
+
 def lesion_dice(
     pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], *, min_volume_mm3: float = 50.0, dilation: int = 3
 ) -> float:
-    """Lesion-wise Dice alone (no HD95: ~10x cheaper), for searches that score many candidate masks."""
-    m = _match(pred, gt, spacing, min_volume_mm3, dilation)
-    return float(np.mean(_dices(m))) if m.pairs or m.false_positives else 1.0
+    """Lesion-wise Dice alone (see `lesion_dice_missed`)."""
+    return lesion_dice_missed(pred, gt, spacing, min_volume_mm3=min_volume_mm3, dilation=dilation)[0]

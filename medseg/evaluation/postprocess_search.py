@@ -21,12 +21,13 @@ import numpy as np
 
 from medseg.config import RegionRule
 from medseg.core import LabelScheme
-from medseg.evaluation.lesionwise import lesion_dice
+from medseg.evaluation.lesionwise import lesion_dice_missed
 from medseg.evaluation.metrics import dice
 from medseg.transforms.postprocess import nesting_order, postprocess
 
 CANDIDATE_VOLUMES_MM3 = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0)
-# A rule must beat "none" by this much (score = Dice + lesion-wise Dice, each a mean over cases).
+# Score differences under this (score = Dice + lesion-wise Dice, each a mean over cases) are boundary voxels: a
+# rule must gain more to beat "none" (or "largest" to beat the thresholds), and thresholds within it tie.
 MIN_GAIN = 1e-3
 
 
@@ -48,29 +49,45 @@ def candidate_rules() -> list[RegionRule]:
     ]
 
 
-def pick_rule(scored: Sequence[tuple[float, RegionRule]]) -> RegionRule:
-    """The rule to keep from (score, rule) pairs in `candidate_rules` order: none unless a rule beats it by
-    `MIN_GAIN`; "largest" only when it beats every threshold by `MIN_GAIN`; else the largest threshold within
-    `MIN_GAIN` of the best threshold's score. Differences under `MIN_GAIN` are a few boundary voxels (a missed
-    validation lesion costs ~100x more), so they neither earn a rule nor rule one out."""
-    baseline = scored[0][0]
-    thresholds = [(s, r) for s, r in scored if r.kind == "min_volume"]
-    best = max(s for s, _ in thresholds)
-    largest = next((s for s, r in scored if r.kind == "largest"), None)
-    if largest is not None and largest > max(best, baseline) + MIN_GAIN:
-        return RegionRule(kind="largest")
-    if best <= baseline + MIN_GAIN:
+@dataclass(frozen=True)
+class Candidate:
+    """A rule with its validation score and the scored true lesions it misses (summed over cases)."""
+
+    score: float
+    missed: int
+    rule: RegionRule
+
+
+def pick_rule(candidates: Sequence[Candidate]) -> RegionRule:
+    """The rule to keep, from candidates in `candidate_rules` order: none unless a rule beats it by `MIN_GAIN`;
+    "largest" only when it beats every threshold by `MIN_GAIN`; else the largest threshold that ties with the best
+    one (within `MIN_GAIN`: boundary voxels) while missing no more true lesions than it, and itself beats none.
+    The lesion count guards the tie where the tolerance cannot: on hundreds of validation cases one missed lesion
+    moves the mean score by less than `MIN_GAIN`."""
+    baseline = candidates[0].score
+    thresholds = [c for c in candidates if c.rule.kind == "min_volume"]
+    best = max(thresholds, key=lambda c: c.score)
+    largest = next((c for c in candidates if c.rule.kind == "largest"), None)
+    if largest is not None and largest.score > max(best.score, baseline) + MIN_GAIN:
+        return largest.rule
+    if best.score <= baseline + MIN_GAIN:
         return RegionRule()
-    return [r for s, r in thresholds if s >= best - MIN_GAIN][-1]
+    tied = [
+        c
+        for c in thresholds
+        if c.score >= best.score - MIN_GAIN and c.score > baseline + MIN_GAIN and c.missed <= best.missed
+    ]
+    return tied[-1].rule
 
 
 def search_postprocess(
     cases: Sequence[ScoredCase],
     scheme: LabelScheme,
-    pick: Callable[[Sequence[tuple[float, RegionRule]]], RegionRule] = pick_rule,
+    pick: Callable[[Sequence[Candidate]], RegionRule] = pick_rule,
 ) -> tuple[dict[str, RegionRule], list[dict[str, float | str]]]:
-    """(chosen rule per region, table of every candidate's mean Dice / lesion-wise Dice per region). `pick`: how a
-    region's rule is chosen from its candidates' scores (another only to compare choices on held-out cases)."""
+    """(chosen rule per region, table of every candidate's mean Dice / lesion-wise Dice / missed lesions per
+    region). `pick`: how a region's rule is chosen from its candidates (another only to compare choices on held-out
+    cases)."""
     names = scheme.region_names
     chosen: dict[str, RegionRule] = {}
     table: list[dict[str, float | str]] = []
@@ -79,19 +96,22 @@ def search_postprocess(
         scored = []
         for rule in candidate_rules():
             trial = {**chosen, name: rule}
-            d, lw = [], []
+            d, lw, missed = [], [], 0
             for case in cases:
                 mask = postprocess(case.pred, scheme, trial, case.spacing)[i]
                 d.append(dice(mask, case.gt[i]))
-                lw.append(lesion_dice(mask, case.gt[i], case.spacing))
+                lesion, lost = lesion_dice_missed(mask, case.gt[i], case.spacing)
+                lw.append(lesion)
+                missed += lost
             row = {
                 "region": name,
                 "rule": rule.describe(),
                 "dice": float(np.mean(d)),
                 "lesion_dice": float(np.mean(lw)),
+                "missed_lesions": missed,
             }
             table.append(row)
-            scored.append((row["dice"] + row["lesion_dice"], rule))
+            scored.append(Candidate(row["dice"] + row["lesion_dice"], missed, rule))
         chosen[name] = pick(scored)
         for row in table[-len(scored) :]:
             row["chosen"] = "yes" if row["rule"] == chosen[name].describe() else ""

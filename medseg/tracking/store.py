@@ -50,9 +50,23 @@ def existing_store_client(uri: str):
     return client(uri)
 
 
+def check_uri(uri: str) -> None:
+    """A bare path is not a tracking URI: MLflow would read it as its deprecated file store and fail deep inside
+    with a traceback. Checked where a store is opened, so an untracked run never trips on an unused URI."""
+    if "://" in uri or uri.startswith(("databricks", "file:")):
+        return
+    path = Path(uri).expanduser().resolve()
+    db = path / "mlflow.db" if path.is_dir() else path
+    raise TrackingError(
+        f"tracking URI {uri!r} is a path, not a URI",
+        hint=f"write it as sqlite:///{db} (or http://host:port for a server)",
+    )
+
+
 def check_store_exists(uri: str) -> None:
     """For commands that only read: a SQLite store that does not exist is an error, not an empty store created on
     the spot (a typo in the URI looked like "0 runs", or an empty MLflow UI)."""
+    check_uri(uri)
     if not uri.startswith("sqlite:///"):
         return
     where = uri.removeprefix("sqlite:///")
@@ -77,6 +91,7 @@ def check_store_exists(uri: str) -> None:
 def _opened_client(uri: str):
     """A client whose tracking and registry stores are open (for SQLite: created and migrated). Call under
     `store_lock`."""
+    check_uri(uri)
     c = mlflow_module().MlflowClient(tracking_uri=uri)
     if uri.startswith("sqlite:///"):
         c.search_experiments(max_results=1)
@@ -199,9 +214,17 @@ def prepare_experiment(uri: str, experiment: str) -> str:
 def latest_experiment_id(uri: str) -> str | None:
     """The experiment of the store's most recent run (None: no runs), read without creating anything."""
     c = existing_store_client(uri)
-    experiments = [e.experiment_id for e in c.search_experiments()]
-    runs = c.search_runs(experiments, order_by=["attributes.start_time DESC"], max_results=1) if experiments else []
-    return runs[0].info.experiment_id if runs else None
+    try:
+        experiments = [e.experiment_id for e in c.search_experiments()]
+        latest = (
+            c.search_runs(experiments, order_by=["attributes.start_time DESC"], max_results=1) if experiments else []
+        )
+    except Exception as exc:  # a corrupt or foreign database, a server error: one line, as every store command
+        raise TrackingError(
+            f"cannot read MLflow store {redact_secrets(uri)} ({exc.__class__.__name__})",
+            hint="check --tracking-uri / MLFLOW_TRACKING_URI",
+        ) from None
+    return latest[0].info.experiment_id if latest else None
 
 
 def runs_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:

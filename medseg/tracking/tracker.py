@@ -9,29 +9,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from medseg.errors import TrackingError
-
 
 def resolve_tracking_uri(cli_uri: str | None = None, config_uri: str | None = None) -> str:
     """`--tracking-uri`, else $MLFLOW_TRACKING_URI, else the config's, else `sqlite:///<cwd>/mlflow.db`.
 
     Never the deprecated `./mlruns` file store (MLflow >= 3.13 refuses it by default).
     """
-    uri = cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or config_uri or default_tracking_uri()
-    if "://" not in uri and not uri.startswith(("databricks", "file:")):
-        # MLflow reads a bare path as its deprecated file store and fails deep inside with a traceback.
-        source = (
-            "--tracking-uri"
-            if cli_uri
-            else "MLFLOW_TRACKING_URI"
-            if os.environ.get("MLFLOW_TRACKING_URI")
-            else "tracking.uri"
-        )
-        raise TrackingError(
-            f"{source} {uri!r} is a path, not a tracking URI",
-            hint=f"write it as sqlite:///{Path(uri).expanduser().resolve()} (or http://host:port for a server)",
-        )
-    return uri
+    return cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or config_uri or default_tracking_uri()
 
 
 def default_tracking_uri() -> str:

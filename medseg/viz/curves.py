@@ -14,14 +14,15 @@ from medseg.viz.overlays import REGION_COLOURS, figure_to_rgb
 
 
 def learning_curves(history: Sequence[dict], title: str = "") -> np.ndarray:
-    """RGB picture from per-epoch dicts holding `epoch`, `train_loss` and optionally `val_dice_*`."""
+    """RGB picture from per-epoch dicts holding `epoch` (from 0), `train_loss` and optionally `val_dice_*`; epochs
+    are drawn from 1, as the training log and `runs compare --plot` count them."""
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=80)
-    epochs = [h["epoch"] for h in history]
+    epochs = [h["epoch"] + 1 for h in history]
     ax_loss.plot(epochs, [h["train_loss"] for h in history], color="#333", marker=".")
     ax_loss.set(xlabel="epoch", ylabel="train loss", title="training loss")
     keys = sorted({k for h in history for k in h if k.startswith("val_dice_")})
     for key in keys:
-        pts = [(h["epoch"], h[key]) for h in history if key in h]
+        pts = [(h["epoch"] + 1, h[key]) for h in history if key in h]
         region = key.removeprefix("val_dice_").upper()
         ax_dice.plot(
             *zip(*pts, strict=True),

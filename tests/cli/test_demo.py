@@ -45,6 +45,11 @@ def test_demo_refuses_a_folder_of_other_files_and_reuses_its_own(tmp_path):
     assert not (other / MARKER).exists()
     with pytest.raises(MedsegError, match="output path is a file"):
         _claim(other / "metrics.csv")
+    legacy = tmp_path / "legacy"  # a demo folder written before the marker existed
+    (legacy / "data" / "train").mkdir(parents=True)
+    (legacy / "data" / "train" / ".complete").write_text("")
+    _claim(legacy)
+    assert (legacy / MARKER).exists()
     _claim(tmp_path / "new" / "demo")  # new (parents too) or empty: claimed, and again once marked
     (tmp_path / "new" / "demo" / "metrics.csv").write_text("the demo's")
     _claim(tmp_path / "new" / "demo")
@@ -86,4 +91,7 @@ def test_ctrl_c_advises_resume_only_where_a_checkpoint_and_the_option_exist(tmp_
     demo_hooks = RichTrainingHooks(Console(quiet=True), enabled=False, quiet=True, resumable=False)
     demo_hooks.run_started("abc", tmp_path)
     demo_hooks.epoch_end(0, {})
+    assert InterruptAdvice.text == "re-run the same command"
+    other_rank = RichTrainingHooks(Console(quiet=True), enabled=False, quiet=True)  # torchrun rank 1: no run_started
+    other_rank.epoch_end(0, {})
     assert InterruptAdvice.text == "re-run the same command"

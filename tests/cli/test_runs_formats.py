@@ -206,8 +206,25 @@ def test_a_path_given_as_tracking_uri_is_one_line_with_the_uri_to_write(tmp_path
     monkeypatch.chdir(tmp_path)
     out = _invoke(runs.app, "list", "--tracking-uri", "medseg_demo/mlflow.db")
     assert isinstance(out.exception, TrackingError)
-    assert "is a path, not a tracking URI" in str(out.exception)
+    assert "'medseg_demo/mlflow.db' is a path, not a URI" in str(out.exception)
     assert f"sqlite:///{tmp_path.resolve() / 'medseg_demo' / 'mlflow.db'}" in str(out.exception)
+    (tmp_path / "mlruns").mkdir()  # a folder: the hint names a database file in it
+    out = _invoke(runs.app, "list", "--tracking-uri", "mlruns")
+    assert f"sqlite:///{tmp_path.resolve() / 'mlruns' / 'mlflow.db'}" in str(out.exception)
+
+
+def test_an_unused_bad_uri_stops_nothing(tmp_path, monkeypatch):
+    """Checked where a store is opened: an untracked run with a bare-path MLFLOW_TRACKING_URI in its environment
+    (or the review commands printed after training) must not fail on it."""
+    from medseg.tracking import resolve_tracking_uri
+    from medseg.tracking.store import check_uri
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "mlruns")
+    assert resolve_tracking_uri() == "mlruns"
+    with pytest.raises(TrackingError, match="is a path"):
+        check_uri(resolve_tracking_uri())
+    for fine in ("sqlite:///x.db", "http://host:5000", "postgresql://u@h/db", "databricks", "file:///tmp/mlruns"):
+        check_uri(fine)
 
 
 @pytest.mark.parametrize(("content", "said"), [(b"", "an empty file"), (b"x\n", "not an SQLite database")])
@@ -220,19 +237,36 @@ def test_a_store_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path,
     assert db.read_bytes() == content
 
 
-def test_ui_points_at_the_latest_runs_experiment_and_creates_none(store, monkeypatch):
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_ui_points_at_the_latest_runs_experiment_and_creates_none(store, monkeypatch, tmp_path):
     """It created an empty "medseg" experiment in the store (a read-only command) and linked to it, not to the
     experiment that holds the runs."""
+    import shutil
+
     from mlflow import MlflowClient
 
-    uri, ids, _ = store
+    uri = store[0]
+    copy = tmp_path / "mlflow.db"  # the module's store stays as the other tests expect it
+    shutil.copy(Path(uri.removeprefix("sqlite:///")), copy)
+    uri = f"sqlite:///{copy}"
+    c = MlflowClient(uri)
+    newer = c.create_experiment("newer", artifact_location=(tmp_path / "artifacts").as_uri())
+    _log_run(c, newer, "latest", "brats", {"wt": [0.5], "mean": [0.5]})
     monkeypatch.setattr("medseg.tracking.ui_server.serve", lambda command: None)
     app = typer.Typer()
     app.command()(ui)
-    before = [e.name for e in MlflowClient(uri).search_experiments()]
-    out = _invoke(app, "--port", str(_free_port()), "--host", "::1", "--tracking-uri", uri)
+    before = [e.name for e in c.search_experiments()]
+    host = "::1" if _has_ipv6_loopback() else "127.0.0.1"
+    out = _invoke(app, "--port", str(_free_port()), "--host", host, "--tracking-uri", uri)
     assert out.exit_code == 0, out.output
-    exp = MlflowClient(uri).get_run(ids["generic"]).info.experiment_id
-    assert "http://[::1]:" in out.stdout and f"/#/experiments/{exp}/runs" in out.stdout
-    assert [e.name for e in MlflowClient(uri).search_experiments()] == before
+    assert f"/#/experiments/{newer}/runs" in out.stdout and [e.name for e in c.search_experiments()] == before
+    assert ("http://[::1]:" if host == "::1" else "http://127.0.0.1:") in out.stdout
     assert _invoke(app, "--port", "70000", "--tracking-uri", uri).exit_code == 2  # a usage error, no traceback

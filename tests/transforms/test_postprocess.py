@@ -131,3 +131,31 @@ def test_a_few_voxels_of_difference_count_as_a_tie():
     scores = {r["rule"]: r["dice"] + r["lesion_dice"] for r in table if r["region"] == "WT"}
     assert 0 < scores["drop components < 10 mm3"] - scores["drop components < 1000 mm3"] < 1e-3
     assert rules["WT"] == RegionRule(kind="min_volume", min_volume_mm3=1000.0)
+
+
+def _candidates(scores: dict[str, tuple[float, int]]) -> list:
+    from medseg.evaluation.postprocess_search import Candidate, candidate_rules
+
+    return [Candidate(*scores.get(r.describe(), (1.0, 0)), r) for r in candidate_rules()]
+
+
+def test_a_tied_threshold_that_misses_a_true_lesion_is_not_kept():
+    """On hundreds of validation cases one deleted true lesion moves the mean score by less than the tolerance:
+    the missed-lesion count, not the score, rules that threshold out."""
+    from medseg.evaluation.postprocess_search import pick_rule
+
+    scores = {
+        "none": (1.0, 0),
+        **{f"drop components < {v} mm3": (1.01, 0) for v in (10, 50, 100, 250, 500)},
+        "drop components < 1000 mm3": (1.0096, 1),  # within 1e-3 of the best, but deletes a true satellite
+        "keep largest component": (1.0096, 1),
+    }
+    assert pick_rule(_candidates(scores)) == RegionRule(kind="min_volume", min_volume_mm3=500.0)
+
+
+def test_a_tied_threshold_must_itself_beat_keeping_everything():
+    from medseg.evaluation.postprocess_search import pick_rule
+
+    scores = {"none": (1.0, 0), "drop components < 10 mm3": (1.0015, 0), "drop components < 1000 mm3": (1.0006, 0)}
+    scores |= {f"drop components < {v} mm3": (1.0, 0) for v in (50, 100, 250, 500)}
+    assert pick_rule(_candidates(scores)) == RegionRule(kind="min_volume", min_volume_mm3=10.0)
