@@ -104,11 +104,12 @@ def list_(
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:
     """Runs with model, fold, status, epochs, best val Dice per region and duration."""
-    from medseg.tracking.review import list_runs, region_metrics
+    from medseg.tracking.review import BEST_BY, list_runs, ranked_value, region_metrics
 
     check_format(fmt)
     runs = list_runs(resolve_tracking_uri(tracking_uri), experiment, sort, limit)
     regions = region_metrics(set().union(*(s.best for s in runs))) if runs else []
+    by_other = sort not in ("start_time", BEST_BY, *regions)  # the ranked value gets a column of its own
     columns = [
         Column("run id", lambda s: s.run_id),
         Column("name", lambda s: s.name, drop=2),
@@ -121,6 +122,7 @@ def list_(
             Column(k.removeprefix("val_dice_").upper(), (lambda s, k=k: _fmt(s.best.get(k))), numeric=True)
             for k in regions
         ),
+        *([Column(sort, lambda s: _fmt(ranked_value(s, sort)), numeric=True)] if by_other else []),
         Column("duration", lambda s: _duration(s.duration_s), drop=0),
     ]
     rows = [[c.cell(s) for c in columns] for s in runs]
@@ -128,10 +130,11 @@ def list_(
         {"run_id": s.run_id, "name": s.name, "model": s.params.get("model_name"), "status": s.status,
          "fold": s.params.get("fold"), "epochs": s.epochs, "duration_s": s.duration_s,
          "best_epoch": s.best_epoch_number,
-         **{f"best_{k}": s.best.get(k) for k in regions}}
+         **{f"best_{k}": s.best.get(k) for k in regions},
+         **({sort: ranked_value(s, sort)} if by_other else {})}
         for s in runs
     ]  # fmt: skip
-    fields = [*LIST_FIELDS, *(f"best_{k}" for k in regions)]
+    fields = [*LIST_FIELDS, *(f"best_{k}" for k in regions), *([sort] if by_other else [])]
     _emit(fmt, fields, records, f"{len(runs)} run(s) by {sort} (best epoch by val_dice_mean)", columns, rows)
 
 

@@ -270,3 +270,16 @@ def test_ui_points_at_the_latest_runs_experiment_and_creates_none(store, monkeyp
     assert f"/#/experiments/{newer}/runs" in out.stdout and [e.name for e in c.search_experiments()] == before
     assert ("http://[::1]:" if host == "::1" else "http://127.0.0.1:") in out.stdout
     assert _invoke(app, "--port", "70000", "--tracking-uri", uri).exit_code == 2  # a usage error, no traceback
+
+
+def test_runs_list_shows_the_value_it_sorts_by(store):
+    """`--sort train_loss` ranked the runs by a value no column or JSON field showed."""
+    uri, ids, _ = store
+    out = _invoke(runs.app, "list", "--sort", "train_loss", "--format", "json", "--tracking-uri", uri)
+    listed = json.loads(out.stdout)
+    assert [r["train_loss"] for r in listed] == sorted(r["train_loss"] for r in listed)  # losses rank ascending
+    assert {r["run_id"]: r["train_loss"] for r in listed}[ids["brats"]] == pytest.approx(0.9)  # its last value
+    table = _invoke(runs.app, "list", "--sort", "train_loss", "--tracking-uri", uri).stdout
+    assert "train_loss" in table and "0.900" in table
+    default = json.loads(_invoke(runs.app, "list", "--format", "json", "--tracking-uri", uri).stdout)
+    assert "val_dice_mean" not in default[0] and "best_val_dice_mean" in default[0]  # no second copy of the Dice
