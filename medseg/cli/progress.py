@@ -92,8 +92,6 @@ class RichTrainingHooks:
         if self.resumable:
             checkpointed = (out_dir / "last.pt").exists()
             InterruptAdvice.text = (
-                self._resume
-                if checkpointed
-                else "the run stopped before its first checkpoint: re-run the same command to start again"
+                self._resume if checkpointed else "the run stopped before writing a checkpoint: re-run the same command"
             )
         self.message(f"run {run_id or '(not tracked)'}: checkpoints in {out_dir}")

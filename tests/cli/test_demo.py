@@ -84,7 +84,7 @@ def test_ctrl_c_advises_resume_only_where_a_checkpoint_and_the_option_exist(tmp_
     monkeypatch.setattr(InterruptAdvice, "text", InterruptAdvice.text)  # restored after the test
     hooks = RichTrainingHooks(Console(quiet=True), enabled=False, quiet=True)
     hooks.run_started(None, tmp_path)
-    assert InterruptAdvice.text.startswith("the run stopped before its first checkpoint")
+    assert InterruptAdvice.text.startswith("the run stopped before writing a checkpoint: re-run the same command")
     hooks.epoch_end(0, {})
     assert InterruptAdvice.text.endswith(f"--resume {tmp_path / 'last.pt'}")
     InterruptAdvice.text = "re-run the same command"
