@@ -38,7 +38,7 @@ def ui(
     base = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     console.print(f"MLflow UI for {redact_secrets(uri)}", highlight=False)
     where = f"latest runs: {base}#/experiments/{exp_id}/runs{ML_VIEW}" if exp_id else f"no runs yet: {base}"
-    console.print(where, highlight=False)
+    console.print(where, highlight=False, soft_wrap=True)  # one line: a URL to copy
     try:
         serve(server_command(uri, host, port))
     except KeyboardInterrupt as exc:  # Ctrl-C is how the UI is stopped: exit 0; SIGTERM / SIGHUP say so (143 / 129)
