@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -18,6 +19,9 @@ from rich.table import Table
 from medseg.cli.options import FormatOpt, TrackingUriOpt, check_format, help_markup
 from medseg.errors import MedsegError
 from medseg.tracking import resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from medseg.tracking.review import RunSummary
 
 app = typer.Typer(
     help="Review training runs in the MLflow store.", no_args_is_help=True, rich_markup_mode=help_markup()
@@ -30,10 +34,18 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def _duration(s: float | None) -> str:
-    if s is None:
-        return "running"
-    return f"{int(s // 60)}m{int(s % 60):02d}s"
+def _duration(s: RunSummary) -> str:
+    """Minutes and seconds of a finished run; for a running one, how long since its last epoch (a killed run stays
+    "running" in MLflow)."""
+    if s.duration_s is not None:
+        return _clock(s.duration_s)
+    idle = s.since_last_epoch_s
+    return "running" if idle is None else f"running, last epoch {_clock(idle)} ago"
+
+
+def _clock(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 @dataclass(frozen=True)
@@ -123,7 +135,7 @@ def list_(
             for k in regions
         ),
         *([Column(sort, lambda s: _fmt(ranked_value(s, sort)), numeric=True)] if by_other else []),
-        Column("duration", lambda s: _duration(s.duration_s), drop=0),
+        Column("duration", _duration, drop=0),
     ]
     rows = [[c.cell(s) for c in columns] for s in runs]
     records = [
@@ -197,7 +209,7 @@ def show(
         return
     console.print(
         f"[bold]{s.name}[/]  {s.run_id}  {s.status}  {s.epochs} epochs  best epoch {s.best_epoch_number or '-'}  "
-        f"{_duration(s.duration_s)}",
+        f"{_duration(s)}",
         highlight=False,
     )
     metric_cols = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 from medseg.errors import TrackingError
@@ -31,6 +32,15 @@ class RunSummary:
     epochs: int = 0
     best: dict[str, float] = field(default_factory=dict)
     best_epoch: int | None = None  # the MLflow step (0-based)
+    last_epoch_ms: int | None = None  # when the last epoch's metrics were logged
+
+    @property
+    def since_last_epoch_s(self) -> float | None:
+        """For a run still marked running: seconds since it last logged an epoch (or since it started). A killed
+        run (SIGKILL, a lost machine) stays RUNNING in MLflow for ever; this says how long it has been silent."""
+        if self.end_ms or self.status != "RUNNING":
+            return None
+        return max(0.0, time.time() - (self.last_epoch_ms or self.start_ms) / 1000)
 
     @property
     def best_epoch_number(self) -> int | None:
@@ -73,7 +83,9 @@ def summarise_run(c, run) -> RunSummary:
         run.info.start_time,
         run.info.end_time,
     )
-    s.epochs = len(history(c, s.run_id, "train_loss"))
+    losses = c.get_metric_history(s.run_id, "train_loss")
+    s.epochs = len(losses)
+    s.last_epoch_ms = max((m.timestamp for m in losses), default=None)
     mean = history(c, s.run_id, BEST_BY)
     if mean:
         s.best_epoch, _ = max(mean, key=lambda x: x[1])

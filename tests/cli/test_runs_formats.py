@@ -283,3 +283,20 @@ def test_runs_list_shows_the_value_it_sorts_by(store):
     assert "train_loss" in table and "0.900" in table
     default = json.loads(_invoke(runs.app, "list", "--format", "json", "--tracking-uri", uri).stdout)
     assert "val_dice_mean" not in default[0] and "best_val_dice_mean" in default[0]  # no second copy of the Dice
+
+
+def test_a_run_killed_without_a_trace_shows_how_long_it_has_been_silent(tmp_path):
+    """A SIGKILLed training stays RUNNING in MLflow for ever; `runs list` said only "running"."""
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = MlflowClient(uri)
+    exp = c.create_experiment("e", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = c.create_run(exp, run_name="killed").info.run_id
+    two_hours_ago = int(time.time() * 1000) - 2 * 3600 * 1000 - 5 * 60 * 1000
+    c.log_batch(run, metrics=[Metric("train_loss", 1.0, two_hours_ago, 0)])  # never terminated
+    table = _invoke(runs.app, "list", "--tracking-uri", uri).stdout
+    assert "running, last epoch 2h05m" in " ".join(table.split())
