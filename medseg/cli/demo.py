@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
 from medseg.cli.options import DeviceOpt
@@ -61,6 +62,11 @@ def _claim(out: Path) -> None:
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by medseg demo: data, runs, predictions and metrics below are replaced\n")
+    old = [out / "data" / name for name in ("train", "test", "train_manifest.json") if (out / "data" / name).exists()]
+    if old:  # a demo before per-setting data folders: its cases are never read again, and may be gigabytes
+        names = ", ".join(str(p) for p in old)
+        note = f"no longer used (the demo's data is now under data/<setting>/): {names}; delete to free space"
+        console.print(f"[dim]{escape(note)}[/]", highlight=False, soft_wrap=True)
 
 
 def _synth(root: Path, name: str, setting: Setting) -> tuple[Path, Path]:

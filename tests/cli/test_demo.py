@@ -32,7 +32,7 @@ def test_demo_fast_runs_end_to_end(tmp_path):
     assert "test_dice_wt" in run.data.metrics and "val_dice_mean" in run.data.metrics
 
 
-def test_demo_refuses_a_folder_of_other_files_and_reuses_its_own(tmp_path):
+def test_demo_refuses_a_folder_of_other_files_and_reuses_its_own(tmp_path, capsys):
     """It trained on a case the user kept in --out/data/train and replaced their metrics.csv and predictions."""
     from medseg.cli.demo import MARKER, _claim
     from medseg.errors import MedsegError
@@ -50,6 +50,8 @@ def test_demo_refuses_a_folder_of_other_files_and_reuses_its_own(tmp_path):
     (legacy / "data" / "train" / ".complete").write_text("")
     _claim(legacy)
     assert (legacy / MARKER).exists()
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"no longer used (the demo's data is now under data/<setting>/): {legacy / 'data' / 'train'}" in said
     _claim(tmp_path / "new" / "demo")  # new (parents too) or empty: claimed, and again once marked
     (tmp_path / "new" / "demo" / "metrics.csv").write_text("the demo's")
     _claim(tmp_path / "new" / "demo")
