@@ -130,16 +130,13 @@ def list_runs(uri: str, experiment: str | None, sort: str, limit: int) -> list[R
     worst = sign * math.inf  # a run without the metric ranks last
     quick = sorted(runs, key=lambda r: sign * _recorded_value(r, sort, worst))
     summaries = [summarise_run(c, r) for r in quick[: max(3 * limit, 20)]]
-    return sorted(summaries, key=lambda s: sign * _or(ranked_value(s, sort), worst))[:limit]
+    return sorted(summaries, key=lambda s: sign * ranked_value(s, sort, worst))[:limit]
 
 
-def ranked_value(s: RunSummary, metric: str) -> float | None:
-    """What `runs list --sort metric` ranks a run by: its best-epoch value, else the last logged (test metrics)."""
-    return s.best.get(metric, s.metrics.get(metric))
-
-
-def _or(value: float | None, default: float) -> float:
-    return default if value is None else value
+def ranked_value(s: RunSummary, metric: str, missing: float | None = None) -> float | None:
+    """What `runs list --sort metric` ranks a run by: its best-epoch value, else the last logged (test metrics),
+    else `missing`."""
+    return s.best.get(metric, s.metrics.get(metric, missing))
 
 
 def lower_is_better(metric: str) -> bool:
