@@ -15,7 +15,7 @@ from medseg.redact import redact_tree
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class IntensityRule(_Strict):
@@ -96,7 +96,7 @@ class RegionRule(_Strict):
     """Post-processing of one region's connected components: `none`, `min_volume` (drop components under
     `min_volume_mm3`) or `largest` (keep the largest only)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["none", "min_volume", "largest"] = "none"
     min_volume_mm3: float = Field(0.0, ge=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class MedsegError(Exception):
     """A mistake in the user's input, not a bug: shown as one line, exit code 1."""
@@ -44,3 +46,21 @@ class ModelFileError(MedsegError):
 
 class TrackingError(MedsegError):
     """An MLflow store or run that cannot be reached."""
+
+
+# Failures of the machine, not of medseg or the input: a full disk or quota, a read-only or forbidden path.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+_ENVIRONMENT_HINTS = {
+    errno.ENOSPC: "free space on that disk, or write the outputs elsewhere",
+    errno.EDQUOT: "free space within your quota, or write the outputs elsewhere",
+    errno.EROFS: "write the outputs to a writable disk",
+}
+
+
+def environment_failure(exc: BaseException) -> MedsegError | None:
+    """One line for an OSError the machine caused (disk full, read-only, no permission), wherever it was raised;
+    None for any other exception (a bug keeps its traceback)."""
+    if not isinstance(exc, OSError) or exc.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    hint = _ENVIRONMENT_HINTS.get(exc.errno, "check the permissions of that path, or pass another one")
+    return MedsegError(exc.strerror or type(exc).__name__, path=exc.filename, hint=hint)

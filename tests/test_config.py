@@ -106,3 +106,12 @@ def test_a_bad_value_names_where_it_came_from(tmp_path):
     (tmp_path / "c.yaml").write_text("train:\n  epochs: 0\n")
     with pytest.raises(ConfigError, match=r"c\.yaml: invalid value for config key 'train\.epochs'"):
         load_config(tmp_path / "c.yaml")  # the file's own value: the file is named
+
+
+@pytest.mark.parametrize(
+    "override", ["train.lr=nan", "train.max_minutes=inf", "distill.temperature=inf", "infer.threshold=nan"]
+)
+def test_nan_and_inf_are_refused_where_a_number_is_expected(override):
+    """`distill --temperature inf` passed PositiveFloat and trained to NaN (`nan` also passes `gt=0` checks)."""
+    with pytest.raises(ConfigError, match=r"Input should be a finite number"):
+        load_config("brats_smoke", ["distill.teacher=t.pt", override])

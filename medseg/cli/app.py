@@ -12,11 +12,12 @@ from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from medseg import __version__
 from medseg.cli.options import help_markup
 from medseg.cli.progress import InterruptAdvice
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, environment_failure
 from medseg.memory import keep_freed_memory
 from medseg.redact import redact_secrets
 
@@ -70,7 +71,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def _interrupted(signals: list[int]) -> None:
-    err_console.print(f"[yellow]interrupted[/]: {InterruptAdvice.text}", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]interrupted[/]: {escape(InterruptAdvice.text)}", highlight=False, soft_wrap=True)
     sys.exit(128 + signals[0] if signals else 130)
 
 
@@ -139,7 +140,7 @@ def _run_app(received: list[int]) -> None:
     try:
         code = app(standalone_mode=False)
     except MedsegError as exc:
-        err_console.print(f"[bold red]error:[/] {redact_secrets(str(exc))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(redact_secrets(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:  # raised before typer invoked the command (e.g. while parsing)
         _interrupted(received)
@@ -150,9 +151,11 @@ def _run_app(received: list[int]) -> None:
         exc.show()
         sys.exit(getattr(exc, "exit_code", 2))
     except Exception as exc:  # a bug: keep the traceback for the report, without credentials it may quote
-        user_error = _wrapped_user_error(exc)
+        user_error = _wrapped_user_error(exc) or environment_failure(exc)
         if user_error is not None:  # a user's mistake found inside a library (MONAI wraps transform errors)
-            err_console.print(f"[bold red]error:[/] {redact_secrets(str(user_error))}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {escape(redact_secrets(str(user_error)))}", highlight=False, soft_wrap=True
+            )
             sys.exit(1)
         text = "".join(traceback.format_exception(exc))
         err_console.print(redact_secrets(text), highlight=False, markup=False, soft_wrap=True)

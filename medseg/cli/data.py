@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from medseg.cli.options import FormatOpt, check_format, help_markup
@@ -27,13 +28,13 @@ def render_unused(root: Path, unused: list[Path], verbose: bool, out: Console = 
         return
     if verbose:
         for p in unused:
-            out.print(f"[dim]ignored[/] {p.relative_to(root)}", highlight=False)
+            out.print(f"[dim]ignored[/] {escape(str(p.relative_to(root)))}", highlight=False)
         return
     from medseg.data.layouts import strip_nifti
 
     images = [p for p in unused if strip_nifti(p.name) is not None]
     for p in images[:UNUSED_IMAGES_NAMED]:
-        out.print(f"[yellow]ignored image[/] {p.relative_to(root)}: no case reads it", highlight=False)
+        out.print(f"[yellow]ignored image[/] {escape(str(p.relative_to(root)))}: no case reads it", highlight=False)
     rest = len(unused) - min(len(images), UNUSED_IMAGES_NAMED)
     if rest:
         more = " more" if images else ""
@@ -69,7 +70,7 @@ def scan(
     def on_case(_case, err: DataError | None) -> None:
         progress.advance(bar)
         if err is not None:  # printed as found, so they are listed even when no case is good
-            shown.print(f"[red]bad:[/] {err}", highlight=False, soft_wrap=True)  # paths whole for grep
+            shown.print(f"[red]bad:[/] {escape(str(err))}", highlight=False, soft_wrap=True)  # paths whole for grep
 
     with progress:
         bar = progress.add_task("scan", total=None)

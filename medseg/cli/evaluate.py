@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medseg.cli.options import FormatOpt, TrackingUriOpt, check_format
@@ -52,6 +53,13 @@ def evaluate(
     )
     result = outcome.result
     _report_problems(result, missing_as_empty)  # on stderr in every format, so csv/json on stdout stay parseable
+    if run and not outcome.logged:
+        err_console.print(
+            f"[yellow]not logged to run {escape(run)}[/]: {len(result.failed)} case(s) could not be scored; fix them "
+            "and re-run",
+            highlight=False,
+            soft_wrap=True,
+        )
     if fmt == "json":
         report = {
             "convention": outcome.convention,
@@ -74,7 +82,7 @@ def evaluate(
 
 def _report_problems(result: EvalResult, missing_as_empty: bool) -> None:
     for _, err in result.failed:
-        err_console.print(f"[red]failed[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]failed[/] {escape(str(err))}", highlight=False, soft_wrap=True)
     if result.failed and not result.rows:
         err_console.print(
             f"[red]error:[/] none of the {len(result.failed)} matched case(s) could be evaluated", soft_wrap=True
@@ -112,5 +120,5 @@ def _render(outcome, out: Path, run: str | None) -> None:
         table.add_row(label, *cells)
     console.print(table)
     console.print(f"per-case metrics: {outcome.csv}   summary: {outcome.summary_path}", highlight=False, soft_wrap=True)
-    if run:
+    if outcome.logged:
         console.print(f"logged {len(outcome.summary)} test metrics to run {run}", soft_wrap=True)

@@ -111,6 +111,7 @@ def register(
     if not models:
         raise TrackingError(f"run {run_id} logged no model", hint="only finished `medseg train` runs have one")
     version, *aliases = register_version(uri, models[0], name, logged_model_metric(c, run), alias)
-    console.print(f"registered {models[0]} as {name} {version} (aliases: {', '.join(aliases) or '-'})")
+    line = f"registered {models[0]} as {name} {version} (aliases: {', '.join(aliases) or '-'})"
+    console.print(line, highlight=False, soft_wrap=True, markup=False)
     ref = f"models:/{name}@{aliases[0]}" if aliases else f"models:/{name}/latest"
-    console.print(f"predict with: medseg predict --model {ref} IN OUT")
+    console.print(f"predict with: medseg predict --model {ref} IN OUT", highlight=False, soft_wrap=True, markup=False)

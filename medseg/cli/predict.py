@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -135,7 +136,7 @@ def predict(
         allow_missing=allow_missing_modality,
         single_pass=single_pass,
         engine=engine,
-        on_message=lambda text: console.print(f"[dim]{text}[/]", highlight=False, soft_wrap=True),
+        on_message=lambda text: console.print(f"[dim]{escape(text)}[/]", highlight=False, soft_wrap=True),
     )
     plan = predictor.plan(input_dir, _part(part), dicom_seg=output_format is OutputFormat.dicom_seg)
     render_unused(input_dir, plan.unused, verbose, console)
@@ -165,12 +166,14 @@ def predict(
         progress.advance(task_id)
         if r.status == "failed":
             why = r.error if r.id in r.error else f"case {r.id}: {r.error}"
-            progress.console.print(f"[red]failed[/] {why}", highlight=False, soft_wrap=True)
+            progress.console.print(f"[red]failed[/] {escape(why)}", highlight=False, soft_wrap=True)
         elif r.status == "ok":
             masked = [f"no {', '.join(r.missing_modalities)}: masked"] if r.missing_modalities else []
             notes = masked + r.warnings  # a missing modality (e.g. an unrecognised DICOM series) must not pass unseen
-            extra = f"  [yellow]warning: {'; '.join(notes)}[/]" if notes else ""
-            progress.console.print(f"[green]ok[/] {r.id} {r.seconds:.1f}s{extra}", highlight=False, soft_wrap=True)
+            extra = f"  [yellow]warning: {escape('; '.join(notes))}[/]" if notes else ""
+            progress.console.print(
+                f"[green]ok[/] {escape(r.id)} {r.seconds:.1f}s{extra}", highlight=False, soft_wrap=True
+            )
 
     with progress:
         task_id = progress.add_task("predict", total=len(plan.cases))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -81,7 +82,7 @@ class RichTrainingHooks:
 
     def message(self, text: str) -> None:
         if not self.quiet:
-            self.console.print(f"[dim]{text}[/]", highlight=False, soft_wrap=True)
+            self.console.print(f"[dim]{escape(text)}[/]", highlight=False, soft_wrap=True)
 
     def run_started(self, run_id: str | None, out_dir: Path) -> None:
         """Name the run where the log starts, and make Ctrl-C say how to continue it (`resumable` commands): with

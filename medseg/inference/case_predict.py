@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from medseg.config import InferConfig, RegionRule
 from medseg.core import Case, LabelScheme
-from medseg.errors import DataError
+from medseg.errors import DataError, ModelFileError
 from medseg.inference.engines import Engine
 from medseg.inference.sliding import sliding_predict
 from medseg.inference.window_batch import sliding_predict_many, window_slices
@@ -287,6 +287,12 @@ def _decide(
 ) -> NetworkOutput:
     """Threshold the case's probabilities: the finished labels when the device restores them (no kept
     probabilities, no components to clean on the host), else region masks on the cropped grid."""
+    if not torch.isfinite(probs).all():  # else NaN reads as "below threshold": an empty mask, as if healthy
+        raise ModelFileError(
+            "the network output NaN or Inf on this case",
+            case=case.id,
+            hint="a model whose training diverged must be retrained; with another engine, try --engine torch",
+        )
     pre = prepared.pre
     warnings = [*prepared.notes, *extent_warnings(pre.meta), *input_warnings(pre.stats, bundle, prepared.missing)]
     components = any(rule.kind != "none" for rule in (infer.postprocess or {}).values())

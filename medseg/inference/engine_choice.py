@@ -26,6 +26,7 @@ from medseg.inference.engines import (
     OpenVinoEngine,
     TensorRtEngine,
     TorchEngine,
+    check_finite,
     cpu_has_bf16,
     tensorrt_available,
 )
@@ -200,16 +201,17 @@ def choose_engine(
     channels = len(bundle.channels)
     g = torch.Generator().manual_seed(0)
     windows = torch.randn(sw_batch, channels, *bundle.patch_size, generator=g).to(device)
-    engines = {}
-    for name in candidates:
+    # PyTorch fp32 (or ONNX Runtime for a file): the reference must open and run, before any other is exported
+    first = open_engine(candidates[0], bundle, device, amp, fingerprint, onnx_path, facts)
+    mask = torch.ones(sw_batch, channels, dtype=torch.bool, device=device) if first.supports_modality_mask else None
+    reference = torch.sigmoid(check_finite(first(windows, mask), bundle.model_name))
+    engines = {candidates[0]: first}
+    for name in candidates[1:]:
         try:
             engines[name] = open_engine(name, bundle, device, amp, fingerprint, onnx_path, facts)
         except MedsegError as exc:  # e.g. a graph OpenVINO cannot compile: not a candidate here
             if on_message:
                 on_message(f"engine auto: {name} left out ({exc})")
-    first = next(iter(engines.values()))  # PyTorch fp32 (or ONNX Runtime for a file): the reference must run
-    mask = torch.ones(sw_batch, channels, dtype=torch.bool, device=device) if first.supports_modality_mask else None
-    reference = torch.sigmoid(first(windows, mask))
     timings, accepted = {}, {}
     for name, engine in engines.items():
         try:

@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, ModelFileError
 
 ENGINES = ("auto", "torch", "torch-bf16", "onnxruntime", "openvino", "tensorrt")
 
@@ -52,6 +52,18 @@ class NetworkFacts:
             bool(getattr(model, "supports_modality_mask", False)),
             int(getattr(model, "min_size", 1)),
         )
+
+
+def check_finite(logits: torch.Tensor, model_name: str) -> torch.Tensor:
+    """`logits` of a reference run (PyTorch fp32 or the exported graph), refused when any is NaN or Inf: the
+    weights themselves are broken (a training that diverged), and every engine or export would be compared with
+    garbage."""
+    if not torch.isfinite(logits).all():
+        raise ModelFileError(
+            f"the {model_name} network outputs NaN or Inf on a test window: its weights are broken",
+            hint="a training that diverged: use a checkpoint from before it, or retrain with a lower learning rate",
+        )
+    return logits
 
 
 def cpu_has_bf16() -> bool:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medseg.errors import MedsegError, first_line
-from medseg.inference.engines import NetworkFacts
+from medseg.errors import MedsegError, environment_failure, first_line
+from medseg.inference.engines import NetworkFacts, check_finite
 from medseg.io.atomic import atomic_path
 from medseg.io.bundle import ModelBundle
 from medseg.io.onnx_bundle import bundle_metadata, write_metadata
@@ -107,7 +107,8 @@ def _max_prob_diff(path: Path, model: torch.nn.Module, batches: Sequence[tuple])
             ref = torch.sigmoid(model(*args)).numpy()
         feed = {"image": args[0].numpy(), **({"modality_mask": args[1].numpy()} if len(args) > 1 else {})}
         (out,) = session.run(["logits"], feed)
-        worst = max(worst, float(np.abs(1 / (1 + np.exp(-out.astype(np.float64))) - ref).max()))
+        diff = np.abs(1 / (1 + np.exp(-out.astype(np.float64))) - ref)
+        worst = max(worst, float(np.nan_to_num(diff, nan=np.inf).max()))  # a NaN output is a failure, not 0
     return worst
 
 
@@ -128,6 +129,8 @@ def export_onnx(
     dynamic = facts.fixed_size is None and not _pins_spatial_size(bundle.model_name)
     larger = [roi[0] + facts.stride, *roi[1:]]
     args = _inputs(facts, channels, roi, batch=1)
+    with torch.no_grad():
+        check_finite(model(*args), bundle.model_name)  # a graph that reproduces NaN would pass any comparison
     with atomic_path(out) as tmp:
         _export_or_refuse(model, args, tmp, dynamic, bundle.model_name)
         if dynamic and not _runs_at(tmp, _inputs(facts, channels, larger, batch=1)):
@@ -164,6 +167,8 @@ def _export_or_refuse(model: torch.nn.Module, args: tuple, path: Path, dynamic: 
     try:
         _export_graph(model, args, path, dynamic)
     except Exception as exc:  # the exporter's own failures: one line, the family named
+        if environment_failure(exc):  # a full disk is not the family's fault
+            raise
         raise ExportError(f"{name} cannot be exported to ONNX ({first_line(exc)})") from None
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,18 @@ from medseg.errors import ModelFileError
 from medseg.io.bundle import FORMAT, ModelBundle
 
 METADATA_KEY = "medseg_bundle"
+
+
+def require_modules(what: str, *modules: str) -> None:
+    """`what` needs these modules of the `deploy` extra: one line naming the missing ones, not an ImportError
+    traceback from deep inside."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        names = " ".join(m.replace("_", "-") for m in missing)
+        raise ModelFileError(
+            f"{what} needs {', '.join(missing)} (not installed)",
+            hint=f"pip install {names} (all of medseg's deploy extra: pip install -e '.[deploy]' in a checkout)",
+        )
 
 
 def bundle_metadata(bundle: ModelBundle, facts: dict[str, Any], export: dict[str, Any]) -> str:
@@ -34,6 +47,7 @@ def write_metadata(path: Path, text: str) -> None:
 
 def read_onnx_bundle(path: Path) -> tuple[ModelBundle, dict[str, Any], dict[str, Any]]:
     """(bundle without weights, network facts, export record) of an ONNX file written by `medseg export`."""
+    require_modules("an .onnx model", "onnx", "onnxruntime")
     import onnx
 
     try:

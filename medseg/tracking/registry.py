@@ -9,6 +9,7 @@ versions registered before it, so the alias always ends on the best one.
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,11 +52,27 @@ def _promote(c, name: str) -> str | None:
     return str(best)
 
 
+def check_names(name: str, aliases: list[str]) -> None:
+    """Refuse a model name or alias MLflow (or a `models:/NAME@ALIAS` URI) cannot take, before anything is
+    registered: MLflow checks an alias only after creating the version, which was left behind without it."""
+    if not name.strip() or any(c in name for c in "/@:'\""):
+        raise TrackingError(
+            f"invalid registered model name {name!r}", hint="use letters, digits, '-', '_' or '.' (no / @ : or quotes)"
+        )
+    for alias in aliases:
+        if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias) or not re.fullmatch(r"[\w-]+", alias):
+            raise TrackingError(
+                f"invalid alias {alias!r}",
+                hint="letters, digits, '-', '_' ('latest' is MLflow's name for the newest version, 'v3' for a version)",
+            )
+
+
 def register_version(uri: str, model_uri: str, name: str, metric: float | None, aliases: list[str]) -> list[str]:
     """Register `model_uri` under `name`, tag its metric, set `aliases`, and keep `champion` on the best version.
 
     Returns `v<N>` and the aliases now pointing at it; MLflow refusals become one-line TrackingErrors.
     """
+    check_names(name, aliases)
     c = client(uri)
     try:
         with scoped_tracking_uri(uri):
@@ -68,7 +85,7 @@ def register_version(uri: str, model_uri: str, name: str, metric: float | None, 
     except Exception as exc:
         raise TrackingError(
             f"cannot register {model_uri} as '{name}' ({redact_secrets(str(exc).splitlines()[0])[:160]})",
-            hint="aliases must not be 'latest' (reserved by MLflow) or a version number",
+            hint="check --tracking-uri and `medseg models list --registry`",
         ) from None
     won = [CHAMPION] if champion == str(version) else []
     return [f"v{version}", *aliases, *won]

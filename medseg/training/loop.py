@@ -12,6 +12,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from medseg.config import redacted_dump
+from medseg.errors import MedsegError
 from medseg.io.bundle import ModelBundle
 from medseg.nets import SegmentationModel
 from medseg.runtime import Runtime
@@ -53,6 +54,19 @@ def _restore(spec: TrainSpec, model, optimizer, scaler) -> _Progress:
     best_epoch = max((h["epoch"] for h in history if h.get("val_dice_mean") == r["best"]), default=-1)
     elapsed = history[-1].get("elapsed_s", 0.0) if history else 0.0
     return _Progress(r["epoch"] + 1, r["best"], best_epoch, history, elapsed)
+
+
+def check_not_diverged(model: torch.nn.Module, epoch: int, loss: float, lr: float) -> None:
+    """Stop a run whose weights became NaN or Inf (a learning rate far too high, a loss that overflowed): every
+    later epoch would be NaN too, validated as Dice 0, and the run would finish as a success. Checked on the
+    weights, not the loss: with fp16 a GradScaler skips a step whose loss overflowed and the weights stay fine."""
+    if all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return
+    kept = "; the checkpoints of the epochs before are kept" if epoch > 0 else ""
+    raise MedsegError(
+        f"training diverged in epoch {epoch + 1}: the weights became NaN or Inf (train loss {loss:.3g})",
+        hint=f"lower train.lr (now {lr:g}) or train.grad_clip{kept}",
+    )
 
 
 def _no_room(elapsed_s: float, train_s: float, val_s: float, budget_s: float | None, world: Runtime) -> bool:
@@ -111,6 +125,7 @@ def fit(spec: TrainSpec, model: SegmentationModel, tracker: Tracker, hooks: Prog
         t0 = time.monotonic()
         net.train()
         loss, samples = train_epoch(net, loader, loss_fn, optimizer, scaler, spec, hooks)
+        check_not_diverged(model, epoch, loss, t.lr)
         train_s = time.monotonic() - t0
         metrics = _epoch_metrics(loss, samples, train_s, optimizer, spec)
 

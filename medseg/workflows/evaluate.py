@@ -25,6 +25,7 @@ class EvaluateOutcome:
     convention: str
     csv: Path | None = None
     summary_path: Path | None = None
+    logged: bool = False  # test_* metrics went to the MLflow run (only when every matched case was scored)
 
 
 def evaluate(
@@ -53,6 +54,9 @@ def evaluate(
         tracking_uri = resolve_tracking_uri(tracking_uri)
         require_run(run_id, tracking_uri)
     result = evaluate_folder(pred_dir, gt_cases, task, on_case, missing_as_empty)
+    if not result.rows and out is not None:  # an earlier evaluation's files at --out would read as this one's
+        for stale in (out, out.with_suffix(".summary.json")):
+            stale.unlink(missing_ok=True)
     if not result.rows and not result.failed:
         raise DataError("no prediction matches a labelled case", path=str(pred_dir), hint=_no_match_hint(result))
     summary = summarise(result.rows)
@@ -73,12 +77,13 @@ def evaluate(
             "metrics": summary,
         }
         atomic_write_text(outcome.summary_path, json.dumps(report, indent=1))
-    if run_id:
+    if run_id and not result.failed:  # means over the cases that happened to be readable would replace the true ones
         from medseg.tracking.run_writer import log_to_existing_run
 
         files = [p for p in (outcome.csv, outcome.summary_path) if p is not None]
-        metrics = {f"test_{k}": v["mean"] for k, v in summary.items()}
+        metrics = {f"test_{k}": v["mean"] for k, v in summary.items()} | {"test_cases": float(len(result.rows))}
         log_to_existing_run(run_id, tracking_uri, metrics, files)
+        outcome.logged = True
     return outcome
 
 

@@ -11,6 +11,7 @@ from medseg.inference.model_source import load_bundle
 from medseg.inference.onnx_export import ExportReport, export_onnx
 from medseg.io.bundle import ModelBundle
 from medseg.io.nifti import read_case
+from medseg.io.onnx_bundle import require_modules
 from medseg.pipelines import task_for_model
 from medseg.transforms.preprocess import preprocess_case
 
@@ -47,6 +48,7 @@ def export_model(
     tracking_uri: str | None = None,
 ) -> ExportReport:
     """Load a checkpoint / runs:/ / models:/ model, export it, verify it, write `out`."""
+    require_modules("medseg export", "onnx", "onnxruntime", *(["onnxconverter_common"] if precision == "fp16" else []))
     bundle = load_bundle(model_ref, tracking_uri)
     windows = calibration_windows(bundle, calibration) if calibration is not None else []
     return export_onnx(bundle, out, precision, windows)

@@ -18,6 +18,7 @@ from medseg.io.bundle import load_checkpoint
 from medseg.pipelines import get_task, task_for_manifest
 from medseg.runtime import Runtime, current_runtime, resolve_device
 from medseg.tracking import TrackingTarget, redact_secrets, resolve_tracking_uri
+from medseg.tracking.registry import check_names
 from medseg.training.distributed import barrier, init_world, shutdown
 from medseg.training.from_model import source_settings
 from medseg.training.run import Split, train_task
@@ -202,6 +203,8 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
         chosen = {"experiment": req.experiment or cfg.tracking.experiment}
         chosen["register_name"] = req.register or cfg.tracking.register_name
         cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update=chosen)})
+        if cfg.tracking.register_name:
+            check_names(cfg.tracking.register_name, [])  # before the training, not after it
         target = TrackingTarget(
             uri if req.tracking and cfg.tracking.enabled else None,
             cfg.tracking.experiment,

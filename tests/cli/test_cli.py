@@ -62,6 +62,8 @@ def test_config_show_resolves_overrides():
         (("config", "show", "--set", "train.epocs=3"), "unknown config key 'train.epocs'"),
         (("data", "scan", "does/not/exist"), "data folder not found"),
         (("predict", "--model", "nope.pt", ".", "/tmp/out"), "model not found"),
+        # brackets are rich markup: "[red]" vanished from the message and "[/b]" was a MarkupError traceback
+        (("data", "scan", "scans[/b]/[red]x"), "scans[/b]/[red]x: data folder not found"),
     ],
 )
 def test_user_errors_are_one_line_exit_1(args, message, tmp_path):
@@ -320,3 +322,31 @@ def test_the_review_commands_printed_after_training_find_the_store(tmp_path, mon
     assert review_commands("abc", spaced).startswith(f"medseg runs show abc --tracking-uri '{spaced}'")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)  # the bare commands read the same store
     assert review_commands("abc", elsewhere) == "medseg runs show abc   |   medseg ui"
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (OSError(28, "No space left on device", "/data/out/predict_report.json"), "free space on that disk"),
+        (PermissionError(13, "Permission denied", "/data/out"), "check the permissions"),
+    ],
+)
+def test_a_full_disk_or_forbidden_path_is_one_line_not_a_traceback(error, said, monkeypatch, capsys):
+    """A disk that filled during `predict` ended in pages of chained OSError tracebacks from the report writer."""
+    from medseg.cli import app as cli
+
+    def fails(**_):
+        try:
+            raise OSError(28, "No space left on device")  # the first failure, while writing a case
+        except OSError:
+            raise error from None
+
+    monkeypatch.setattr(cli, "app", fails)
+    monkeypatch.setattr(cli, "_register", lambda: None)
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: True)  # not this pytest worker's allocator
+    monkeypatch.setattr(sys, "argv", ["medseg"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"{error.filename}: {error.strerror}" in err and said in err

@@ -113,6 +113,17 @@ def test_models_register_and_registry_list(store):
         cwd=tmp,
     )
     assert reserved.returncode == 1 and "reserved" in reserved.stderr and "Traceback" not in reserved.stderr
+    for name, alias, said in (("x", "v3", "invalid alias 'v3'"), ("a/b", "ok", "invalid registered model name")):
+        bad = medseg("models", "register", a, "--name", name, "--alias", alias, "--tracking-uri", uri, cwd=tmp)
+        assert bad.returncode == 1 and said in bad.stderr, bad.stderr
+    # refused before registering: MLflow checked the alias after creating the version, left behind without it
+    names = [
+        r["name"]
+        for r in json.loads(
+            medseg("models", "list", "--registry", "--format", "json", "--tracking-uri", uri, cwd=tmp).stdout
+        )
+    ]
+    assert "x" not in names and "a/b" not in names
     assert "brats-test@champion" in medseg("runs", "show", a, "--tracking-uri", uri, cwd=tmp).stdout
 
 

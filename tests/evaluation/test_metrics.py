@@ -331,3 +331,37 @@ def test_summary_std_is_the_sample_std():
     summary = summarise([{"id": "a", "dice_wt": 0.0}, {"id": "b", "dice_wt": 1.0}])
     assert summary["dice_wt"]["std"] == pytest.approx(np.sqrt(0.5))
     assert summarise([{"id": "a", "dice_wt": 0.5}])["dice_wt"]["std"] == 0.0
+
+
+def test_a_partial_evaluation_is_not_logged_over_the_runs_figures(tmp_path, brats2021_dir):
+    """`evaluate --run` with one unreadable prediction logged the means of the others over the run's test_* metrics
+    (exit 1, yet "logged 24 test metrics"): a run's test Dice silently moved to a subset's."""
+    import mlflow
+
+    from medseg.tracking.store import client
+    from medseg.workflows.evaluate import evaluate
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = client(uri).create_run("0").info.run_id
+    pred, cases, _ = _prediction_folder(tmp_path, brats2021_dir, {})
+    full = evaluate(pred, brats2021_dir, out=tmp_path / "m.csv", run_id=run_id, tracking_uri=uri)
+    logged = mlflow.MlflowClient(uri).get_run(run_id).data.metrics
+    assert full.logged and logged["test_cases"] == len(cases) and "test_dice_wt" in logged
+    (pred / f"{cases[0].id}.nii.gz").write_bytes(b"not a nifti file")
+    partial = evaluate(pred, brats2021_dir, out=tmp_path / "m.csv", run_id=run_id, tracking_uri=uri)
+    assert partial.result.failed and not partial.logged
+    assert mlflow.MlflowClient(uri).get_run(run_id).data.metrics == logged
+
+
+def test_an_evaluation_where_nothing_scores_leaves_no_earlier_results_at_out(tmp_path, brats2021_dir):
+    """metrics.csv and its summary from an earlier evaluation stayed at --out, read as this failed one's."""
+    from medseg.workflows.evaluate import evaluate
+
+    pred, cases, _ = _prediction_folder(tmp_path, brats2021_dir, {})
+    evaluate(pred, brats2021_dir, out=tmp_path / "m.csv")
+    assert (tmp_path / "m.csv").exists() and (tmp_path / "m.summary.json").exists()
+    for c in cases:
+        (pred / f"{c.id}.nii.gz").write_bytes(b"")
+    outcome = evaluate(pred, brats2021_dir, out=tmp_path / "m.csv")
+    assert not outcome.result.rows and len(outcome.result.failed) == len(cases)
+    assert not (tmp_path / "m.csv").exists() and not (tmp_path / "m.summary.json").exists()

@@ -467,3 +467,61 @@ def test_an_interrupted_export_says_what_became_of_the_output(tmp_path, monkeypa
     app.command()(export)
     CliRunner().invoke(app, ["--model", "m.pt", "--out", str(tmp_path / "m.onnx")])
     assert progress.InterruptAdvice.text.startswith(f"{tmp_path / 'm.onnx'} is left as it was")
+
+
+def test_a_model_whose_weights_output_nan_is_refused_by_export_and_by_auto(tmp_path, monkeypatch):
+    """A training that diverged leaves NaN weights: export reported "max probability difference 0" (max(0, nan) is 0)
+    and wrote the file; `auto` crashed with `min() arg is an empty sequence`."""
+    from medseg.inference import engine_choice, onnx_export
+
+    bundle = make_bundle(bias=float("nan"))
+    with pytest.raises(MedsegError, match="outputs NaN or Inf on a test window: its weights are broken"):
+        onnx_export.export_onnx(bundle, tmp_path / "nan.onnx")
+    assert not (tmp_path / "nan.onnx").exists()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(engine_choice, "available_engines", lambda device, onnx_only=False: ["torch", "onnxruntime"])
+    with pytest.raises(MedsegError, match="outputs NaN or Inf on a test window"):
+        engine_choice.choose_engine(bundle, torch.device("cpu"), True, "fp", 2)
+
+
+def test_a_graph_that_outputs_nan_fails_verification(tmp_path, monkeypatch):
+    """An fp16 graph that overflows into NaN (the failure the check exists for) must count as a difference."""
+    from medseg.inference import onnx_export
+
+    class NanSession:
+        def run(self, names, feed):
+            return [np.full((len(feed["image"]), 3, 32, 32, 32), np.nan, np.float32)]
+
+    monkeypatch.setattr(onnx_export, "_session", lambda path: NanSession())
+    with pytest.raises(MedsegError, match=r"differs from PyTorch by inf"):
+        onnx_export.export_onnx(make_bundle(), tmp_path / "x.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_case_whose_network_output_is_nan_fails_instead_of_passing_as_empty(brats2021_dir, tmp_path):
+    """With --engine torch a NaN model's cases were "ok" with an empty-prediction warning: NaN compares as below
+    the threshold, so the mask read as healthy."""
+    from medseg.workflows.predict import FolderPredictor
+
+    save_checkpoint({"bundle": make_bundle(bias=float("nan")).to_dict()}, tmp_path / "nan.pt")
+    predictor = FolderPredictor.from_model(str(tmp_path / "nan.pt"), device="cpu", engine="torch")
+    results = predictor.run(predictor.plan(brats2021_dir), tmp_path / "out")
+    assert results and all(r.status == "failed" and "network output NaN or Inf" in r.error for r in results)
+    assert not list((tmp_path / "out").glob("*.nii.gz"))
+
+
+def test_an_onnx_model_or_export_without_the_deploy_extra_is_one_line(exported, tmp_path, monkeypatch):
+    """Without onnx installed, `predict --model x.onnx` was an ImportError traceback, and export said only "Module onnx
+    is not installed!" as if the family could not be exported."""
+    import importlib.util
+
+    from medseg.workflows.export import export_model
+    from medseg.workflows.predict import FolderPredictor
+
+    root, _, _ = exported
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    with pytest.raises(MedsegError, match=r"an \.onnx model needs onnx \(not installed\) \(fix: pip install onnx"):
+        FolderPredictor.from_model(str(root / "model.onnx"), device="cpu")
+    with pytest.raises(MedsegError, match=r"medseg export needs onnx \(not installed\)"):
+        export_model(str(root / "model.pt"), tmp_path / "m.onnx")

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from medseg.data.manifest import load_manifest
+from medseg.errors import MedsegError
 from medseg.io.bundle import load_checkpoint
 from medseg.training.spec import SilentHooks
 from medseg.workflows.train import TrainRequest, run_training
@@ -530,3 +531,18 @@ def test_a_bad_model_or_cache_path_fails_before_any_case_is_cached(brats2021_man
     request.overrides.append(f"data.cache_dir={tmp_path / 'a_file' / 'cache'}")
     with pytest.raises(MedsegError, match="output path lies under a file"):  # its fix said "free disk space"
         run_training(request)
+
+
+def test_a_run_whose_weights_diverge_stops_failed_not_finished(brats2021_manifest, tmp_path):
+    """A learning rate far too high (or `distill --temperature inf`) trained to NaN weights, validated Dice 0 each
+    epoch and finished as a success, its best.pt saved and registrable."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(MedsegError, match=r"training diverged in epoch \d: the weights became NaN or Inf"):
+        _train(brats2021_manifest, tmp_path, uri, overrides=["train.lr=1e8", "train.grad_clip=1e30"], run_name="d")
+    (run,) = mlflow.MlflowClient(uri).search_runs(["1"])
+    assert run.info.status == "FAILED"
+    for path in (tmp_path / "runs").rglob("*.pt"):  # epochs before the divergence only: never NaN weights
+        weights = load_checkpoint(path)["bundle"]["state_dict"].values()
+        assert all(torch.isfinite(w).all() for w in weights if w.is_floating_point()), path
