@@ -140,6 +140,7 @@ def predict(
     )
     plan = predictor.plan(input_dir, _part(part), dicom_seg=output_format is OutputFormat.dicom_seg)
     render_unused(input_dir, plan.unused, verbose, console)
+    predictor.check_output(plan, output_dir, overwrite)
     bundle = predictor.bundle
     engine = predictor.engine  # opened (or, for auto, measured) here: its messages before the summary line
     shard = f" (shard {plan.shard[0]} of {plan.shard[1]})" if plan.shard[1] > 1 else ""

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 
 from medseg.core import Case, Task
+from medseg.data.layouts import strip_nifti
 from medseg.errors import DataError
 from medseg.evaluation.lesionwise import lesion_wise
 from medseg.evaluation.metrics import region_metrics
@@ -90,14 +91,21 @@ def evaluate_folder(
     on_case: Callable[[str], None] | None = None,
     missing_as_empty: bool = False,
 ) -> EvalResult:
-    """Match `<pred_dir>/<case>.nii.gz` to ground-truth cases by id and evaluate each pair; with `missing_as_empty`
-    a labelled case without prediction is scored as an empty prediction (still listed in `unmatched_gt`), once
-    at least one prediction was scored: empty masks alone would score no model."""
-    # Hidden files are temporary writes of an interrupted run, never predictions.
-    preds = {p.name[: -len(".nii.gz")]: p for p in pred_dir.glob("[!.]*.nii.gz")}
+    """Match `<pred_dir>/<case>.nii.gz` (or `.nii`) to ground-truth cases by id and evaluate each pair; with
+    `missing_as_empty` a labelled case without prediction is scored as an empty prediction (still listed in
+    `unmatched_gt`), once at least one prediction was scored: empty masks alone would score no model."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(pred_dir.glob("[!.]*.nii*")):  # hidden files: an interrupted run's temporary writes
+        if (cid := strip_nifti(path.name)) is not None:
+            found.setdefault(cid, []).append(path)
+    preds = {cid: paths[0] for cid, paths in found.items()}
     labelled = {c.id: c for c in gt_cases if c.label}
     missing = sorted(set(labelled) - set(preds))
     rows, failed = [], []
+    for cid in sorted(set(labelled)):
+        if len(found.get(cid, [])) > 1:  # which one is the prediction is the user's to say
+            failed.append((cid, str(DataError(f"both {cid}.nii and {cid}.nii.gz", case=cid, hint="remove one"))))
+            del preds[cid]
 
     def score(cid: str) -> None:
         try:

@@ -172,7 +172,7 @@ def modality_mask(missing: tuple[int, ...], case: Case, engine: Engine, allow_mi
         raise DataError(
             f"missing channel file(s) {names} and this model cannot mask modalities",
             case=case.id,
-            hint="use a cross-modal model (transunet3d/swinunet3d with cross_modal=True)",
+            hint="use a cross-modal model (transunet3d, swinunet3d or segformer3d with cross_modal=True)",
         )
     mask = torch.ones(len(case.images), dtype=torch.bool)
     mask[list(missing)] = False

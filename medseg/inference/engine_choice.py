@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +71,19 @@ def _onnx_for(bundle: ModelBundle, onnx_path: Path | None, fingerprint: str) -> 
     from medseg.inference.onnx_export import export_onnx
 
     path = cache_dir() / "onnx" / f"{fingerprint}.onnx"
-    if not path.exists():
+    if not path.exists() or not _loads(path):  # a damaged cache (disk, an editor) is rebuilt, not an error forever
         export_onnx(bundle, path)
     return path
+
+
+def _loads(path: Path) -> bool:
+    import onnx
+
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return False
+    return True
 
 
 def check_engine(name: str, device: torch.device, onnx_path: Path | None = None) -> None:
@@ -187,8 +198,12 @@ def choose_engine(
     onnx_path: Path | None = None,
     facts: NetworkFacts | None = None,
     on_message=None,
+    sample: Callable[[int], torch.Tensor] | None = None,
 ) -> Engine:
-    """The fastest accurate engine for this model on this machine (measured on first use, then cached)."""
+    """The fastest accurate engine for this model on this machine (measured on first use, then cached).
+
+    `sample(n)`: n windows of real cases (`inference.data_windows`), on which accuracy is judged; without it,
+    random windows, which a trained model finds certain background, so probabilities barely differ anywhere."""
     key = _machine_key(device, fingerprint, sw_batch)
     store = cache_dir() / "engines.json"
     try:
@@ -199,8 +214,11 @@ def choose_engine(
     if key in known and known[key]["engine"] in candidates:
         return open_engine(known[key]["engine"], bundle, device, amp, fingerprint, onnx_path, facts)
     channels = len(bundle.channels)
-    g = torch.Generator().manual_seed(0)
-    windows = torch.randn(sw_batch, channels, *bundle.patch_size, generator=g).to(device)
+    if sample is not None:
+        windows = sample(sw_batch).to(device)
+    else:
+        windows = torch.randn(sw_batch, channels, *bundle.patch_size, generator=torch.Generator().manual_seed(0))
+        windows = windows.to(device)
     # PyTorch fp32 (or ONNX Runtime for a file): the reference must open and run, before any other is exported
     first = open_engine(candidates[0], bundle, device, amp, fingerprint, onnx_path, facts)
     mask = torch.ones(sw_batch, channels, dtype=torch.bool, device=device) if first.supports_modality_mask else None

@@ -62,8 +62,15 @@ def predictions_fingerprint(bundle: ModelBundle, infer: InferConfig) -> str:
 
 
 def claim_output_dir(out_dir: Path, fingerprint: str, model_name: str, overwrite: bool) -> None:
+    """`check_output_dir`, then mark the folder as ours. Shards of one run write the same marker."""
+    check_output_dir(out_dir, fingerprint, overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / MARKER, json.dumps({"model": fingerprint, "model_name": model_name}))
+
+
+def check_output_dir(out_dir: Path, fingerprint: str, overwrite: bool) -> None:
     """Refuse a folder holding another model's (or settings') predictions, or foreign NIfTI files, unless
-    `overwrite`; then mark it as ours. Shards of one run write the same marker."""
+    `overwrite`. Writes nothing, so it can run before the model's engine is opened (or timed)."""
     check_writable(out_dir, folder=True)
     marker = out_dir / MARKER
     if out_dir.exists() and not overwrite:
@@ -78,8 +85,6 @@ def claim_output_dir(out_dir: Path, fingerprint: str, model_name: str, overwrite
             raise MedsegError(
                 "output folder is not empty", path=str(out_dir), hint="pass --overwrite or another folder"
             )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(marker, json.dumps({"model": fingerprint, "model_name": model_name}))
 
 
 def outputs_of(case: Case, out_dir: Path) -> list[Path]:

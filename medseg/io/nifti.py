@@ -33,14 +33,23 @@ def load_header(path: str, case_id: str) -> nib.Nifti1Image:
     try:
         img = nib.load(str(p))
     except Exception as exc:
+        plain = p.name.endswith(".gz") and _uncompressed_nifti(p)
+        what = "an uncompressed NIfTI file named .gz" if plain else f"not a readable NIfTI file ({type(exc).__name__})"
         raise DataError(
-            f"not a readable NIfTI file ({exc.__class__.__name__})",
+            what,
             path=str(p),
             case=case_id,
-            hint="re-export the file as .nii or .nii.gz",
+            hint=f"rename it to {p.name.removesuffix('.gz')}" if plain else "re-export the file as .nii or .nii.gz",
         ) from None
     _check_affine(img.affine, str(p), case_id)
     return img
+
+
+def _uncompressed_nifti(path: Path) -> bool:
+    """A NIfTI-1/2 header (sizeof_hdr 348 or 540, either byte order) at the start of the file, not gzip's magic."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return len(head) == 4 and any(int.from_bytes(head, order) in (348, 540) for order in ("little", "big"))
 
 
 def _check_affine(affine: np.ndarray, path: str, case_id: str) -> None:

@@ -8,14 +8,24 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from medseg.config import InferConfig
 from medseg.core import Case, Task
 from medseg.data.layouts import detect_cases, unused_files
 from medseg.errors import DataError, MedsegError, ModelFileError
+from medseg.inference.data_windows import data_windows
 from medseg.inference.engine_choice import check_engine, choose_engine, open_engine
 from medseg.inference.engines import Engine, NetworkFacts
 from medseg.inference.model_source import MLFLOW_SCHEMES, load_bundle
-from medseg.inference.output_folder import CaseResult, weights_fingerprint
+from medseg.inference.output_folder import (
+    CaseResult,
+    check_output_dir,
+    predictions_fingerprint,
+    refuse_writing_over_inputs,
+    weights_fingerprint,
+)
 from medseg.inference.predictor import PredictOptions, predict_folder
 from medseg.io.bundle import ModelBundle
 from medseg.io.onnx_bundle import read_onnx_bundle
@@ -87,6 +97,7 @@ class FolderPredictor:
         if engine != "auto":
             check_engine(engine, self.device, onnx[0] if onnx else None)  # an impossible choice fails at once
         self._engine_name, self._onnx, self._on_message = engine, onnx, on_message
+        self._planned: list[Case] = []  # the cases `auto` judges accuracy on (random windows before any plan)
 
     @cached_property
     def engine(self) -> Engine:
@@ -97,7 +108,15 @@ class FolderPredictor:
         sw_batch = self.infer.sw_batch_size
         if self._engine_name == "auto":
             engine = choose_engine(
-                self.bundle, self.device, self.amp, fingerprint, sw_batch, onnx_path, facts, self._on_message
+                self.bundle,
+                self.device,
+                self.amp,
+                fingerprint,
+                sw_batch,
+                onnx_path,
+                facts,
+                self._on_message,
+                sample=self._sample_windows if self._planned else None,
             )
         else:
             engine = open_engine(
@@ -147,7 +166,18 @@ class FolderPredictor:
             _check_dicom_input(layout.name, input_dir)
         shard = part or (self.runtime.rank, self.runtime.world_size)
         unused = unused_files(input_dir, cases) if shard[0] == 0 else []
-        return PredictPlan(cases[shard[0] :: shard[1]], unused, shard, layout.name)
+        self._planned = cases[shard[0] :: shard[1]]
+        return PredictPlan(self._planned, unused, shard, layout.name)
+
+    def _sample_windows(self, count: int) -> torch.Tensor:
+        """Windows of the planned cases, preprocessed, for `auto` to judge engines' accuracy on."""
+        return torch.from_numpy(np.stack(data_windows(self.bundle, self._planned, count)))
+
+    def check_output(self, plan: PredictPlan, output_dir: Path, overwrite: bool = False) -> None:
+        """Refuse an output folder that would replace inputs or holds another model's predictions (unless
+        `overwrite`), before the engine is opened: `auto` spends a minute timing engines."""
+        refuse_writing_over_inputs(plan.cases, output_dir)
+        check_output_dir(output_dir, predictions_fingerprint(self.bundle, self.infer), overwrite)
 
     def run(
         self,
@@ -169,6 +199,7 @@ class FolderPredictor:
         `steps_on_device`: preprocess and restore on the network's device (None: on a GPU)."""
         if dicom_seg:
             _check_dicom_input(plan.layout)
+        self.check_output(plan, output_dir, overwrite)  # before `self.engine` below opens (or times) the engines
         opts = PredictOptions(
             infer=self.infer,
             engine=self.engine,

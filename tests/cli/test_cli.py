@@ -266,6 +266,7 @@ def test_predict_refuses_a_folder_of_another_models_predictions(tmp_path):
     assert medseg("predict", "--model", "a.pt", "in", "out", cwd=tmp_path).returncode == 0
     refused = medseg("predict", "--model", "b.pt", "in", "out", cwd=tmp_path)
     assert refused.returncode == 1 and "another model" in refused.stderr and "--overwrite" in refused.stderr
+    assert "engine auto" not in refused.stdout  # refused before `auto` spent its time measuring engines
     assert medseg("predict", "--model", "b.pt", "in", "out", "--overwrite", cwd=tmp_path).returncode == 0
 
 

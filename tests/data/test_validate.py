@@ -86,6 +86,13 @@ def _four_d(p: Path) -> None:
     _rewrite(p, np.ones((*SHAPE, 2), np.float32))
 
 
+def _uncompressed(p: Path) -> None:
+    """A plain .nii written under a .nii.gz name (nibabel refuses it): the fix is a rename, not a re-export."""
+    img = nib.load(p)
+    nib.save(img, p.with_name("plain.nii"))
+    p.with_name("plain.nii").replace(p)
+
+
 def _label_value(p: Path) -> None:
     data = np.asarray(nib.load(p).dataobj).copy()
     data[0, 0, 0] = 3  # ET=3 is not a BraTS 2021 label (2021 uses 4)
@@ -103,6 +110,7 @@ CASES = [
     ("t1", lambda p: p.write_bytes(b""), "empty file"),
     ("t2", _truncate, "truncated|not a readable"),
     ("t1ce", _not_nifti, "not a readable NIfTI"),
+    ("t2", _uncompressed, r"an uncompressed NIfTI file named \.gz \(fix: rename it to BraTS2021_00001_t2\.nii\)"),
     ("t2", _shape, r"shape .* differs from BraTS2021_00001_t1.nii.gz's"),
     ("t2", _affine, r"affine differs from BraTS2021_00001_t1.nii.gz's"),  # both files named: either may be wrong
     ("flair", _nan, "NaN or Inf"),

@@ -365,3 +365,23 @@ def test_an_evaluation_where_nothing_scores_leaves_no_earlier_results_at_out(tmp
     outcome = evaluate(pred, brats2021_dir, out=tmp_path / "m.csv")
     assert not outcome.result.rows and len(outcome.result.failed) == len(cases)
     assert not (tmp_path / "m.csv").exists() and not (tmp_path / "m.summary.json").exists()
+
+
+def test_uncompressed_predictions_are_scored_and_a_case_with_both_forms_fails(tmp_path, brats2021_dir):
+    """`.nii` predictions (other tools write them) were ignored: their cases read as "labelled without prediction"."""
+    import nibabel as nib
+
+    from medseg.evaluation.evaluate import evaluate_folder
+
+    pred, cases, task = _prediction_folder(tmp_path, brats2021_dir, {})
+    for c in cases[:2]:
+        gz = pred / f"{c.id}.nii.gz"
+        nib.save(nib.load(gz), pred / f"{c.id}.nii")
+        if c is cases[0]:
+            gz.unlink()
+    result = evaluate_folder(pred, cases, task)
+    assert [r["id"] for r in result.rows] == [c.id for c in cases if c is not cases[1]]
+    assert result.rows[0]["dice_wt"] == 1.0 and not result.unmatched_gt
+    assert result.failed == [
+        (cases[1].id, f"case {cases[1].id}: both {cases[1].id}.nii and {cases[1].id}.nii.gz (fix: remove one)")
+    ]

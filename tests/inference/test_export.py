@@ -525,3 +525,67 @@ def test_an_onnx_model_or_export_without_the_deploy_extra_is_one_line(exported, 
         FolderPredictor.from_model(str(root / "model.onnx"), device="cpu")
     with pytest.raises(MedsegError, match=r"medseg export needs onnx \(not installed\)"):
         export_model(str(root / "model.pt"), tmp_path / "m.onnx")
+
+
+def test_auto_judges_accuracy_on_windows_of_the_data_when_it_has_them(exported, tmp_path, monkeypatch):
+    """On random windows a trained model is sure of background everywhere, so an engine that moves the
+    probabilities of real tissue passed: OpenVINO flipped a quarter of a mask that `auto` had accepted."""
+    from medseg.inference import engine_choice, engines
+
+    real = engines.OnnxRuntimeEngine.__call__
+
+    def wrong_on_bright_tissue(self, x, mask=None):  # right on noise (|x| < 6), wrong on the data's windows
+        return real(self, x, mask) + 3.0 * (x.abs().amax(dim=(1, 2, 3, 4)) > 6).float().view(-1, 1, 1, 1, 1)
+
+    monkeypatch.setattr(engines.OnnxRuntimeEngine, "__call__", wrong_on_bright_tissue)
+    monkeypatch.setattr(engine_choice, "available_engines", lambda device, onnx_only=False: ["torch", "onnxruntime"])
+    _, bundle, _ = exported
+    data = lambda n: torch.full((n, 4, *bundle.patch_size), 7.0)  # noqa: E731
+    verdicts = {}
+    for name, sample in (("noise", None), ("data", data)):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / name))
+        engine_choice.choose_engine(bundle, torch.device("cpu"), True, "fp", 2, sample=sample)
+        (entry,) = json.loads((tmp_path / name / "medseg" / "engines.json").read_text()).values()
+        verdicts[name] = entry["accurate"]
+    assert verdicts == {"noise": ["onnxruntime", "torch"], "data": ["torch"]}
+
+
+def test_predict_auto_samples_its_windows_from_the_planned_cases(exported, brats2021_dir, tmp_path, monkeypatch):
+    from medseg.inference import engine_choice
+    from medseg.workflows import predict
+
+    root, _, _ = exported
+    calls = []
+    real = predict.data_windows
+    monkeypatch.setattr(
+        predict, "data_windows", lambda b, cases, n: calls.append([c.id for c in cases]) or real(b, cases, n)
+    )
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(engine_choice, "available_engines", lambda device, onnx_only=False: ["torch"])
+    predictor = predict.FolderPredictor.from_model(str(root / "model.pt"), device="cpu", engine="auto")
+    plan = predictor.plan(brats2021_dir)
+    assert predictor.engine.name == "torch" and calls == [[c.id for c in plan.cases]]
+
+
+def test_exporting_an_onnx_file_again_says_so(exported, tmp_path):
+    """It said "not a PyTorch checkpoint (fix: pass ... a .onnx from medseg export ...)", contradicting itself."""
+    from medseg.workflows.export import export_model
+
+    root, _, _ = exported
+    with pytest.raises(MedsegError, match="already an ONNX export: it holds no PyTorch weights to export again"):
+        export_model(str(root / "model.onnx"), tmp_path / "again.onnx")
+
+
+def test_a_damaged_cached_graph_is_exported_again(exported, tmp_path, monkeypatch):
+    """A truncated `~/.cache/medseg/onnx/<model>.onnx` was an InvalidProtobuf traceback on every run, never rebuilt."""
+    from medseg.inference import engine_choice
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _, bundle, _ = exported
+    first = engine_choice.open_engine("onnxruntime", bundle, torch.device("cpu"), False, "fp")
+    (cached,) = (tmp_path / "medseg" / "onnx").glob("*.onnx")
+    cached.write_bytes(cached.read_bytes()[:1000])
+    again = engine_choice.open_engine("onnxruntime", bundle, torch.device("cpu"), False, "fp")
+    x = torch.randn(1, 4, *bundle.patch_size, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    assert torch.allclose(first(x, mask), again(x, mask)) and cached.stat().st_size > 1000
