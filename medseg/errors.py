@@ -60,7 +60,11 @@ _ENVIRONMENT_HINTS = {
 def environment_failure(exc: BaseException) -> MedsegError | None:
     """One line for an OSError the machine caused (disk full, read-only, no permission), wherever it was raised;
     None for any other exception (a bug keeps its traceback)."""
-    if not isinstance(exc, OSError) or exc.errno not in ENVIRONMENT_ERRNOS:
-        return None
+    seen = set()
+    while not (isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS):
+        if exc is None or id(exc) in seen:
+            return None
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__  # a library's own error raised while handling the OSError
     hint = _ENVIRONMENT_HINTS.get(exc.errno, "check the permissions of that path, or pass another one")
     return MedsegError(exc.strerror or type(exc).__name__, path=exc.filename, hint=hint)

@@ -88,12 +88,12 @@ def _report_problems(result: EvalResult, missing_as_empty: bool) -> None:
             f"[red]error:[/] none of the {len(result.failed)} matched case(s) could be evaluated", soft_wrap=True
         )
     if result.unmatched_pred:
-        names = ", ".join(result.unmatched_pred[:10])
+        names = escape(", ".join(result.unmatched_pred[:10]))
         err_console.print(
             f"[yellow]{len(result.unmatched_pred)} prediction(s) without ground truth[/]: {names}", soft_wrap=True
         )
     if result.unmatched_gt:
-        names = ", ".join(result.unmatched_gt[:10])
+        names = escape(", ".join(result.unmatched_gt[:10]))
         scored = "scored as empty masks" if missing_as_empty else "not scored (--missing-as-empty scores them as empty)"
         err_console.print(
             f"[yellow]{len(result.unmatched_gt)} labelled case(s) without prediction[/], {scored}: {names}",
@@ -119,6 +119,7 @@ def _render(outcome, out: Path, run: str | None) -> None:
             cells.append(f"{fmt.format(s['mean'])} ± {fmt.format(s['std'])}")
         table.add_row(label, *cells)
     console.print(table)
-    console.print(f"per-case metrics: {outcome.csv}   summary: {outcome.summary_path}", highlight=False, soft_wrap=True)
+    files = f"per-case metrics: {outcome.csv}   summary: {outcome.summary_path}"
+    console.print(files, highlight=False, soft_wrap=True, markup=False)
     if outcome.logged:
-        console.print(f"logged {len(outcome.summary)} test metrics to run {run}", soft_wrap=True)
+        console.print(f"logged {len(outcome.summary)} test metrics to run {run}", soft_wrap=True, markup=False)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from medseg.cli.options import TrackingUriOpt
 
@@ -46,10 +47,12 @@ def export(
     with console.status(f"exporting {precision} ONNX and checking it against PyTorch"):
         report = export_model(model, out, precision, calibration, tracking_uri)
     console.print(
-        f"[green]exported[/] {report.path} ({report.size_mb:.1f} MB, {report.precision}, "
+        f"[green]exported[/] {escape(str(report.path))} ({report.size_mb:.1f} MB, {report.precision}, "
         f"{report.spatial} spatial axes); max probability difference to PyTorch fp32 {report.max_prob_diff:.2g} "
         f"(tolerance {report.tolerance:g})",
         highlight=False,
         soft_wrap=True,
     )
-    console.print(f"predict with: medseg predict --model {report.path} IN OUT", highlight=False, soft_wrap=True)
+    console.print(
+        f"predict with: medseg predict --model {report.path} IN OUT", highlight=False, soft_wrap=True, markup=False
+    )

@@ -198,12 +198,13 @@ def choose_engine(
     onnx_path: Path | None = None,
     facts: NetworkFacts | None = None,
     on_message=None,
-    sample: Callable[[int], torch.Tensor] | None = None,
+    sample: Callable[[int], torch.Tensor | None] | None = None,
 ) -> Engine:
     """The fastest accurate engine for this model on this machine (measured on first use, then cached).
 
-    `sample(n)`: n windows of real cases (`inference.data_windows`), on which accuracy is judged; without it,
-    random windows, which a trained model finds certain background, so probabilities barely differ anywhere."""
+    `sample(n)`: n windows of real cases (`inference.data_windows`), on which accuracy is judged; without it (or
+    when it returns None), random windows, which a trained model finds certain background, so probabilities barely
+    differ anywhere."""
     key = _machine_key(device, fingerprint, sw_batch)
     store = cache_dir() / "engines.json"
     try:
@@ -214,11 +215,10 @@ def choose_engine(
     if key in known and known[key]["engine"] in candidates:
         return open_engine(known[key]["engine"], bundle, device, amp, fingerprint, onnx_path, facts)
     channels = len(bundle.channels)
-    if sample is not None:
-        windows = sample(sw_batch).to(device)
-    else:
+    windows = sample(sw_batch) if sample is not None else None
+    if windows is None:
         windows = torch.randn(sw_batch, channels, *bundle.patch_size, generator=torch.Generator().manual_seed(0))
-        windows = windows.to(device)
+    windows = windows.to(device)
     # PyTorch fp32 (or ONNX Runtime for a file): the reference must open and run, before any other is exported
     first = open_engine(candidates[0], bundle, device, amp, fingerprint, onnx_path, facts)
     mask = torch.ones(sw_batch, channels, dtype=torch.bool, device=device) if first.supports_modality_mask else None

@@ -54,11 +54,11 @@ def evaluate(
         tracking_uri = resolve_tracking_uri(tracking_uri)
         require_run(run_id, tracking_uri)
     result = evaluate_folder(pred_dir, gt_cases, task, on_case, missing_as_empty)
-    if not result.rows and out is not None:  # an earlier evaluation's files at --out would read as this one's
-        for stale in (out, out.with_suffix(".summary.json")):
-            stale.unlink(missing_ok=True)
     if not result.rows and not result.failed:
         raise DataError("no prediction matches a labelled case", path=str(pred_dir), hint=_no_match_hint(result))
+    if not result.rows and out is not None:  # matched, none scored: an earlier evaluation's files would read as ours
+        for stale in (out, out.with_suffix(".summary.json")):
+            stale.unlink(missing_ok=True)
     summary = summarise(result.rows)
     words = convention(task.empty_hd95_mm)
     outcome = EvaluateOutcome(result, summary, task, words)

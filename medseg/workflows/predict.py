@@ -166,12 +166,17 @@ class FolderPredictor:
             _check_dicom_input(layout.name, input_dir)
         shard = part or (self.runtime.rank, self.runtime.world_size)
         unused = unused_files(input_dir, cases) if shard[0] == 0 else []
-        self._planned = cases[shard[0] :: shard[1]]
-        return PredictPlan(self._planned, unused, shard, layout.name)
+        self._planned = cases  # every shard samples the same cases, so torchrun's ranks choose one engine
+        return PredictPlan(cases[shard[0] :: shard[1]], unused, shard, layout.name)
 
-    def _sample_windows(self, count: int) -> torch.Tensor:
-        """Windows of the planned cases, preprocessed, for `auto` to judge engines' accuracy on."""
-        return torch.from_numpy(np.stack(data_windows(self.bundle, self._planned, count)))
+    def _sample_windows(self, count: int) -> torch.Tensor | None:
+        """Windows of the folder's first readable cases, preprocessed, for `auto` to judge engines' accuracy on
+        (None when none is readable: random windows then, and each bad case fails on its own line)."""
+        try:
+            windows = data_windows(self.bundle, self._planned, count, allow_missing=self.allow_missing)
+        except DataError:
+            return None
+        return torch.from_numpy(np.stack(windows))
 
     def check_output(self, plan: PredictPlan, output_dir: Path, overwrite: bool = False) -> None:
         """Refuse an output folder that would replace inputs or holds another model's predictions (unless

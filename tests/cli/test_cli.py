@@ -351,3 +351,21 @@ def test_a_full_disk_or_forbidden_path_is_one_line_not_a_traceback(error, said, 
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert f"{error.filename}: {error.strerror}" in err and said in err
+
+
+def test_a_library_error_raised_over_a_full_disk_names_the_disk():
+    """MLflow and others re-raise a full disk as their own error: the OSError behind it is found down the chain."""
+    from medseg.errors import environment_failure
+
+    try:
+        try:
+            raise OSError(28, "No space left on device", "/runs/mlflow.db")
+        except OSError as exc:
+            raise RuntimeError("database or disk is full") from exc
+    except RuntimeError as wrapped:
+        found = environment_failure(wrapped)
+    assert (
+        str(found)
+        == "/runs/mlflow.db: No space left on device (fix: free space on that disk, or write the outputs elsewhere)"
+    )
+    assert environment_failure(RuntimeError("a bug")) is None

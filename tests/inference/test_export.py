@@ -180,19 +180,21 @@ def test_medseg_export_then_predict_with_the_file_alone(
 
     root, _, _ = exported
     flags = {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8", "--calibration", str(brats2021_dir)]}[precision]
-    out = medseg("export", "--model", str(root / "model.pt"), "--out", str(tmp_path / "m.onnx"), *flags, cwd=tmp_path)
+    name = "m[/b].onnx" if precision == "fp32" else "m.onnx"  # brackets are rich markup: a MarkupError traceback
+    out = medseg("export", "--model", str(root / "model.pt"), "--out", str(tmp_path / name), *flags, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+    assert f"predict with: medseg predict --model {tmp_path / name} IN OUT" in " ".join(out.stdout.split())
     assert f"{precision}" in out.stdout and "max probability difference" in " ".join(out.stdout.split())
     assert "will be truncated" not in out.stderr  # onnxconverter's fp16 warning about the attention mask's -inf
     if precision == "int8":  # convolutions run in int8, attention and normalisation stay fp32
         import onnx as onnx_lib
 
-        graph = onnx_lib.load(str(tmp_path / "m.onnx")).graph
+        graph = onnx_lib.load(str(tmp_path / name)).graph
         weights = {w.name for w in graph.initializer}
         int8_weights = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights}
         users = {n.op_type for n in graph.node if int8_weights.intersection(n.input)}
         assert "Conv" in users and users <= {"Conv", "ConvTranspose"}, users  # not the attention's MatMul
-    onnx = ("--model", str(tmp_path / "m.onnx"), "--engine", "onnxruntime")
+    onnx = ("--model", str(tmp_path / name), "--engine", "onnxruntime")
     pred = medseg("predict", *onnx, str(brats2021_dir), "pred", cwd=tmp_path)
     assert pred.returncode == 0, pred.stderr
     assert "onnxruntime" in pred.stdout
@@ -557,9 +559,12 @@ def test_predict_auto_samples_its_windows_from_the_planned_cases(exported, brats
     root, _, _ = exported
     calls = []
     real = predict.data_windows
-    monkeypatch.setattr(
-        predict, "data_windows", lambda b, cases, n: calls.append([c.id for c in cases]) or real(b, cases, n)
-    )
+
+    def recorded(bundle, cases, count, **kw):
+        calls.append([c.id for c in cases])
+        return real(bundle, cases, count, **kw)
+
+    monkeypatch.setattr(predict, "data_windows", recorded)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(engine_choice, "available_engines", lambda device, onnx_only=False: ["torch"])
     predictor = predict.FolderPredictor.from_model(str(root / "model.pt"), device="cpu", engine="auto")
@@ -589,3 +594,26 @@ def test_a_damaged_cached_graph_is_exported_again(exported, tmp_path, monkeypatc
     x = torch.randn(1, 4, *bundle.patch_size, generator=torch.Generator().manual_seed(1))
     mask = torch.ones(1, 4, dtype=torch.bool)
     assert torch.allclose(first(x, mask), again(x, mask)) and cached.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_auto_on_a_folder_missing_a_modality_still_chooses(exported, brats2021_dir, tmp_path, monkeypatch, allow):
+    """Sampling windows read cases strictly: a folder of cases without T2 (what cross-modal models are for) failed
+    as a whole at the engine choice, before any case."""
+    import shutil
+
+    from medseg.inference import engine_choice
+    from medseg.workflows.predict import FolderPredictor
+
+    folder = tmp_path / "d"
+    shutil.copytree(brats2021_dir, folder)
+    for t2 in folder.rglob("*_t2.nii.gz"):
+        t2.unlink()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(engine_choice, "available_engines", lambda device, onnx_only=False: ["torch"])
+    root, _, _ = exported
+    predictor = FolderPredictor.from_model(str(root / "model.pt"), device="cpu", engine="auto", allow_missing=allow)
+    predictor.plan(folder)
+    sampled = predictor._sample_windows(2)
+    assert (sampled is not None) == allow  # masked channels read as 0; strict: random windows instead
+    assert predictor.engine.name == "torch"
