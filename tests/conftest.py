@@ -222,3 +222,19 @@ def mlflow_postgres_server(postgres_uri, tmp_path) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def cli_main_with(command, monkeypatch, capsys) -> tuple[int, str]:
+    """Run `medseg.cli.app.main` with `command` in place of the typer app: (exit code, stderr). For how the entry
+    point renders what a command raises."""
+    import sys
+
+    from medseg.cli import app as cli
+
+    monkeypatch.setattr(cli, "app", command)
+    monkeypatch.setattr(cli, "_register", lambda: None)
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: True)  # not this pytest worker's allocator
+    monkeypatch.setattr(sys, "argv", ["medseg"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    return exit_.value.code, capsys.readouterr().err

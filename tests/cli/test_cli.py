@@ -334,7 +334,7 @@ def test_the_review_commands_printed_after_training_find_the_store(tmp_path, mon
 )
 def test_a_full_disk_or_forbidden_path_is_one_line_not_a_traceback(error, said, monkeypatch, capsys):
     """A disk that filled during `predict` ended in pages of chained OSError tracebacks from the report writer."""
-    from medseg.cli import app as cli
+    from tests.conftest import cli_main_with
 
     def fails(**_):
         try:
@@ -342,14 +342,8 @@ def test_a_full_disk_or_forbidden_path_is_one_line_not_a_traceback(error, said, 
         except OSError:
             raise error from None
 
-    monkeypatch.setattr(cli, "app", fails)
-    monkeypatch.setattr(cli, "_register", lambda: None)
-    monkeypatch.setattr(cli, "keep_freed_memory", lambda: True)  # not this pytest worker's allocator
-    monkeypatch.setattr(sys, "argv", ["medseg"])
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    err = capsys.readouterr().err
-    assert exit_.value.code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    code, err = cli_main_with(fails, monkeypatch, capsys)
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert f"{error.filename}: {error.strerror}" in err and said in err
 
 

@@ -441,10 +441,8 @@ def test_a_case_without_labels_is_refused_before_any_work(tmp_path, brats2021_di
 
 def test_a_user_error_raised_inside_a_library_is_one_line(monkeypatch, capsys):
     """MONAI wraps a transform's exception in a RuntimeError: the CLI still finds the medseg error behind it."""
-    import sys
-
-    from medseg.cli import app as cli
     from medseg.errors import DataError
+    from tests.conftest import cli_main_with
 
     def wrapped(**_):
         try:
@@ -452,14 +450,8 @@ def test_a_user_error_raised_inside_a_library_is_one_line(monkeypatch, capsys):
         except DataError as exc:
             raise RuntimeError("applying transform <LoadCachedd>") from exc
 
-    monkeypatch.setattr(cli, "app", wrapped)
-    monkeypatch.setattr(cli, "_register", lambda: None)
-    monkeypatch.setattr(cli, "keep_freed_memory", lambda: True)  # not this pytest worker's allocator
-    monkeypatch.setattr(sys, "argv", ["medseg"])
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    err = capsys.readouterr().err
-    assert exit_.value.code == 1 and "case c1: case has no label" in err and "Traceback" not in err
+    code, err = cli_main_with(wrapped, monkeypatch, capsys)
+    assert code == 1 and "case c1: case has no label" in err and "Traceback" not in err
 
 
 def test_an_output_folder_under_a_file_is_refused_before_scanning(tmp_path, brats2021_dir):
