@@ -23,6 +23,7 @@ from medseg.config import InferConfig
 from medseg.core import Case
 from medseg.errors import MedsegError, first_line
 from medseg.inference.case_predict import (
+    CasePrediction,
     LabelSpec,
     NetworkOutput,
     PreparedCase,
@@ -49,6 +50,7 @@ from medseg.io.dicom_seg import write_dicom_seg
 from medseg.io.nifti import placement_header, save_nifti
 from medseg.transforms.geometry import crop, to_ras
 from medseg.transforms.labels import labels_to_regions
+from medseg.transforms.resample import resample_channels
 from medseg.viz.overlays import overlay_figure, save_png
 
 WRITES_PER_WRITER = 2  # finished cases waiting for each writer before the network waits (bounds memory)
@@ -114,20 +116,31 @@ def _write(out: NetworkOutput, image: np.ndarray | None, case: Case, spec: Outpu
                 affine=pred.affine,
                 regions=np.array(spec.region_names),
             )
+    warnings = list(pred.warnings)
     if spec.overlays:
-        ras, _ = to_ras(labels_to_regions(pred.labels, spec.labels.scheme, case.label_map), pred.affine)
-        rgb = overlay_figure(
-            image,
-            list(spec.channels),
-            spec.overlay_channels or spec.channels[:1],
-            spec.region_names,
-            crop(ras, out.meta.box_start, out.meta.box_end),
-            None,
-            title=case.id,
-        )
-        save_png(rgb, out_dir / "overlays" / f"{case.id}.png")
+        try:
+            _draw_overlay(pred, out, image, case, spec)
+        except Exception as exc:  # a picture must never cost the mask; a re-run draws it (it counts as missing)
+            warnings.append(f"overlay not drawn ({first_line(exc)})")
     save_nifti(pred.labels, pred.affine, out_dir / f"{case.id}.nii.gz", np.uint8, like=placement_header(case))
-    return pred.warnings
+    return warnings
+
+
+def _draw_overlay(pred: CasePrediction, out: NetworkOutput, image: np.ndarray, case: Case, spec: OutputSpec) -> None:
+    """The case's overlay PNG: the network's input image with the predicted regions, on the input's cropped grid."""
+    ras, _ = to_ras(labels_to_regions(pred.labels, spec.labels.scheme, case.label_map), pred.affine)
+    if out.meta.resampled:  # the network's image is on the model's spacing, the labels on the input's
+        image = resample_channels(image, out.meta.crop_shape)
+    rgb = overlay_figure(
+        image,
+        list(spec.channels),
+        spec.overlay_channels or spec.channels[:1],
+        spec.region_names,
+        crop(ras, out.meta.box_start, out.meta.box_end),
+        None,
+        title=case.id,
+    )
+    save_png(rgb, spec.out_dir / "overlays" / f"{case.id}.png")
 
 
 def _predict_with_retry(prepared: PreparedCase, case, engine: Engine, bundle, infer: InferConfig, opts: PredictOptions):

@@ -97,7 +97,7 @@ class FolderPredictor:
         if engine != "auto":
             check_engine(engine, self.device, onnx[0] if onnx else None)  # an impossible choice fails at once
         self._engine_name, self._onnx, self._on_message = engine, onnx, on_message
-        self._planned: list[Case] = []  # the cases `auto` judges accuracy on (random windows before any plan)
+        self._folder_cases: list[Case] = []  # the planned folder's cases, for `auto` to judge accuracy on
 
     @cached_property
     def engine(self) -> Engine:
@@ -116,7 +116,7 @@ class FolderPredictor:
                 onnx_path,
                 facts,
                 self._on_message,
-                sample=self._sample_windows if self._planned else None,
+                sample=self._sample_windows if self._folder_cases else None,
             )
         else:
             engine = open_engine(
@@ -166,14 +166,14 @@ class FolderPredictor:
             _check_dicom_input(layout.name, input_dir)
         shard = part or (self.runtime.rank, self.runtime.world_size)
         unused = unused_files(input_dir, cases) if shard[0] == 0 else []
-        self._planned = cases  # every shard samples the same cases, so torchrun's ranks choose one engine
+        self._folder_cases = cases  # every shard samples the same cases, so torchrun's ranks choose one engine
         return PredictPlan(cases[shard[0] :: shard[1]], unused, shard, layout.name)
 
     def _sample_windows(self, count: int) -> torch.Tensor | None:
         """Windows of the folder's first readable cases, preprocessed, for `auto` to judge engines' accuracy on
         (None when none is readable: random windows then, and each bad case fails on its own line)."""
         try:
-            windows = data_windows(self.bundle, self._planned, count, allow_missing=self.allow_missing)
+            windows = data_windows(self.bundle, self._folder_cases, count, allow_missing=self.allow_missing)
         except DataError:
             return None
         return torch.from_numpy(np.stack(windows))

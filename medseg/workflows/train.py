@@ -14,7 +14,7 @@ from medseg.data.manifest import Manifest, load_manifest
 from medseg.errors import ConfigError, DataError, MedsegError, TrackingError
 from medseg.inference.model_source import load_model_ref
 from medseg.io.atomic import check_writable
-from medseg.io.bundle import load_checkpoint
+from medseg.io.bundle import BUNDLE_FILE, load_checkpoint
 from medseg.pipelines import get_task, task_for_manifest
 from medseg.runtime import Runtime, current_runtime, resolve_device
 from medseg.tracking import TrackingTarget, redact_secrets, resolve_tracking_uri
@@ -98,6 +98,39 @@ def _check_same_options(saved: dict, resumed: dict, flags: dict[str, str]) -> No
             )
 
 
+# What a resumed run cannot change: the network and what it is trained on (its weights or data would not fit).
+FIXED_ON_RESUME = (
+    "model.",
+    "train.patch_size",
+    "train.loss",
+    "data.manifest",
+    "data.spacing",
+    "data.intensity",
+    "data.crop_foreground",
+    "distill.",
+    "prune.",
+)
+
+
+def _resume_changes(saved: dict, resumed: dict, overrides: list[str]) -> list[str]:
+    """The `--set` values that change a resumed run, as `key old -> new`; refused for what the run is (another
+    model was a state-dict traceback after the data was prepared), reported for how it trains (MLflow keeps the
+    params the run started with)."""
+    changes = []
+    for override in overrides:
+        key = override_key(override)
+        old, new = value_at(saved, key), value_at(resumed, key)
+        if old == new or any(c.startswith(f"{key} ") for c in changes):  # a key set twice: its final value once
+            continue
+        if key.startswith(FIXED_ON_RESUME):
+            raise ConfigError(
+                f"--set {override} changes the run being resumed (its {key} is {old!r})",
+                hint="resume without it, or start a new run with it (without --resume)",
+            )
+        changes.append(f"{key} {old!r} -> {new!r}")
+    return changes
+
+
 def _check_resume_point(resume: str, payload: dict, uri: str, epochs: int) -> None:
     """Refuse a resume that would log epochs twice (a checkpoint older than the run's last logged epoch, such as
     best.pt) or only log a finished run's model again."""
@@ -172,13 +205,22 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
         # A resumed run keeps its own config; explicit overrides still apply (e.g. more epochs).
         raw = apply_overrides(copy.deepcopy(payload["config"]), req.overrides)
         _check_same_options(payload["config"], raw, req.flags)
+        changes = _resume_changes(payload["config"], raw, req.overrides)
         cfg = validate_config(raw, req.overrides, req.flags)
         tracked, run_id = req.tracking and cfg.tracking.enabled, payload.get("run_id")
         if tracked and run_id:  # trained untracked: nothing logged to repeat
             _check_resume_point(req.resume, payload, uri, cfg.train.epochs)
+        elif payload["epoch"] + 1 >= cfg.train.epochs and (checkpoint.parent / BUNDLE_FILE).is_file():
+            raise MedsegError(  # its final bundle is written once post-processing is chosen: the run finished
+                f"{req.resume} is the last epoch of a finished run ({cfg.train.epochs} epochs): resuming would only "
+                "choose its post-processing again",
+                hint=f"pass --set train.epochs=N with N > {cfg.train.epochs} to train it further",
+            )
         which = f"run {run_id}" if tracked and run_id else "an untracked run" if tracked else "training (not tracked)"
         new = " (logged as a new MLflow run)" if tracked and not run_id else ""
         hooks.message(f"resuming {which} after epoch {payload['epoch'] + 1}{new}")
+        if changes:
+            hooks.message(f"changed on resume: {', '.join(changes)} (the run's logged params keep the first values)")
     teacher = load_model_ref(cfg.distill.teacher, uri) if cfg.distill else None
     prune_source = load_model_ref(cfg.prune.source, uri) if cfg.prune else None
     if prune_source is not None:

@@ -525,3 +525,23 @@ def test_an_interrupted_run_leaves_a_report_that_matches_the_disk(tmp_path, work
     for cid in "abcd":
         written = (tmp_path / "out" / f"{cid}.nii.gz").exists()
         assert status.get(cid) in (("ok",) if written else (None, "interrupted")), status
+
+
+def test_overlays_of_a_resampled_case_and_an_overlay_that_fails_never_cost_the_mask(tmp_path, monkeypatch):
+    """The overlay drew the network's image (at the model's spacing) under labels on the input's grid: an
+    IndexError for every resampled case (CT at 2.5 mm for a 4 mm model), and the mask was not written either."""
+    from medseg.inference import predictor
+
+    _write_case(tmp_path / "in", "c", _volume(), RAS)  # 1.2 x 1 x 1.5 mm
+    bundle = make_bundle(bias=0.3)
+    bundle.preprocess = PreprocessPlan(spacing=(2.0, 2.0, 2.0))
+    (result,) = _predict(tmp_path / "in", tmp_path / "out", bundle, overlays=True)
+    assert result.status == "ok" and (tmp_path / "out" / "overlays" / "c.png").stat().st_size > 1000
+
+    def broken(*args, **kwargs):
+        raise ValueError("no picture today")
+
+    monkeypatch.setattr(predictor, "overlay_figure", broken)
+    (result,) = _predict(tmp_path / "in", tmp_path / "again", bundle, overlays=True)
+    assert result.status == "ok" and (tmp_path / "again" / "c.nii.gz").exists()
+    assert any("overlay not drawn (ValueError: no picture today)" in w for w in result.warnings)

@@ -538,3 +538,25 @@ def test_a_run_whose_weights_diverge_stops_failed_not_finished(brats2021_manifes
     for path in (tmp_path / "runs").rglob("*.pt"):  # epochs before the divergence only: never NaN weights
         weights = load_checkpoint(path)["bundle"]["state_dict"].values()
         assert all(torch.isfinite(w).all() for w in weights if w.is_floating_point()), path
+
+
+def test_a_resume_refuses_another_model_says_what_it_changes_and_a_finished_run_is_not_redone(
+    brats2021_manifest, tmp_path
+):
+    """`--resume` with `--set model.name=segresnet` prepared the data, then died on a state-dict traceback; another
+    lr or patch size continued silently under the old logged params; an untracked run that had finished was
+    "resumed" to choose its post-processing again and rewrite its bundle."""
+    from medseg.errors import ConfigError
+
+    first, _ = _train(brats2021_manifest, tmp_path, None)
+    last = str(first.last_path)
+    for change in ("model.name=segresnet", "train.patch_size=[16,16,16]"):
+        with pytest.raises(ConfigError, match=f"--set {re.escape(change)} changes the run being resumed"):
+            _train(brats2021_manifest, tmp_path, None, ["train.epochs=3", change], resume=last)
+    with pytest.raises(MedsegError, match=r"is the last epoch of a finished run \(2 epochs\).*train\.epochs=N"):
+        _train(brats2021_manifest, tmp_path, None, [], resume=last)
+    said = []
+    hooks = type("Hooks", (SilentHooks,), {"message": lambda self, text: said.append(text)})()
+    _train(brats2021_manifest, tmp_path, None, ["train.epochs=3", "train.lr=0.001"], resume=last, hooks=hooks)
+    (changed,) = [m for m in said if m.startswith("changed on resume: ")]
+    assert "train.epochs 2 -> 3, train.lr " in changed and "-> 0.001 (the run's logged params keep" in changed
