@@ -141,9 +141,10 @@ def train_task(
     _seed(cfg, world)
     data = {"manifest": manifest.split_digest(), "fold": split.fold}
     if resume and resume.get("data", data) != data:
+        was, now = resume["data"], data
         raise ConfigError(
-            f"this run trained on case set {resume['data']['manifest']} with fold {resume['data']['fold']}, not "
-            f"{data['manifest']} with fold {data['fold']}: resuming would mix its validation cases into training",
+            f"this run trained on case set {was['manifest']} with {_fold_words(was['fold'])}, not {now['manifest']} "
+            f"with {_fold_words(now['fold'])}: resuming would mix its validation cases into training",
             hint="resume with the same --data/--manifest and --fold, or start a new run",
         )
     if resume and resume_best is None:
@@ -231,6 +232,11 @@ def train_task(
         raise
     finally:
         tracker.end(status)
+
+
+def _fold_words(fold: int | None) -> str:
+    """A split's fold as the CLI names it (None: `--fold all`, nothing held out)."""
+    return "fold all" if fold is None else f"fold {fold}"
 
 
 def _teacher_items(teacher: ModelRef, items: list[dict], device, world: Runtime, hooks) -> list[dict]:

@@ -560,3 +560,10 @@ def test_a_resume_refuses_another_model_says_what_it_changes_and_a_finished_run_
     _train(brats2021_manifest, tmp_path, None, ["train.epochs=3", "train.lr=0.001"], resume=last, hooks=hooks)
     (changed,) = [m for m in said if m.startswith("changed on resume: ")]
     assert "train.epochs 2 -> 3, train.lr " in changed and "-> 0.001 (the run's logged params keep" in changed
+
+
+def test_a_fold_all_run_is_named_as_such_when_a_resume_is_refused():
+    """Resuming a `--fold all` run with a held-out fold said "trained ... with fold None"."""
+    from medseg.training.run import _fold_words
+
+    assert (_fold_words(None), _fold_words(2)) == ("fold all", "fold 2")
