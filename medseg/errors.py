@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
 
 
 class MedsegError(Exception):
@@ -57,14 +58,22 @@ _ENVIRONMENT_HINTS = {
 }
 
 
-def environment_failure(exc: BaseException) -> MedsegError | None:
-    """One line for an OSError the machine caused (disk full, read-only, no permission), wherever it was raised;
-    None for any other exception (a bug keeps its traceback)."""
+def exception_chain(exc: BaseException | None, *, handled: bool = False) -> Iterator[BaseException]:
+    """`exc` and the exceptions behind it: its `raise ... from` causes, and with `handled` also the exception
+    being handled when each was raised (`__context__`)."""
     seen = set()
-    while not (isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS):
-        if exc is None or id(exc) in seen:
-            return None
+    while exc is not None and id(exc) not in seen:
+        yield exc
         seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__  # a library's own error raised while handling the OSError
-    hint = _ENVIRONMENT_HINTS.get(exc.errno, "check the permissions of that path, or pass another one")
-    return MedsegError(exc.strerror or type(exc).__name__, path=exc.filename, hint=hint)
+        exc = exc.__cause__ or (exc.__context__ if handled else None)
+
+
+def environment_failure(exc: BaseException) -> MedsegError | None:
+    """One line for an OSError the machine caused (disk full, read-only, no permission), wherever it was raised
+    (also behind a library's own error raised while handling it); None for any other exception (a bug keeps its
+    traceback)."""
+    for e in exception_chain(exc, handled=True):
+        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
+            hint = _ENVIRONMENT_HINTS.get(e.errno, "check the permissions of that path, or pass another one")
+            return MedsegError(e.strerror or type(e).__name__, path=e.filename, hint=hint)
+    return None

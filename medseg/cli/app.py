@@ -17,7 +17,7 @@ from rich.markup import escape
 from medseg import __version__
 from medseg.cli.options import help_markup
 from medseg.cli.progress import InterruptAdvice
-from medseg.errors import MedsegError, environment_failure
+from medseg.errors import MedsegError, environment_failure, exception_chain
 from medseg.memory import keep_freed_memory
 from medseg.redact import redact_secrets
 
@@ -103,14 +103,9 @@ def _redelivered_interrupts() -> Iterator[None]:
 
 
 def _wrapped_user_error(exc: BaseException) -> MedsegError | None:
-    """The MedsegError that explicitly caused `exc` (`raise ... from`), if any, down the chain."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, MedsegError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__  # `raise ... from`: a library wrapping our error (not a bug raised while handling one)
-    return None
+    """The MedsegError that explicitly caused `exc` (`raise ... from`: a library wrapping our error, not a bug
+    raised while handling one), if any, down the chain."""
+    return next((e for e in exception_chain(exc) if isinstance(e, MedsegError)), None)
 
 
 def main() -> None:

@@ -97,7 +97,7 @@ class FolderPredictor:
         if engine != "auto":
             check_engine(engine, self.device, onnx[0] if onnx else None)  # an impossible choice fails at once
         self._engine_name, self._onnx, self._on_message = engine, onnx, on_message
-        self._folder_cases: list[Case] = []  # the planned folder's cases, for `auto` to judge accuracy on
+        self._folder_cases: list[Case] = []  # auto judges accuracy on these (none planned: random windows)
 
     @cached_property
     def engine(self) -> Engine:
@@ -116,7 +116,7 @@ class FolderPredictor:
                 onnx_path,
                 facts,
                 self._on_message,
-                sample=self._sample_windows if self._folder_cases else None,
+                sample=self._sample_windows,
             )
         else:
             engine = open_engine(

@@ -117,10 +117,10 @@ def _resume_changes(saved: dict, resumed: dict, overrides: list[str]) -> list[st
     model was a state-dict traceback after the data was prepared), reported for how it trains (MLflow keeps the
     params the run started with)."""
     changes = []
-    for override in overrides:
-        key = override_key(override)
+    final = {override_key(o): o for o in overrides}  # a key set twice: its last --set is the one applied
+    for key, override in final.items():
         old, new = value_at(saved, key), value_at(resumed, key)
-        if old == new or any(c.startswith(f"{key} ") for c in changes):  # a key set twice: its final value once
+        if old == new:
             continue
         if key.startswith(FIXED_ON_RESUME):
             raise ConfigError(
