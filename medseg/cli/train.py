@@ -187,6 +187,23 @@ def prune(
     _run_and_report(request, no_progress)
 
 
+def _print_pruning_cost(pruned: float, source: float) -> None:
+    """The pruned model's best validation Dice beside its unpruned source's on the same cases, a warning when the
+    pruning cost more than PRUNE_DICE_TOLERANCE (the fine-tuning did not win it back)."""
+    from medseg.training.from_model import PRUNE_DICE_TOLERANCE
+
+    line = f"val Dice pruned {pruned:.3f}, unpruned source {source:.3f} on the same cases"
+    if pruned >= source - PRUNE_DICE_TOLERANCE:
+        console.print(line, highlight=False, soft_wrap=True)
+        return
+    console.print(
+        f"[yellow]warning[/]: {line}: pruning lost {source - pruned:.3f} Dice "
+        "(hint: a smaller --amount, or more --minutes of fine-tuning)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def _request(
     task: str, overrides: list[str], fold: str | None, device: str, no_tracking: bool, **fields
 ) -> TrainRequest:
@@ -215,6 +232,8 @@ def _run_and_report(request: TrainRequest, no_progress: bool) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if result.source_dice is not None:
+        _print_pruning_cost(result.best_dice, result.source_dice)
     from medseg.transforms.postprocess import describe_plan
 
     console.print(

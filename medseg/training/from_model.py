@@ -53,6 +53,10 @@ def check_compatible(source: ModelRef, task: Task, plan: PreprocessPlan, cases: 
         )
 
 
+# A pruned model whose best validation Dice is further than this below its source's is reported as a loss.
+PRUNE_DICE_TOLERANCE = 0.02
+
+
 def link_tags(source: ModelRef, role: str) -> dict[str, str]:
     """MLflow tags linking a run to the model it started from (`medseg.teacher`, `medseg.pruned_from`)."""
     return {f"medseg.{role}": source.ref, **({f"medseg.{role}_run_id": source.run_id} if source.run_id else {})}

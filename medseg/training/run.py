@@ -37,6 +37,7 @@ from medseg.training.from_model import check_compatible, link_tags, pruned_start
 from medseg.training.loop import fit
 from medseg.training.postprocess_choice import choose_postprocess, predict_validation
 from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult, TrainSpec, check_network_config
+from medseg.training.validate import mean_val_dice
 from medseg.transforms.preprocess import PreprocessPlan
 from medseg.viz.curves import learning_curves
 from medseg.viz.overlays import save_png
@@ -178,8 +179,10 @@ def train_task(
         tags |= link_tags(teacher, "teacher")
     if prune_source is not None:
         before = sum(t.numel() for t in prune_source.bundle.state_dict.values() if t.is_floating_point())
+        after = count_parameters(start)
         hooks.message(
-            f"pruned {prune_source.ref}: {before / 1e6:.2f} M -> {count_parameters(start) / 1e6:.2f} M parameters"
+            f"pruned {prune_source.ref}: {before / 1e6:.2f} M -> {after / 1e6:.2f} M parameters "
+            f"({1 - after / before:.0%} fewer)"
         )
         tags |= link_tags(prune_source, "pruned_from")
 
@@ -222,7 +225,9 @@ def train_task(
             tracker.log_text(config_to_yaml(cfg), "config.yaml")
             tracker.log_artifact(manifest_path, "data")
             tracker.log_dataset(manifest.to_json(), str(manifest_path), manifest_path.stem, manifest.digest())
+        source_dice = _source_dice(prune_source, spec, tracker, hooks) if prune_source is not None else None
         result = fit(spec, model, tracker, hooks)
+        result.source_dice = source_dice
         if world.is_main:
             _finish(result, tracker, target, out_dir, spec, hooks)
         status = "FINISHED"
@@ -237,6 +242,16 @@ def train_task(
 def _fold_words(fold: int | None) -> str:
     """A split's fold as the CLI names it (None: `--fold all`, nothing held out)."""
     return "fold all" if fold is None else f"fold {fold}"
+
+
+def _source_dice(source: ModelRef, spec: TrainSpec, tracker: Tracker, hooks) -> float | None:
+    """The unpruned source's mean Dice on this run's validation cases (logged as `source_val_dice_mean`): the
+    figure the pruned model must come back to, or the user learns that --amount cost accuracy."""
+    hooks.message(f"validating {source.ref} unpruned on {len(spec.val_items)} case(s), the pruned model's reference")
+    dice = mean_val_dice(source.bundle.build_model(), spec)
+    if dice is not None and spec.world.is_main and not spec.resume:  # logged once per run
+        tracker.log_metrics({"source_val_dice_mean": dice}, step=0)
+    return dice
 
 
 def _teacher_items(teacher: ModelRef, items: list[dict], device, world: Runtime, hooks) -> list[dict]:

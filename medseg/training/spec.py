@@ -134,3 +134,4 @@ class TrainResult:
     model_uri: str | None = None
     aliases: list[str] = field(default_factory=list)
     postprocess: dict[str, RegionRule] = field(default_factory=dict)
+    source_dice: float | None = None  # a pruned run's source, unpruned, on the same validation cases

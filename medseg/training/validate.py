@@ -97,6 +97,16 @@ def validate(
     return rows, pictures, kept
 
 
+def mean_val_dice(model: torch.nn.Module, spec: TrainSpec) -> float | None:
+    """Mean region Dice of `model` over the run's validation cases, measured as an epoch's validation is (ranks
+    share the cases) and logged nowhere: what a pruned network is judged against (its source, unpruned)."""
+    cfg, world = spec.cfg, spec.world
+    items = spec.val_items[world.rank :: world.world_size]
+    rows, _, _ = validate(model, items, spec.task, cfg.train.patch_size, cfg.infer, spec.device, cfg.train.amp)
+    total = mean_across({"dice_mean": float(sum(r["dice_mean"] for r in rows)), "n": float(len(rows))}, world)
+    return total["dice_mean"] / total["n"] if total["n"] else None
+
+
 # Validation masks are kept for the post-processing search up to this many cases (~20 MB each at BraTS size).
 KEEP_MASKS_UP_TO = 20
 

@@ -62,6 +62,36 @@ def test_pruned_model_is_smaller_linked_to_its_source_and_predicts(pruned):
             assert model(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
 
 
+def test_the_pruned_model_is_judged_against_its_unpruned_source_on_the_same_cases(pruned):
+    """`prune --amount 0.3` took a model's Dice from 0.76 to 0 and said nothing: the run now validates the source
+    before pruning, logs it and hands it to the report. Same cases and rules as the source's own final validation."""
+    import mlflow
+
+    uri, source, result = pruned
+    client = mlflow.MlflowClient(uri)
+    logged = client.get_run(result.run_id).data.metrics["source_val_dice_mean"]
+    src = client.get_run(source.run_id).data.metrics
+    own = sum(src[f"val_pp_dice_{r}"] for r in ("et", "tc", "wt")) / 3  # the source's post-processing, chosen
+    assert logged == pytest.approx(own, abs=1e-6)
+    assert result.result.source_dice == pytest.approx(logged)
+
+
+@pytest.mark.parametrize(("pruned_dice", "warned"), [(0.75, False), (0.70, True)])
+def test_a_pruning_that_costs_dice_is_a_warning_with_the_way_back(pruned_dice, warned, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from medseg.cli import train as cli_train
+
+    out = io.StringIO()
+    monkeypatch.setattr(cli_train, "console", Console(file=out, width=200))
+    cli_train._print_pruning_cost(pruned_dice, 0.76)
+    text = out.getvalue()
+    assert f"val Dice pruned {pruned_dice:.3f}, unpruned source 0.760 on the same cases" in text
+    assert ("warning" in text and "a smaller --amount" in text) is warned
+
+
 def test_a_pruned_run_resumes_into_the_same_layout(pruned, brats2021_manifest, tmp_path):
     uri, _, result = pruned
     request = TrainRequest(
