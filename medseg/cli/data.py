@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -13,6 +14,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from medseg.cli.options import FormatOpt, check_format, help_markup
 from medseg.errors import DataError
+
+if TYPE_CHECKING:
+    from medseg.workflows.scan import ScanResult
 
 app = typer.Typer(help="Scan, validate and synthesise datasets.", no_args_is_help=True, rich_markup_mode=help_markup())
 console = Console()
@@ -67,14 +71,22 @@ def scan(
         disable=not people,
     )
 
-    def on_case(_case, err: DataError | None) -> None:
+    bad = []
+
+    def on_case(case, err: DataError | None) -> None:
         progress.advance(bar)
         if err is not None:  # printed as found, so they are listed even when no case is good
+            bad.append((case, err))
             shown.print(f"[red]bad:[/] {escape(str(err))}", highlight=False, soft_wrap=True)  # paths whole for grep
 
     with progress:
         bar = progress.add_task("scan", total=None)
-        result = scan_folder(data_dir, task, out, folds=folds, seed=seed, on_case=on_case)
+        try:
+            result = scan_folder(data_dir, task, out, folds=folds, seed=seed, on_case=on_case)
+        except DataError:
+            if bad and not people:  # no good case: scripts still get every case with its error (no manifest)
+                typer.echo(_scan_report(None, bad, fmt), nl=False)
+            raise
     if people:
         render_unused(data_dir, result.unused, verbose)
         console.print(
@@ -92,14 +104,15 @@ def scan(
                 soft_wrap=True,
             )
     else:
-        typer.echo(_scan_report(result, fmt), nl=False)
+        typer.echo(_scan_report(result, result.bad, fmt), nl=False)
     if result.bad and not skip_bad:
         raise DataError(f"{len(result.bad)} bad case(s) excluded from the manifest", hint="fix them or pass --skip-bad")
 
 
-def _scan_report(result, fmt: str) -> str:
-    """Every case (good with its fold, shape and spacing; bad with its error) as csv, or json with the manifest
-    (numbers and lists there, null where a bad case has none; `128x128x40` strings in the csv)."""
+def _scan_report(result: ScanResult | None, bad: list, fmt: str) -> str:
+    """Every case (good with its fold, shape and spacing; `bad` with its error) as csv, or json with the manifest
+    (numbers and lists there, null where a bad case has none; `128x128x40` strings in the csv). No `result`: no
+    case was good, no manifest written (its fields null)."""
     from medseg.io.tables import rows_to_csv
 
     rows = [
@@ -112,20 +125,20 @@ def _scan_report(result, fmt: str) -> str:
             "spacing": list(c.spacing),
             "error": None,
         }
-        for c in result.manifest.cases
+        for c in (result.manifest.cases if result else [])
     ]
     rows += [
         {"id": c.id, "status": "bad", "labelled": bool(c.label), "fold": None, "shape": None, "spacing": None}
         | {"error": str(e)}
-        for c, e in result.bad
+        for c, e in bad
     ]
     if fmt == "csv":
         return rows_to_csv([{k: _csv_cell(v) for k, v in row.items()} for row in rows])
     report = {
-        "manifest": str(result.path),
-        "layout": result.manifest.layout,
+        "manifest": str(result.path) if result else None,
+        "layout": result.manifest.layout if result else None,
         "cases": rows,
-        "ignored_files": [str(p) for p in result.unused],
+        "ignored_files": [str(p) for p in result.unused] if result else [],
     }
     return json.dumps(report, indent=1) + "\n"
 

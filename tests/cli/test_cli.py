@@ -158,6 +158,13 @@ def test_scan_json_and_csv_list_every_case_for_scripts(tmp_path):
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["status"] for r in rows] == ["ok", "ok", "bad"] and rows[0]["shape"] == "24x24x16"
     assert rows[2]["fold"] == rows[2]["shape"] == "" and rows[0]["error"] == ""
+    for case in ("BraTS2021_00000", "BraTS2021_00002"):  # no good case left: stdout was empty for scripts
+        (tmp_path / "d" / case / f"{case}_flair.nii.gz").write_bytes(b"")
+    result = CliRunner().invoke(app, [*args, "--format", "json"])
+    assert result.exit_code == 1 and "no valid cases" in str(result.exception)
+    report = json.loads(result.stdout)
+    assert report["manifest"] is None and [c["status"] for c in report["cases"]] == ["bad"] * 3
+    assert all("empty file" in c["error"] for c in report["cases"])
 
 
 def test_predict_batch_with_a_broken_case_finishes_the_others_and_exits_1(tmp_path):
