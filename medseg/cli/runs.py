@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medseg.cli.options import FormatOpt, TrackingUriOpt, check_format, help_markup
@@ -200,16 +201,17 @@ def show(
     if fmt != "table":
         metrics = [{"metric": k, "final": v, "at_best_epoch": s.best.get(k)} for k, v in sorted(s.metrics.items())]
         record = {
-            "run_id": s.run_id, "name": s.name, "status": s.status, "epochs": s.epochs,
+            "run_id": s.run_id, "name": s.name, "status": s.status, "deleted": s.deleted, "epochs": s.epochs,
             "best_epoch": s.best_epoch_number, "duration_s": s.duration_s, "metrics": metrics, "params": s.params,
             "postprocess": postprocess,
             "artifacts": arts, "models": models, "registry": aliases, "links": links,
         }  # fmt: skip
         print_records(fmt, SHOW_FIELDS, [record] if fmt == "json" else show_rows(record))
         return
+    deleted = "  [yellow]deleted[/] (MLflow's trash: restore it to use it)" if s.deleted else ""
     console.print(
-        f"[bold]{s.name}[/]  {s.run_id}  {s.status}  {s.epochs} epochs  best epoch {s.best_epoch_number or '-'}  "
-        f"{_duration(s)}",
+        f"[bold]{escape(s.name)}[/]  {s.run_id}  {s.status}{deleted}  {s.epochs} epochs  "
+        f"best epoch {s.best_epoch_number or '-'}  {_duration(s)}",
         highlight=False,
     )
     metric_cols = [

@@ -98,6 +98,10 @@ def downloaded_bundle(model_uri: str, tracking_uri: str) -> Iterator[Path]:
     from medseg.io.bundle import BUNDLE_FILE  # here, not at the top: it imports torch (CLI start-up)
 
     existing_store_client(tracking_uri)  # reachability check: one line instead of minutes of retries
+    if model_uri.startswith("runs:/"):
+        from medseg.tracking.review import active_run
+
+        active_run(tracking_uri, model_uri.removeprefix("runs:/").split("/")[0])
     with tempfile.TemporaryDirectory(prefix="medseg-model-") as dst:
         try:
             # `models:/` URIs are resolved through MLflow's global registry URI whatever is passed: scope it.

@@ -33,6 +33,7 @@ class RunSummary:
     best: dict[str, float] = field(default_factory=dict)
     best_epoch: int | None = None  # the MLflow step (0-based)
     last_epoch_ms: int | None = None  # when the last epoch's metrics were logged
+    deleted: bool = False  # in MLflow's trash (hidden from lists, refused for new work, purged by `mlflow gc`)
 
     @property
     def since_last_epoch_s(self) -> float | None:
@@ -82,6 +83,7 @@ def summarise_run(c, run) -> RunSummary:
         dict(run.data.metrics),
         run.info.start_time,
         run.info.end_time,
+        deleted=run.info.lifecycle_stage == "deleted",
     )
     losses = c.get_metric_history(s.run_id, "train_loss")
     s.epochs = len(losses)
@@ -102,6 +104,19 @@ def get_run(uri: str, run_id: str):
         return c, c.get_run(run_id)
     except Exception:
         raise TrackingError(f"no run {run_id} in {redact_secrets(uri)}", hint="see `medseg runs list`") from None
+
+
+def active_run(uri: str, run_id: str):
+    """`get_run`, refusing a deleted run (MLflow's trash): it takes no new metrics (resumed training, `evaluate
+    --run`), and `mlflow gc` may purge its model at any time (`predict --model runs:/..`)."""
+    c, run = get_run(uri, run_id)
+    if run.info.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"run {run_id} is deleted in {redact_secrets(uri)}",
+            hint=f"restore it first (the MLflow UI's deleted runs, or `mlflow runs restore --run-id {run_id}` with "
+            "MLFLOW_TRACKING_URI set to this store)",
+        )
+    return c, run
 
 
 def list_runs(uri: str, experiment: str | None, sort: str, limit: int) -> list[RunSummary]:

@@ -19,7 +19,6 @@ from medseg.redact import redact_secrets
 from medseg.tracking.registry import register_version
 from medseg.tracking.store import (
     client,
-    existing_store_client,
     mlflow_module,
     prepare_experiment,
     retry_lost_race,
@@ -148,14 +147,11 @@ class MlflowTracker:
 
 
 def require_run(run_id: str, tracking_uri: str) -> None:
-    """Fail on one line when `run_id` is not in the store (checked before work whose results it should receive)."""
-    c = existing_store_client(tracking_uri)
-    try:
-        c.get_run(run_id)
-    except Exception:
-        raise TrackingError(
-            f"no run {run_id} in {redact_secrets(tracking_uri)}", hint="see `medseg runs list`"
-        ) from None
+    """Fail on one line when `run_id` is not in the store or deleted (checked before work whose results it should
+    receive)."""
+    from medseg.tracking.review import active_run
+
+    active_run(tracking_uri, run_id)
 
 
 def log_to_existing_run(run_id: str, tracking_uri: str, metrics: dict[str, float], files: list[Path]) -> None:

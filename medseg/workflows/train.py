@@ -134,16 +134,17 @@ def _resume_changes(saved: dict, resumed: dict, overrides: list[str]) -> list[st
 def _check_resume_point(resume: str, payload: dict, uri: str, epochs: int) -> None:
     """Refuse a resume that would log epochs twice (a checkpoint older than the run's last logged epoch, such as
     best.pt) or only log a finished run's model again."""
-    from medseg.tracking.review import get_run
+    from medseg.tracking.review import active_run, get_run
 
     run_id = payload["run_id"]
     try:
-        client, run = get_run(uri, run_id)
+        get_run(uri, run_id)
     except TrackingError:
         raise MedsegError(
             f"{resume} is a checkpoint of run {run_id}, which is not in {redact_secrets(uri)}",
             hint="pass the --tracking-uri it was trained with, or --no-tracking",
         ) from None
+    client, run = active_run(uri, run_id)  # a deleted run was refused by MLflow after the data was prepared
     logged = max((m.step for m in client.get_metric_history(run_id, "train_loss")), default=-1)
     if logged > payload["epoch"]:
         first, last = payload["epoch"] + 2, logged + 1  # 1-based epochs it would redo

@@ -140,3 +140,38 @@ def test_a_resumed_run_keeps_its_params_and_gains_new_ones(tmp_path):
     resumed.log_params({"train.epochs": 31, "postprocess.ET": "largest component"})  # 31: immutable, kept at 30
     params = resumed._client.get_run(first.run_id).data.params
     assert params == {"train.epochs": "30", "postprocess.ET": "largest component"}
+
+
+def test_a_deleted_run_is_shown_as_deleted_and_refused_for_new_work(tmp_path):
+    """A run deleted in MLflow (its trash) was shown without a word, `predict --model runs:/<id>/model` used it,
+    `train --resume <id>` failed after preparing the data and `evaluate --run` would log to it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from medseg.cli.runs import app
+    from medseg.errors import MedsegError, TrackingError
+    from medseg.tracking.registry import downloaded_bundle
+    from medseg.tracking.run_writer import MlflowTracker, require_run
+    from medseg.workflows.train import _check_resume_point
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    tracker = MlflowTracker(uri, "exp", "a")
+    tracker.end()
+    run_id = tracker.run_id
+    shown = CliRunner().invoke(app, ["show", run_id, "--tracking-uri", uri, "--format", "json"])
+    assert json.loads(shown.stdout)[0]["deleted"] is False
+    tracker._client.delete_run(run_id)
+    shown = CliRunner().invoke(app, ["show", run_id, "--tracking-uri", uri, "--format", "json"])
+    assert json.loads(shown.stdout)[0]["deleted"] is True
+    assert "deleted (MLflow's trash" in CliRunner().invoke(app, ["show", run_id, "--tracking-uri", uri]).stdout
+    refusals = [
+        lambda: require_run(run_id, uri),
+        lambda: downloaded_bundle(f"runs:/{run_id}/model", uri).__enter__(),
+        lambda: _check_resume_point("last.pt", {"run_id": run_id, "epoch": 0}, uri, 5),
+    ]
+    for refused in refusals:
+        with pytest.raises(MedsegError) as err:
+            refused()
+        assert isinstance(err.value, TrackingError) and f"run {run_id} is deleted" in err.value.message
+        assert "mlflow runs restore" in err.value.hint
