@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from medseg.config import InferConfig
+from medseg.config import InferConfig, flatten
 from medseg.core import Case
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_write_text, check_writable, temporary_siblings
@@ -53,31 +53,61 @@ def weights_fingerprint(bundle: ModelBundle) -> str:
     return _weights_hash(bundle).hexdigest()[:16]
 
 
-def predictions_fingerprint(bundle: ModelBundle, infer: InferConfig) -> str:
-    """Identifies what produced a folder's labels: the weights and every setting that changes them."""
-    h = _weights_hash(bundle)
-    h.update(json.dumps(infer.model_dump(mode="json", exclude={"sw_batch_size"}), sort_keys=True).encode())
-    h.update(json.dumps(bundle.preprocess.to_json(), sort_keys=True).encode())
-    return h.hexdigest()[:16]
+@dataclass(frozen=True)
+class PredictionsSource:
+    """What produced a folder's labels: the weights and every setting that changes them, hashed (`fingerprint`)
+    and spelled out (`settings`, flat), so a refusal can say what differs."""
+
+    fingerprint: str
+    model_name: str
+    settings: dict
+
+    @classmethod
+    def of(cls, bundle: ModelBundle, infer: InferConfig) -> PredictionsSource:
+        h = _weights_hash(bundle)
+        settings = infer.model_dump(mode="json", exclude={"sw_batch_size"})  # batching changes no label
+        preprocess = bundle.preprocess.to_json()
+        h.update(json.dumps(settings, sort_keys=True).encode())
+        h.update(json.dumps(preprocess, sort_keys=True).encode())
+        flat = {"weights": weights_fingerprint(bundle), **flatten(settings), **flatten(preprocess, "preprocess.")}
+        return cls(h.hexdigest()[:16], bundle.model_name, flat)
+
+    def refusal(self, marker: dict) -> str:
+        """Why a folder whose marker says `marker` holds other predictions, naming what differs where the marker
+        spells its settings out (folders written before they were recorded get the general wording)."""
+        before = marker.get("settings")
+        if not isinstance(before, dict):
+            return "output folder holds predictions of another model or other settings"
+        if before.get("weights") != self.settings["weights"]:
+            name = marker.get("model_name")
+            which = f"{name}, not {self.model_name}" if name != self.model_name else f"other {name} weights"
+            return f"output folder holds predictions of another model ({which})"
+        now = self.settings
+        keys = [k for k in sorted({*before, *now}) if before.get(k) != now.get(k)]
+        changed = [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in keys]
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        return f"output folder holds predictions made with other settings: {', '.join(changed[:3])}{more}"
 
 
-def claim_output_dir(out_dir: Path, fingerprint: str, model_name: str, overwrite: bool) -> None:
+def claim_output_dir(out_dir: Path, source: PredictionsSource, overwrite: bool) -> None:
     """`check_output_dir`, then mark the folder as ours. Shards of one run write the same marker."""
-    check_output_dir(out_dir, fingerprint, overwrite)
+    check_output_dir(out_dir, source, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / MARKER, json.dumps({"model": fingerprint, "model_name": model_name}))
+    marker = {"model": source.fingerprint, "model_name": source.model_name, "settings": source.settings}
+    atomic_write_text(out_dir / MARKER, json.dumps(marker))
 
 
-def check_output_dir(out_dir: Path, fingerprint: str, overwrite: bool) -> None:
+def check_output_dir(out_dir: Path, source: PredictionsSource, overwrite: bool) -> None:
     """Refuse a folder holding another model's (or settings') predictions, or foreign NIfTI files, unless
     `overwrite`. Writes nothing, so it can run before the model's engine is opened (or timed)."""
     check_writable(out_dir, folder=True)
     marker = out_dir / MARKER
     if out_dir.exists() and not overwrite:
         if marker.exists():
-            if json.loads(marker.read_text()).get("model") != fingerprint:
+            theirs = json.loads(marker.read_text())
+            if theirs.get("model") != source.fingerprint:
                 raise MedsegError(
-                    "output folder holds predictions of another model or other settings",
+                    source.refusal(theirs),
                     path=str(out_dir),
                     hint="pass --overwrite or another folder",
                 )

@@ -35,9 +35,9 @@ from medseg.inference.case_predict import (
 from medseg.inference.engines import Engine, TorchEngine
 from medseg.inference.output_folder import (
     CaseResult,
+    PredictionsSource,
     claim_output_dir,
     output_is_complete,
-    predictions_fingerprint,
     refuse_writing_over_inputs,
     remove_stale_temporaries,
     side_outputs,
@@ -256,7 +256,7 @@ def predict_folder(
     """
     infer = opts.infer or bundle.infer
     refuse_writing_over_inputs(cases, out_dir)
-    claim_output_dir(out_dir, predictions_fingerprint(bundle, infer), bundle.model_name, opts.overwrite)
+    claim_output_dir(out_dir, PredictionsSource.of(bundle, infer), opts.overwrite)
     remove_stale_temporaries(cases, out_dir)
     engine = opts.engine or TorchEngine(bundle.build_model(), opts.device, bf16=opts.amp and opts.device.type == "cuda")
     if opts.device.type == "cuda":

@@ -21,8 +21,8 @@ from medseg.inference.engines import Engine, NetworkFacts
 from medseg.inference.model_source import MLFLOW_SCHEMES, load_bundle
 from medseg.inference.output_folder import (
     CaseResult,
+    PredictionsSource,
     check_output_dir,
-    predictions_fingerprint,
     refuse_writing_over_inputs,
     weights_fingerprint,
 )
@@ -182,7 +182,7 @@ class FolderPredictor:
         """Refuse an output folder that would replace inputs or holds another model's predictions (unless
         `overwrite`), before the engine is opened: `auto` spends a minute timing engines."""
         refuse_writing_over_inputs(plan.cases, output_dir)
-        check_output_dir(output_dir, predictions_fingerprint(self.bundle, self.infer), overwrite)
+        check_output_dir(output_dir, PredictionsSource.of(self.bundle, self.infer), overwrite)
 
     def run(
         self,

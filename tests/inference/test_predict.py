@@ -328,9 +328,9 @@ def test_output_folder_of_another_model_or_other_settings_is_refused(tmp_path):
     vol = _volume()
     _write_case(tmp_path / "in", "c", vol, RAS)
     _predict(tmp_path / "in", tmp_path / "out")
-    with pytest.raises(MedsegError, match="another model"):
+    with pytest.raises(MedsegError, match=r"another model \(other transunet3d_tiny weights\)"):
         _predict(tmp_path / "in", tmp_path / "out", bundle=make_bundle(bias=-1.0))
-    with pytest.raises(MedsegError, match="other settings"):
+    with pytest.raises(MedsegError, match=r"made with other settings: tta False -> True \(fix"):  # what differs, named
         _predict(tmp_path / "in", tmp_path / "out", tta=True)
     _predict(tmp_path / "in", tmp_path / "out")  # same model and settings: resumes
     (result,) = _predict(tmp_path / "in", tmp_path / "out", bundle=make_bundle(bias=-1.0), overwrite=True)
