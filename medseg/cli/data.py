@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from medseg.cli.options import FormatOpt, check_format, help_markup
+from medseg.cli.options import FormatOpt, help_markup
 from medseg.errors import DataError
 
 if TYPE_CHECKING:
@@ -59,7 +59,6 @@ def scan(
     """Detect the layout, read and validate every case, write a manifest with deterministic folds."""
     from medseg.workflows.scan import scan as scan_folder
 
-    check_format(fmt)
     people = fmt == "table"
     out = out or Path("data_manifests") / f"{data_dir.resolve().name}.json"
     shown = console if people else err_console  # for scripts stdout holds the csv/json alone

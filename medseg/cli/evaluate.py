@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from medseg.cli.options import FormatOpt, TrackingUriOpt, check_format
+from medseg.cli.options import FormatOpt, TrackingUriOpt
 
 if TYPE_CHECKING:
     from medseg.evaluation.evaluate import EvalResult
@@ -47,7 +47,6 @@ def evaluate(
     from medseg.io.tables import rows_to_csv
     from medseg.workflows.evaluate import evaluate as evaluate_folder
 
-    check_format(fmt)
     outcome = evaluate_folder(
         pred_dir, gt_dir, task, out=out, run_id=run, tracking_uri=tracking_uri, missing_as_empty=missing_as_empty
     )

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.cli.options import FormatOpt, TrackingUriOpt, check_format, help_markup
+from medseg.cli.options import FormatOpt, TrackingUriOpt, help_markup
 from medseg.cli.runs import print_records
 from medseg.errors import TrackingError
 from medseg.tracking import resolve_tracking_uri
@@ -25,7 +25,6 @@ def list_(
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:
     """Registered networks with parameters and forward GFLOPs at SIZE^3 (4 channels in, 3 out)."""
-    check_format(fmt)
     if registry:
         _registry_list(resolve_tracking_uri(tracking_uri), fmt)
         return

@@ -34,9 +34,15 @@ ResumeOpt = typer.Option(None, "--resume", help="Run id or checkpoint (last.pt) 
 NoTrackingOpt = typer.Option(False, "--no-tracking", help="Do not log to MLflow.")
 NoProgressOpt = typer.Option(False, "--no-progress", help="Plain log lines instead of progress bars.")
 FORMATS = ("table", "csv", "json")
-FormatOpt = typer.Option("table", "--format", help="table (for people), csv or json (for scripts).")
 
 
-def check_format(fmt: str) -> None:
-    if fmt not in FORMATS:
+def _output_format(fmt: str) -> str:
+    """`--format`, checked and in lower case (`JSON` is json), before the command runs."""
+    if fmt.lower() not in FORMATS:
         raise typer.BadParameter(f"one of {', '.join(FORMATS)}", param_hint="--format")
+    return fmt.lower()
+
+
+FormatOpt = typer.Option(
+    "table", "--format", callback=_output_format, help="table (for people), csv or json (for scripts)."
+)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from medseg.cli.options import FormatOpt, TrackingUriOpt, check_format, help_markup
+from medseg.cli.options import FormatOpt, TrackingUriOpt, help_markup
 from medseg.errors import MedsegError
 from medseg.tracking import resolve_tracking_uri
 
@@ -119,7 +119,6 @@ def list_(
     """Runs with model, fold, status, epochs, best val Dice per region and duration."""
     from medseg.tracking.review import BEST_BY, list_runs, ranked_value, region_metrics
 
-    check_format(fmt)
     runs = list_runs(resolve_tracking_uri(tracking_uri), experiment, sort, limit)
     regions = region_metrics(set().union(*(s.best for s in runs))) if runs else []
     by_other = sort not in ("start_time", BEST_BY, *regions)  # the ranked value gets a column of its own
@@ -189,7 +188,6 @@ def show(
     """Params, final and best metrics, post-processing, artifacts, the logged model and its registry aliases."""
     from medseg.tracking.review import get_run, logged_models, registry_aliases, summarise_run
 
-    check_format(fmt)
     uri = resolve_tracking_uri(tracking_uri)
     c, run = get_run(uri, run_id)
     s = summarise_run(c, run)
@@ -262,7 +260,6 @@ def compare(
     """Side by side: params that differ, best metrics with deltas to the first run."""
     from medseg.tracking.review import get_run, history, region_metrics, summarise_run, unlike_runs
 
-    check_format(fmt)
     if len(run_ids) < 2:
         raise typer.BadParameter("give at least two run ids", param_hint="RUN_IDS")
     if plot:

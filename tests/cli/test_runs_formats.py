@@ -300,3 +300,17 @@ def test_a_run_killed_without_a_trace_shows_how_long_it_has_been_silent(tmp_path
     c.log_batch(run, metrics=[Metric("train_loss", 1.0, two_hours_ago, 0)])  # never terminated
     table = _invoke(runs.app, "list", "--tracking-uri", uri).stdout
     assert "running, last epoch 2h05m" in " ".join(table.split())
+
+
+@pytest.mark.parametrize(("fmt", "ok"), [("JSON", True), ("Csv", True), ("xml", False)])
+def test_format_is_checked_before_work_and_case_blind(store, fmt, ok):
+    """`--format JSON` was refused as not one of table, csv, json."""
+    uri, ids, _ = store
+    out = _invoke(models.app, "list", "--registry", "--format", fmt, "--tracking-uri", uri)
+    if not ok:
+        assert out.exit_code == 2 and "one of table, csv, json" in out.output
+        return
+    assert out.exit_code == 0, out.output
+    text = out.stdout
+    records = json.loads(text) if fmt == "JSON" else list(csv.DictReader(io.StringIO(text)))
+    assert [r["run_id"] for r in records] == [ids["brats"]]
