@@ -262,6 +262,9 @@ def compare(
 
     if len(run_ids) < 2:
         raise typer.BadParameter("give at least two run ids", param_hint="RUN_IDS")
+    twice = sorted({r for r in run_ids if run_ids.count(r) > 1})
+    if twice:  # every delta would be +0.000: a copy-paste slip, not a comparison
+        raise typer.BadParameter(f"run {', '.join(twice)} given more than once", param_hint="RUN_IDS")
     if plot:
         from medseg.io.atomic import check_writable
 

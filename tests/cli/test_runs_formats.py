@@ -112,6 +112,13 @@ def test_runs_of_one_task_with_other_regions_are_unlike():
     assert unlike_runs([run("brats", "et", "tc", "wt"), run("brats")]) is None  # crashed before validating
 
 
+def test_runs_compare_refuses_a_run_given_twice(store):
+    """`compare A A` printed a table of +0.000 deltas."""
+    uri, ids, _ = store
+    out = _invoke(runs.app, "compare", ids["brats"], ids["brats2"], ids["brats"], "--tracking-uri", uri)
+    assert out.exit_code == 2 and f"run {ids['brats']} given more than once" in out.output
+
+
 def test_runs_compare_refuses_a_plot_that_is_not_png(store):
     """`--plot x.txt` wrote a PNG under a .txt name."""
     uri, ids, tmp = store
