@@ -338,6 +338,9 @@ def predict_folder(
         del reader  # stops the reader processes now, also when interrupted
         for fut, result in writes:  # interrupted: the pool has finished the writes under way, cancelled the rest
             _settle(fut, result)
+        if not completed:  # cases in the network or not yet read: listed, so the report names every case left
+            seen = {r.id for r in results}
+            results += [CaseResult(case.id, "interrupted") for case in todo if case.id not in seen]
         report(completed)  # the truth on disk, also after an interruption
     return results
 

@@ -89,6 +89,12 @@ def test_killed_prediction_leaves_only_complete_files_and_resumes(folder, sig):
         np.testing.assert_array_equal(data, _outputs(ref_dir)[name])
     if sig != signal.SIGKILL:
         assert not list(out.glob(".*.part*"))
+        # every case is in the report: the one in the network when the signal came was missing, as were those after
+        report = json.loads((out / "predict_report.json").read_text())
+        cases = sorted(p.name for p in (root / "in").iterdir() if p.is_dir())
+        assert sorted(c["id"] for c in report["cases"]) == cases and not report["final"]
+        assert {c["id"]: c["status"] for c in report["cases"]}[cases[1]] == "interrupted"  # the hanging one
+        assert report["summary"]["interrupted"] >= len(cases) - 1
     assert _predict(root, model, out.name).wait(timeout=300) == 0
     assert _outputs(out).keys() == _outputs(ref_dir).keys()
     for name, data in _outputs(out).items():
