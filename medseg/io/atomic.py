@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +64,18 @@ def temporary_siblings(final: str | Path) -> list[Path]:
     if not final.parent.is_dir():
         return []
     return [p for p in final.parent.glob(f".{glob.escape(final.name)}.*") if ".part" in p.name]
+
+
+def remove_temporaries(final: str | Path) -> None:
+    """Remove what killed writers of `final` left (`temporary_siblings`, and work folders named after those, one
+    more dot ahead): a SIGKILLed export leaves its temporary graph and its quantiser's folder (megabytes)."""
+    final = Path(final)
+    work = [p for p in final.parent.glob(f"..{glob.escape(final.name)}.*") if ".part" in p.name]
+    for p in [*temporary_siblings(final), *work]:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def atomic_write_text(final: str | Path, text: str) -> None:

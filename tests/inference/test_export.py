@@ -40,6 +40,11 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     bundle = make_bundle(bias=0.3)
     save_checkpoint({"bundle": bundle.to_dict()}, root / "model.pt")
+    # What a SIGKILLed `export --int8` to the same path leaves: its temporary graph and the quantiser's folder.
+    (root / ".model.onnx.k1ll.part.onnx").write_bytes(b"partial")
+    (root / "..model.onnx.k1ll.part.onnx.q8w").mkdir()
+    (root / "..model.onnx.k1ll.part.onnx.q8w" / "fp32.onnx").write_bytes(b"fp32")
+    (root / ".other.onnx.k1ll.part.onnx").write_bytes(b"another output's")
     report = export_onnx(bundle, root / "model.onnx")
     return root, bundle, report
 
@@ -53,6 +58,7 @@ def test_export_is_verified_and_carries_the_bundle(exported):
     assert meta.channels == bundle.channels and meta.label_map == bundle.label_map
     assert meta.patch_size == bundle.patch_size and meta.infer == bundle.infer and meta.state_dict == {}
     assert facts["supports_modality_mask"] and record["precision"] == "fp32"
+    assert sorted(p.name for p in root.glob(".*")) == [".other.onnx.k1ll.part.onnx"]  # a killed export's removed
 
 
 def test_the_onnx_file_alone_predicts_what_pytorch_predicts(exported, brats2021_dir, tmp_path):
