@@ -194,8 +194,16 @@ def write_report(
         "cases": [asdict(r) for r in results],
     }
     atomic_write_text(out_dir / report_name(shard), json.dumps(report, indent=1))
-    if final and shard[1] > 1:
-        merge_reports(out_dir, shard[1])
+    if final and (shard[1] == 1 or merge_reports(out_dir, shard[1])):
+        _remove_other_shard_reports(out_dir, shard[1])
+
+
+def _remove_other_shard_reports(out_dir: Path, parts: int) -> None:
+    """Once `predict_report.json` is this run's, shard reports of a run split in another number of parts are stale
+    (a folder predicted in 2 parts, then redone in 3, kept both sets beside the merged report)."""
+    for path in out_dir.glob("predict_report.part*of*.json"):
+        if parts == 1 or not path.name.endswith(f"of{parts}.json"):
+            path.unlink(missing_ok=True)
 
 
 def merge_reports(out_dir: Path, parts: int) -> bool:

@@ -287,6 +287,8 @@ def test_two_shards_predict_into_one_folder_at_once(tmp_path):
 
     write_synthetic_dataset(tmp_path / "in", 6, "brats2021", (32, 32, 24), seed=1, kind="simple")
     save_checkpoint({"bundle": make_bundle(bias=0.3).to_dict()}, tmp_path / "m.pt")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "predict_report.part2of3.json").write_text("{}")  # an earlier run split in three
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "medseg", "predict", "--model", "m.pt", "in", "out", "--part", f"{i}/2"],
@@ -307,6 +309,12 @@ def test_two_shards_predict_into_one_folder_at_once(tmp_path):
     assert report["engine"] and report["model"]  # what made the masks, kept by the merge
     assert sorted(c["id"] for c in report["cases"]) == [f"BraTS2021_{i:05d}" for i in range(6)]
     assert not list((tmp_path / "out").glob(".*.part*"))
+    parts = sorted(p.name for p in (tmp_path / "out").glob("predict_report.part*"))
+    assert parts == ["predict_report.part0of2.json", "predict_report.part1of2.json"]  # the stale part2of3 went
+    from medseg.inference.output_folder import write_report
+
+    write_report(tmp_path / "out", [], (0, 1), True, {})  # an unsharded run's final report: no shard's is current
+    assert not list((tmp_path / "out").glob("predict_report.part*"))
 
 
 def test_config_show_never_prints_credentials():
