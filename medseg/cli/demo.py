@@ -150,6 +150,7 @@ def demo(
 def _report(evaluation, trained, out: Path, pred_dir: Path, uri: str, seconds: float) -> None:
     from rich.table import Table
 
+    from medseg.cli.evaluate import mean_std
     from medseg.transforms.postprocess import describe_plan
 
     summary = evaluation.summary
@@ -158,7 +159,7 @@ def _report(evaluation, trained, out: Path, pred_dir: Path, uri: str, seconds: f
         table.add_column(col, justify="left" if col == "region" else "right")
     for r in evaluation.task.scheme.region_names:
         d, h, lw = (summary[f"{m}_{r.lower()}"] for m in ("dice", "hd95", "lesion_dice"))
-        table.add_row(r, f"{d['mean']:.3f} ± {d['std']:.3f}", f"{h['mean']:.1f}", f"{lw['mean']:.3f}")
+        table.add_row(r, mean_std(d), f"{h['mean']:.1f}", f"{lw['mean']:.3f}")
     console.print(table)
     lines = [
         f"finished in {seconds / 60:.1f} min",

@@ -100,6 +100,11 @@ def _report_problems(result: EvalResult, missing_as_empty: bool) -> None:
         )
 
 
+def mean_std(stat: dict, fmt: str = "{:.3f}") -> str:
+    """ "mean ± std" of a summary entry; the mean alone for one case (its std is undefined)."""
+    return fmt.format(stat["mean"]) + ("" if stat["std"] is None else f" ± {fmt.format(stat['std'])}")
+
+
 def _render(outcome, out: Path, run: str | None) -> None:
     result = outcome.result
     regions = outcome.task.scheme.region_names
@@ -112,11 +117,7 @@ def _render(outcome, out: Path, run: str | None) -> None:
     for r in regions:
         table.add_column(r, justify="right")
     for metric, label, fmt in METRIC_ROWS:
-        cells = []
-        for r in regions:
-            s = outcome.summary[f"{metric}_{r.lower()}"]
-            cells.append(f"{fmt.format(s['mean'])} ± {fmt.format(s['std'])}")
-        table.add_row(label, *cells)
+        table.add_row(label, *(mean_std(outcome.summary[f"{metric}_{r.lower()}"], fmt) for r in regions))
     console.print(table)
     files = f"per-case metrics: {outcome.csv}   summary: {outcome.summary_path}"
     console.print(files, highlight=False, soft_wrap=True, markup=False)

@@ -96,7 +96,7 @@ def evaluate_folder(
     `unmatched_gt`), once at least one prediction was scored: empty masks alone would score no model."""
     found: dict[str, list[Path]] = {}
     for path in sorted(pred_dir.glob("[!.]*.nii*")):  # hidden files: an interrupted run's temporary writes
-        if (cid := strip_nifti(path.name)) is not None:
+        if (cid := strip_nifti(path.name)) is not None and not path.is_dir():
             found.setdefault(cid, []).append(path)
     preds = {cid: paths[0] for cid, paths in found.items()}
     labelled = {c.id: c for c in gt_cases if c.label}
@@ -124,15 +124,15 @@ def evaluate_folder(
     return EvalResult(rows, sorted(set(preds) - set(labelled)), missing, failed)
 
 
-def summarise(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
-    """mean / median / std of every metric column (the sample std, ddof 1, as pandas and papers' "mean ± SD"; 0 for
-    one case)."""
+def summarise(rows: Sequence[dict]) -> dict[str, dict[str, float | None]]:
+    """mean / median / std of every metric column (the sample std, ddof 1, as pandas and papers' "mean ± SD"; None
+    for one case, where it is undefined: 0 read as "no spread")."""
     if not rows:
         return {}
     keys = [k for k in rows[0] if k != "id"]
     out = {}
     for k in keys:
         vals = np.array([r[k] for r in rows], dtype=float)
-        std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        std = float(vals.std(ddof=1)) if len(vals) > 1 else None
         out[k] = {"mean": float(vals.mean()), "median": float(np.median(vals)), "std": std}
     return out

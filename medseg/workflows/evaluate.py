@@ -42,11 +42,13 @@ def evaluate(
     """Match predictions to labelled cases by id and score them; write `out` (CSV) and its `.summary.json`;
     log `test_*` metrics and both files to MLflow run `run_id` when given."""
     if not pred_dir.is_dir():
-        raise DataError("prediction folder not found", path=str(pred_dir))
+        raise DataError("prediction folder not found", path=str(pred_dir), hint="pass the folder medseg predict wrote")
     if out is not None:
         check_writable(out)  # before scoring: a wrong path would lose the metrics
     task = get_task(task_name, gt_dir)
     _, gt_cases = detect_cases(gt_dir, task.layouts)
+    if not any(c.label for c in gt_cases):  # blamed the prediction folder ("no prediction matches")
+        raise DataError("the ground-truth folder holds no labelled case", path=str(gt_dir), hint=_no_truth_hint(gt_dir))
     if run_id:  # before scoring, and before a CSV is written for a run that cannot receive it
         from medseg.tracking import resolve_tracking_uri
         from medseg.tracking.run_writer import require_run
@@ -71,6 +73,8 @@ def evaluate(
             "convention": words,
             "cases": len(result.rows),
             "labelled_without_prediction": len(result.unmatched_gt),
+            "truth_without_prediction": result.unmatched_gt,  # the ids, as `--format json` lists them
+            "predictions_without_truth": result.unmatched_pred,
             # not in the means: a prediction that could not be scored (unreadable, another grid), with the reason
             "failed": [{"id": cid, "error": error} for cid, error in result.failed],
             "missing_scored_as_empty": missing_as_empty,
@@ -87,9 +91,18 @@ def evaluate(
     return outcome
 
 
+def _no_truth_hint(gt_dir: Path) -> str:
+    """Where the labels are, for a ground-truth folder without any: most often a `labelsTr` passed for its dataset
+    (nnU-Net's evaluate_folder takes that folder), whose dataset.json says what its label values mean."""
+    if gt_dir.name.lower().startswith("labels") and (gt_dir.parent / "dataset.json").is_file():
+        return f"pass the dataset folder {gt_dir.parent} (its dataset.json says what the label values mean)"
+    return (
+        "pass the dataset folder in its layout: BraTS case folders with <case>_seg.nii.gz, or the folder holding "
+        "imagesTr, labelsTr and dataset.json (a folder of label files alone does not say its label convention)"
+    )
+
+
 def _no_match_hint(result: EvalResult) -> str:
-    if not result.unmatched_gt:
-        return "the ground-truth folder has no label files"
     if not result.unmatched_pred:
         return "the prediction folder has no <case_id>.nii.gz files"
     return f"prediction files must be named <case_id>.nii.gz, e.g. {result.unmatched_gt[0]}.nii.gz"

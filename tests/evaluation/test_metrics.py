@@ -330,7 +330,7 @@ def test_summary_std_is_the_sample_std():
 
     summary = summarise([{"id": "a", "dice_wt": 0.0}, {"id": "b", "dice_wt": 1.0}])
     assert summary["dice_wt"]["std"] == pytest.approx(np.sqrt(0.5))
-    assert summarise([{"id": "a", "dice_wt": 0.5}])["dice_wt"]["std"] == 0.0
+    assert summarise([{"id": "a", "dice_wt": 0.5}])["dice_wt"]["std"] is None  # undefined for one case (was 0.0)
 
 
 def test_a_partial_evaluation_is_not_logged_over_the_runs_figures(tmp_path, brats2021_dir):
@@ -385,3 +385,30 @@ def test_uncompressed_predictions_are_scored_and_a_case_with_both_forms_fails(tm
     assert result.failed == [
         (cases[1].id, f"case {cases[1].id}: both {cases[1].id}.nii and {cases[1].id}.nii.gz (fix: remove one)")
     ]
+
+
+def test_a_ground_truth_folder_without_labelled_cases_is_named_with_where_the_labels_are(tmp_path, brats2021_dir):
+    """`evaluate pred dataset/labelsTr` (nnU-Net's evaluate_folder takes that folder) said "pred: no prediction
+    matches a labelled case (fix: the ground-truth folder has no label files)": the wrong folder, no way out."""
+    import json
+    import shutil
+
+    from medseg.errors import DataError
+    from medseg.workflows.evaluate import evaluate
+
+    pred, cases, _ = _prediction_folder(tmp_path, brats2021_dir, {})
+    labels = tmp_path / "msd" / "labelsTr"
+    labels.mkdir(parents=True)
+    (tmp_path / "msd" / "dataset.json").write_text("{}")
+    for c in cases:
+        shutil.copy(c.label, labels / f"{c.id}.nii.gz")
+    with pytest.raises(DataError) as err:
+        evaluate(pred, labels)
+    assert err.value.path == str(labels) and "holds no labelled case" in err.value.message
+    assert err.value.hint.startswith(f"pass the dataset folder {labels.parent}")
+    (pred / f"{cases[1].id}.nii.gz").unlink()
+    (pred / f"{cases[1].id}.nii.gz").mkdir()  # a folder with a NIfTI name is no prediction (it was "missing file")
+    outcome = evaluate(pred, brats2021_dir, out=tmp_path / "m.csv")
+    assert not outcome.result.failed and outcome.result.unmatched_gt == [cases[1].id]
+    summary = json.loads((tmp_path / "m.summary.json").read_text())  # the ids, as --format json lists them
+    assert summary["truth_without_prediction"] == [cases[1].id] and summary["predictions_without_truth"] == []
