@@ -91,6 +91,16 @@ def _report_problems(result: EvalResult, missing_as_empty: bool) -> None:
         err_console.print(
             f"[yellow]{len(result.unmatched_pred)} prediction(s) without ground truth[/]: {names}", soft_wrap=True
         )
+    from medseg.evaluation.evaluate import near_misses
+
+    guesses = near_misses(result.unmatched_pred, result.unmatched_gt)
+    if guesses:
+        pairs = ", ".join(f"{p} looks like {g}" for p, g in list(guesses.items())[:3])
+        more = f" (and {len(guesses) - 3} more)" if len(guesses) > 3 else ""
+        err_console.print(
+            f"[yellow]hint[/]: predictions are matched by name, <case_id>.nii.gz: {escape(pairs)}{more}",
+            soft_wrap=True,
+        )
     if result.unmatched_gt:
         names = escape(", ".join(result.unmatched_gt[:10]))
         scored = "scored as empty masks" if missing_as_empty else "not scored (--missing-as-empty scores them as empty)"

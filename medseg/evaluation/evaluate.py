@@ -124,6 +124,18 @@ def evaluate_folder(
     return EvalResult(rows, sorted(set(preds) - set(labelled)), missing, failed)
 
 
+def near_misses(unmatched_pred: Sequence[str], unmatched_gt: Sequence[str]) -> dict[str, str]:
+    """Predictions named almost like a labelled case without prediction (`<id>_pred`, `<id>_0000`, `seg_<id>`, a
+    lower-case id, or the id's number alone), each with that case's id: what the file was probably meant to be."""
+    found = {}
+    for pred in unmatched_pred:
+        p = pred.lower()
+        candidates = [g for g in unmatched_gt if g.lower() in p or (len(p) >= 3 and g.lower().endswith(p))]
+        if len(candidates) == 1:  # an ambiguous name is not a guess worth printing
+            found[pred] = candidates[0]
+    return found
+
+
 def summarise(rows: Sequence[dict]) -> dict[str, dict[str, float | None]]:
     """mean / median / std of every metric column (the sample std, ddof 1, as pandas and papers' "mean ± SD"; None
     for one case, where it is undefined: 0 read as "no spread")."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from medseg.core import Task
 from medseg.data.layouts import detect_cases
 from medseg.errors import DataError
-from medseg.evaluation.evaluate import EvalResult, evaluate_folder, summarise
+from medseg.evaluation.evaluate import EvalResult, evaluate_folder, near_misses, summarise
 from medseg.evaluation.metrics import convention
 from medseg.io.atomic import atomic_write_text, check_writable
 from medseg.io.tables import rows_to_csv
@@ -105,4 +105,8 @@ def _no_truth_hint(gt_dir: Path) -> str:
 def _no_match_hint(result: EvalResult) -> str:
     if not result.unmatched_pred:
         return "the prediction folder has no <case_id>.nii.gz files"
+    guesses = near_misses(result.unmatched_pred, result.unmatched_gt)
+    if guesses:
+        pred, case = next(iter(guesses.items()))
+        return f"prediction files must be named <case_id>.nii.gz: {pred} looks like {case} (rename it {case}.nii.gz)"
     return f"prediction files must be named <case_id>.nii.gz, e.g. {result.unmatched_gt[0]}.nii.gz"

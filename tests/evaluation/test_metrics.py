@@ -412,3 +412,26 @@ def test_a_ground_truth_folder_without_labelled_cases_is_named_with_where_the_la
     assert not outcome.result.failed and outcome.result.unmatched_gt == [cases[1].id]
     summary = json.loads((tmp_path / "m.summary.json").read_text())  # the ids, as --format json lists them
     assert summary["truth_without_prediction"] == [cases[1].id] and summary["predictions_without_truth"] == []
+
+
+def test_predictions_named_almost_like_a_case_get_the_name_they_need(tmp_path, brats2021_dir):
+    """`<id>_pred.nii.gz` files gave "prediction files must be named <case_id>.nii.gz" with an unrelated example,
+    or, beside matched files, only a list of "predictions without ground truth" and exit 0."""
+    from medseg.errors import DataError
+    from medseg.evaluation.evaluate import near_misses
+    from medseg.workflows.evaluate import evaluate
+
+    gt = ["BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003", "BraTS2021_00013"]
+    preds = ["BraTS2021_00001_pred", "brats2021_00002", "00003", "seg", "BraTS2021"]
+    assert near_misses(preds, gt) == {
+        "BraTS2021_00001_pred": "BraTS2021_00001",
+        "brats2021_00002": "BraTS2021_00002",
+        "00003": "BraTS2021_00003",
+    }  # "seg" matches nothing, "BraTS2021" every case: no guess
+    pred, cases, _ = _prediction_folder(tmp_path, brats2021_dir, {})
+    for c in cases:
+        (pred / f"{c.id}.nii.gz").rename(pred / f"{c.id}_pred.nii.gz")
+    with pytest.raises(DataError) as err:
+        evaluate(pred, brats2021_dir)
+    first = cases[0].id
+    assert f"{first}_pred looks like {first} (rename it {first}.nii.gz)" in err.value.hint
