@@ -44,6 +44,7 @@ def evaluate(
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:
     """Evaluate predictions against labels by case id (BraTS conventions for empty regions)."""
+    from medseg.evaluation.evaluate import case_columns
     from medseg.io.tables import rows_to_csv
     from medseg.workflows.evaluate import evaluate as evaluate_folder
 
@@ -70,9 +71,8 @@ def evaluate(
             "missing_scored_as_empty": missing_as_empty,
         }
         typer.echo(json.dumps(report, indent=1))
-    elif fmt == "csv":
-        if result.rows:
-            typer.echo(rows_to_csv(result.rows), nl=False)
+    elif fmt == "csv":  # the header also when no case scored, as every csv of medseg
+        typer.echo(rows_to_csv(result.rows, case_columns(outcome.task)), nl=False)
     elif result.rows:
         _render(outcome, out, run)
     if result.failed:

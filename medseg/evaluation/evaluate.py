@@ -13,7 +13,7 @@ from medseg.core import Case, Task
 from medseg.data.layouts import strip_nifti
 from medseg.errors import DataError
 from medseg.evaluation.lesionwise import lesion_wise
-from medseg.evaluation.metrics import region_metrics
+from medseg.evaluation.metrics import METRICS, region_metrics
 from medseg.io.nifti import AFFINE_TOL_MM, check_geometry, load_header, read_label
 from medseg.transforms.labels import labels_to_regions
 
@@ -40,11 +40,18 @@ def evaluate_case(pred_path: Path | None, gt_case: Case, task: Task) -> dict:
     row = {"id": gt_case.id, **region_metrics(p, g, scheme.region_names, spacing, task.empty_hd95_mm)}
     for i, name in enumerate(scheme.region_names):
         lw = lesion_wise(p[i], g[i], spacing)
-        row[f"lesion_dice_{name.lower()}"] = lw.dice
-        row[f"lesion_hd95_{name.lower()}"] = lw.hd95
-        row[f"lesion_fp_{name.lower()}"] = lw.false_positives
-        row[f"lesion_missed_{name.lower()}"] = lw.missed
+        scores = (lw.dice, lw.hd95, lw.false_positives, lw.missed)
+        row |= {f"{key}_{name.lower()}": value for key, value in zip(LESION_KEYS, scores, strict=True)}
     return row
+
+
+LESION_KEYS = ("lesion_dice", "lesion_hd95", "lesion_fp", "lesion_missed")
+
+
+def case_columns(task: Task) -> list[str]:
+    """The columns of `evaluate_case`'s rows, for a CSV header when no case could be scored."""
+    regions = [r.lower() for r in task.scheme.region_names]
+    return ["id", *(f"{m}_{r}" for r in regions for m in METRICS), *(f"{k}_{r}" for r in regions for k in LESION_KEYS)]
 
 
 def _read_prediction(pred_path: Path, gt_case: Case, shape, affine) -> np.ndarray:

@@ -365,6 +365,16 @@ def test_an_evaluation_where_nothing_scores_leaves_no_earlier_results_at_out(tmp
     outcome = evaluate(pred, brats2021_dir, out=tmp_path / "m.csv")
     assert not outcome.result.rows and len(outcome.result.failed) == len(cases)
     assert not (tmp_path / "m.csv").exists() and not (tmp_path / "m.summary.json").exists()
+    import typer
+    from typer.testing import CliRunner
+
+    from medseg.cli.evaluate import evaluate as command
+
+    app = typer.Typer()
+    app.command()(command)
+    out = CliRunner().invoke(app, [str(pred), str(brats2021_dir), "--out", str(tmp_path / "m.csv"), "--format", "csv"])
+    assert out.exit_code == 1 and out.stdout.startswith("id,dice_et,")  # a header for scripts (stdout was empty)
+    assert out.stdout.count("\n") == 1
 
 
 def test_uncompressed_predictions_are_scored_and_a_case_with_both_forms_fails(tmp_path, brats2021_dir):
