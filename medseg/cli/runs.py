@@ -189,7 +189,8 @@ def show(
     from medseg.tracking.review import get_run, logged_models, registry_aliases, summarise_run
 
     uri = resolve_tracking_uri(tracking_uri)
-    c, run = get_run(uri, run_id)
+    c, run = get_run(uri, run_id, prefix=True)
+    run_id = run.info.run_id  # the whole id, when a prefix was given
     s = summarise_run(c, run)
     arts = [f.path for f in c.list_artifacts(run_id)]
     models = logged_models(c, run)
@@ -272,7 +273,9 @@ def compare(
             raise MedsegError("--plot writes a PNG image", path=str(plot), hint=f"name it {plot.with_suffix('.png')}")
         check_writable(plot)
     uri = resolve_tracking_uri(tracking_uri)
-    pairs = [get_run(uri, r) for r in run_ids]
+    pairs = [get_run(uri, r, prefix=True) for r in run_ids]
+    if len({run.info.run_id for _, run in pairs}) < len(pairs):
+        raise typer.BadParameter("the same run given more than once (as its id and a prefix)", param_hint="RUN_IDS")
     runs = [summarise_run(c, r) for c, r in pairs]
     keys = sorted(set().union(*(s.params for s in runs)))
     differing = [k for k in keys if len({s.params.get(k, "-") for s in runs}) > 1]

@@ -98,12 +98,29 @@ def summarise_run(c, run) -> RunSummary:
     return s
 
 
-def get_run(uri: str, run_id: str):
+def get_run(uri: str, run_id: str, prefix: bool = False):
+    """The store's client and run `run_id`; with `prefix`, also the one run whose id starts with it (the review
+    commands label runs by their first 8 characters, as git does commits)."""
     c = existing_store_client(uri)
     try:
         return c, c.get_run(run_id)
     except Exception:
-        raise TrackingError(f"no run {run_id} in {redact_secrets(uri)}", hint="see `medseg runs list`") from None
+        if not prefix or not MIN_PREFIX <= len(run_id) < 32 or not all(ch in HEX for ch in run_id.lower()):
+            raise TrackingError(f"no run {run_id} in {redact_secrets(uri)}", hint="see `medseg runs list`") from None
+    from mlflow.entities import ViewType
+
+    experiments = [e.experiment_id for e in c.search_experiments(view_type=ViewType.ALL)]
+    found = [r for r in _every_run(c, experiments, ViewType.ALL) if r.info.run_id.startswith(run_id.lower())]
+    if len(found) == 1:
+        return c, found[0]
+    if not found:
+        raise TrackingError(f"no run {run_id} in {redact_secrets(uri)}", hint="see `medseg runs list`")
+    ids = ", ".join(r.info.run_id for r in found[:3])
+    raise TrackingError(f"run id prefix {run_id} matches {len(found)} runs ({ids})", hint="give more of the id")
+
+
+MIN_PREFIX = 4
+HEX = frozenset("0123456789abcdef")
 
 
 def active_run(uri: str, run_id: str):
@@ -158,10 +175,16 @@ def lower_is_better(metric: str) -> bool:
     return "loss" in metric or "hd95" in metric or (metric.endswith("_s") and not metric.endswith("_per_s"))
 
 
-def _every_run(c, ids: list[str]) -> list:
+def _every_run(c, ids: list[str], view_type: int | None = None) -> list:
+    """Every run of experiments `ids`, newest first (active ones unless `view_type` says otherwise)."""
+    from mlflow.entities import ViewType
+
     runs, token = [], None
+    view = view_type or ViewType.ACTIVE_ONLY
     while True:
-        page = c.search_runs(ids, max_results=1000, order_by=["attributes.start_time DESC"], page_token=token)
+        page = c.search_runs(
+            ids, run_view_type=view, max_results=1000, order_by=["attributes.start_time DESC"], page_token=token
+        )
         runs += list(page)
         token = page.token
         if not token:

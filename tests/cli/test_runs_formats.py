@@ -321,3 +321,26 @@ def test_format_is_checked_before_work_and_case_blind(store, fmt, ok):
     text = out.stdout
     records = json.loads(text) if fmt == "JSON" else list(csv.DictReader(io.StringIO(text)))
     assert [r["run_id"] for r in records] == [ids["brats"]]
+
+
+def test_runs_show_and_compare_take_the_short_ids_they_print(store, monkeypatch):
+    """`runs compare` labels runs of one name by their first 8 characters; pasting that back was "no run"."""
+    from types import SimpleNamespace
+
+    from medseg.tracking import review
+
+    uri, ids, _ = store
+    short = {k: v[:8] for k, v in ids.items()}
+    shown = json.loads(_invoke(runs.app, "show", short["brats"], "--format", "json", "--tracking-uri", uri).stdout)
+    assert shown[0]["run_id"] == ids["brats"] and shown[0]["artifacts"] == ["config.yaml"]
+    out = _invoke(runs.app, "compare", short["brats"], short["brats2"], "--format", "json", "--tracking-uri", uri)
+    assert [r["run_id"] for r in json.loads(out.stdout)] == [ids["brats"], ids["brats2"]]
+    twice = _invoke(runs.app, "compare", short["brats"], ids["brats"], "--tracking-uri", uri)
+    assert twice.exit_code == 2 and "the same run given more than once" in twice.output
+    for wrong in ("zzzz1234", "abc"):  # not hex, too short: no search
+        with pytest.raises(TrackingError, match=f"no run {wrong}"):
+            review.get_run(uri, wrong, prefix=True)
+    twins = [SimpleNamespace(info=SimpleNamespace(run_id=f"abcd{i}" + "0" * 27)) for i in range(2)]
+    monkeypatch.setattr(review, "_every_run", lambda *a: twins)
+    with pytest.raises(TrackingError, match="run id prefix abcd matches 2 runs"):
+        review.get_run(uri, "abcd", prefix=True)
