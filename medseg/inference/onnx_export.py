@@ -52,7 +52,8 @@ def _with_mask(facts: NetworkFacts, x: torch.Tensor) -> tuple:
     if not facts.supports_modality_mask:
         return (x,)
     mask = torch.ones(batch, channels, dtype=torch.bool)
-    mask[0, -1] = False  # one sample with a masked modality: the mask input must work
+    if channels > 1:  # one sample with a masked modality, so the mask input must work; a lone modality stays
+        mask[0, -1] = False
     return x, mask
 
 

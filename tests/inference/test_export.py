@@ -623,3 +623,17 @@ def test_auto_on_a_folder_missing_a_modality_still_chooses(exported, brats2021_d
     sampled = predictor._sample_windows(2)
     assert (sampled is not None) == allow  # masked channels read as 0; strict: random windows instead
     assert predictor.engine.name == "torch"
+
+
+def test_a_single_modality_cross_modal_model_exports(tmp_path):
+    """The export's check fed a sample with its last modality masked: with one modality that masked them all, and
+    `predict` (engine auto exports) and `export` of any one-channel cross-modal model were a ValueError traceback."""
+    from medseg.inference.onnx_export import export_onnx
+    from medseg.nets import create_model
+
+    bundle = make_bundle()
+    bundle.model_kwargs = {**bundle.model_kwargs, "in_channels": 1}
+    bundle.state_dict = create_model("transunet3d_tiny", **bundle.model_kwargs).state_dict()
+    bundle.channels, bundle.norm_stats = ["flair"], [[500.0, 200.0]]
+    report = export_onnx(bundle, tmp_path / "one.onnx")
+    assert report.max_prob_diff <= report.tolerance
