@@ -36,7 +36,7 @@ from medseg.training.distributed import barrier
 from medseg.training.from_model import check_compatible, link_tags, pruned_start
 from medseg.training.loop import fit
 from medseg.training.postprocess_choice import choose_postprocess, predict_validation
-from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult, TrainSpec, check_network_config
+from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult, TrainSpec
 from medseg.training.validate import mean_val_dice
 from medseg.transforms.preprocess import PreprocessPlan
 from medseg.viz.curves import learning_curves
@@ -151,8 +151,6 @@ def train_task(
     if resume and resume_best is None:
         resume = {**resume, "best": -1.0}  # a lone last.pt: the best weights are not at hand
     train_cases, val_cases = manifest.split(split.fold)
-    if prune_source is None:  # a pruned run's network is its source's, checked below
-        check_network_config(cfg, task)  # a bad model name or keyword fails now, not after caching every case
     cache_dir = Path(cfg.data.cache_dir)
     check_writable(cache_dir, folder=True)  # under a file: "not a directory" was reported as a full disk
     plan = plan_preprocessing(cfg.data, train_cases, task.channels, manifest.intensity_stats)

@@ -22,7 +22,7 @@ from medseg.tracking.registry import check_names
 from medseg.training.distributed import barrier, init_world, shutdown
 from medseg.training.from_model import source_settings
 from medseg.training.run import Split, train_task
-from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult
+from medseg.training.spec import ProgressHooks, SilentHooks, TrainResult, check_network_config
 from medseg.workflows.scan import scan
 
 ALL_FOLDS = "all"
@@ -226,6 +226,8 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
     prune_source = load_model_ref(cfg.prune.source, uri) if cfg.prune else None
     if prune_source is not None:
         cfg = source_settings(cfg, prune_source)
+    else:  # a bad model name or keyword fails in a second, not after a scan that reads every voxel
+        check_network_config(cfg, task)
     device = resolve_device(req.device, runtime)
     world = init_world(device.type, runtime)
     try:

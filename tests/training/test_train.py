@@ -500,7 +500,7 @@ def test_a_single_case_cannot_be_held_out_and_the_hint_says_what_helps(tmp_path,
         run_training(request)
 
 
-def test_a_bad_model_or_cache_path_fails_before_any_case_is_cached(brats2021_manifest, tmp_path):
+def test_a_bad_model_or_cache_path_fails_before_any_case_is_cached(brats2021_manifest, brats2021_dir, tmp_path):
     from medseg.errors import ConfigError, MedsegError
 
     request = _one_untracked_epoch(tmp_path, tmp_path / "runs", manifest=brats2021_manifest)
@@ -508,6 +508,13 @@ def test_a_bad_model_or_cache_path_fails_before_any_case_is_cached(brats2021_man
     with pytest.raises(ConfigError, match=r"model 'transunet3d_tiny'.*no_such_keyword"):
         run_training(request)
     assert not (tmp_path / "cache").exists()  # was reported only after caching every case
+    from medseg.workflows.train import TrainRequest
+
+    out = tmp_path / "scanned"
+    scanning = TrainRequest("brats", SMOKE, ["model.name=unet_nope"], data=brats2021_dir, tracking=False, out=out)
+    with pytest.raises(ConfigError, match="unknown model 'unet_nope'"):
+        run_training(scanning)
+    assert not (tmp_path / "scanned").exists()  # refused before the scan read every voxel and wrote a manifest
     request = _one_untracked_epoch(tmp_path, tmp_path / "runs", manifest=brats2021_manifest)
     swin = [
         "model.name=swinunetr",
