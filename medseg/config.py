@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -223,6 +225,20 @@ def resolve_config(ref: str | Path) -> Path:
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping: PyYAML keeps the last, so a second `train:`
+    section silently dropped every setting of the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None, flags: dict[str, str] | None = None
 ) -> ExperimentConfig:
@@ -231,9 +247,22 @@ def load_config(
     if path is not None:
         p = resolve_config(path)
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}  # a SafeLoader
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+                path=str(p),
+                hint="save the file as UTF-8",
+            ) from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"not valid YAML ({exc.__class__.__name__})", path=str(p)) from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or exc.__class__.__name__
+            raise ConfigError(
+                f"not valid YAML: {problem}{where}",
+                path=str(p),
+                hint="fix that line: `key: value` pairs, sections indented with spaces (no tabs), each key once",
+            ) from None
         if not isinstance(raw, dict):
             raise ConfigError("top level must be a mapping", path=str(p))
     return validate_config(apply_overrides(raw, overrides or []), overrides, flags, path)
@@ -257,12 +286,14 @@ def validate_config(
             raise ConfigError(
                 f"unknown config key '{'.'.join(map(str, unknown[0]['loc']))}'",
                 path=str(path) if path else None,
-                hint=f"`medseg config show {shown}` lists the valid keys",
+                hint=_unknown_key_hint([str(part) for part in unknown[0]["loc"]]),
             ) from None
         loc, msg = _first_problem(exc.errors())
         flags = flags or {}
         given = {override_key(o): o for o in overrides or []}  # in order: the last override of a key is applied
-        source = max((k for k in given if loc == k or loc.startswith(f"{k}.")), key=len, default=None)
+        # the override that set the key, one of its parents (a whole section) or one of its fields
+        related = [k for k in given if loc == k or loc.startswith(f"{k}.") or k.startswith(f"{loc}.")]
+        source = max(related, key=len, default=None)
         if source is not None and given[source] in flags:  # naming the config file sent users to the wrong place
             raise ConfigError(f"invalid value {flags[given[source]]}: {msg}", hint="see the command's --help") from None
         if source is not None:
@@ -275,6 +306,36 @@ def validate_config(
             path=str(path) if path else None,
             hint=f"`medseg config show {shown}` shows each key with a valid value",
         ) from None
+
+
+def _section(parts: list[str]) -> type[BaseModel] | None:
+    """The config model of a dotted section (`[]`: the top level; None where it is no section of models)."""
+    model: type[BaseModel] = ExperimentConfig
+    for part in parts:
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        kinds = (field.annotation, *typing.get_args(field.annotation))  # `DistillConfig | None` too
+        found = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
+        if not found:
+            return None
+        model = found[0]
+    return model
+
+
+def _unknown_key_hint(loc: list[str]) -> str:
+    """The way to the key meant: nesting for a dotted YAML key, the near spelling and the section's valid keys."""
+    *parents, key = loc
+    nested = key.split(".")
+    if len(nested) > 1 and (inner := _section([*parents, *nested[:-1]])) and nested[-1] in inner.model_fields:
+        return f"in a YAML file, nest it: '{nested[0]}:' with '{'.'.join(nested[1:])}: ...' indented under it"
+    model = _section(parents)
+    if model is None:
+        return "`medseg config show` prints every valid key"
+    valid = list(model.model_fields)
+    close = difflib.get_close_matches(key, valid, n=1)
+    where = f"under '{'.'.join(parents)}'" if parents else "at the top level"
+    return (f"did you mean '{close[0]}'? " if close else "") + f"valid keys {where}: {', '.join(valid)}"
 
 
 def _first_problem(errors: list[dict]) -> tuple[str, str]:

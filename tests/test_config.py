@@ -31,6 +31,33 @@ def test_unknown_key_is_named(tmp_path):
         load_config(p)
 
 
+@pytest.mark.parametrize(
+    ("text", "message", "hint"),
+    [
+        # the hint was `medseg config show --config c.yaml`, which fails on the same key
+        ("train:\n  lr_: 0.1\n", "unknown config key 'train.lr_'", "did you mean 'lr'? valid keys under 'train': "),
+        ("train.epochs: 3\n", "unknown config key 'train.epochs'", "nest it: 'train:' with 'epochs: ...' indented"),
+        ("trian:\n  epochs: 3\n", "unknown config key 'trian'", "did you mean 'train'? valid keys at the top level"),
+        # PyYAML kept the last `train:`, silently dropping epochs: 3
+        ("train:\n  epochs: 3\ntrain:\n  lr: 0.5\n", "not valid YAML: key 'train' given twice at line 3", "each key"),
+    ],
+)
+def test_a_config_file_mistake_says_where_and_the_way_out(tmp_path, text, message, hint):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert err.value.message == message and hint in err.value.hint
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    """A Latin-1 comment (or a UTF-16 file from Notepad) was a UnicodeDecodeError traceback."""
+    p = tmp_path / "c.yaml"
+    p.write_bytes("train:\n  epochs: 2 # étape\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0xe9 at offset 21\)"):
+        load_config(p)
+
+
 def test_yaml_is_parsed_safely(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("train: !!python/object/apply:os.system ['echo pwned']\n")
@@ -87,10 +114,13 @@ def test_a_key_with_several_forms_names_each_form_not_a_pydantic_label():
 def test_a_typo_is_named_before_the_errors_it_causes():
     """`prune.amout=0.5` also leaves `prune.source` unset: the message was "invalid config key 'prune.source':
     Field required", hiding the typo."""
-    with pytest.raises(ConfigError, match=r"^unknown config key 'prune\.amout' .*config show --config brats_smoke"):
+    with pytest.raises(ConfigError, match=r"^unknown config key 'prune\.amout' .*did you mean 'amount'\? valid keys"):
         load_config(None, ["prune.amout=0.5"])
     with pytest.raises(ConfigError, match=r"--set prune\.amount=1\.5 \(config key 'prune\.amount'\): .* less than 1"):
         load_config(None, ["prune.source=x.pt", "prune.amount=1.5"])
+    # a --set of a field whose section is invalid was blamed on the config file
+    with pytest.raises(ConfigError, match=r"^invalid value --set data\.intensity\.flair\.kind=window "):
+        load_config("brats_smoke", ["data.intensity.flair.kind=window"])
 
 
 def test_a_bad_value_names_where_it_came_from(tmp_path):
