@@ -70,6 +70,11 @@ def find_suffix_cases(
     return [c for f in folders if (c := _suffix_case(f, suffixes, label_suffix, sep, label_map, layout)) is not None]
 
 
+def _ending_of(present: Sequence[Path]) -> str:
+    """The file ending a case's missing channel is named with: its other files' (.nii in a .nii dataset)."""
+    return ".nii" if present and all(p.name.endswith(".nii") for p in present) else ".nii.gz"
+
+
 def _suffix_case(
     folder: Path, suffixes: Sequence[str], label_suffix: str, sep: str, label_map: dict[str, int], layout: str
 ) -> Case | None:
@@ -77,7 +82,9 @@ def _suffix_case(
     cid = folder.name
     if not any(f"{cid}{sep}{s}" in files for s in suffixes):
         return None
-    images = tuple(str(files.read(f"{cid}{sep}{s}") or folder / f"{cid}{sep}{s}.nii.gz") for s in suffixes)
+    found = {s: files.read(f"{cid}{sep}{s}") for s in suffixes}
+    ending = _ending_of([f for f in found.values() if f])
+    images = tuple(str(found[s] or folder / f"{cid}{sep}{s}{ending}") for s in suffixes)
     label = files.read(f"{cid}{sep}{label_suffix}")
     return Case(cid, images, (None,) * len(suffixes), str(label) if label else None, label_map, layout)
 
@@ -119,7 +126,8 @@ def find_nnunet_cases(
     order = list(order) if order is not None else list(range(n_channels))
     cases = []
     for cid, chans in sorted(groups.items()):
-        images = tuple(str(chans.get(i, image_dir / f"{cid}_{i:04d}.nii.gz")) for i in order)
+        ending = _ending_of(list(chans.values()))
+        images = tuple(str(chans.get(i, image_dir / f"{cid}_{i:04d}{ending}")) for i in order)
         label = labels.read(cid)
         cases.append(Case(cid, images, (None,) * len(order), str(label) if label else None, label_map, layout))
     return cases

@@ -185,3 +185,19 @@ def test_generic_task_from_dataset_json(tmp_path):
     layout, cases = detect_cases(tmp_path, task.layouts)
     assert task.channels == ("ct",) and task.scheme.region_names == ["liver"]
     assert layout.name == "nnunet" and cases[0].label.endswith("liver_001.nii.gz")
+
+
+def test_a_missing_channel_is_named_with_the_case_s_own_file_ending(tmp_path, brats2021_dir):
+    """In a `.nii` dataset the missing file was named `..._flair.nii.gz`, a file the user never had."""
+    import nibabel as nib
+
+    src = sorted(p for p in brats2021_dir.iterdir() if p.is_dir())[0]
+    case = tmp_path / src.name
+    case.mkdir()
+    for f in src.glob("*.nii.gz"):
+        if not f.name.endswith("_flair.nii.gz"):
+            nib.save(nib.load(f), case / f.name.replace(".nii.gz", ".nii"))
+    _, (found,) = detect_cases(tmp_path, get_task("brats").layouts)
+    assert found.images[3] == str(case / f"{src.name}_flair.nii")
+    with pytest.raises(DataError, match=f"missing file {src.name}_flair.nii "):
+        read_case(found)
