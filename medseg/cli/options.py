@@ -32,6 +32,7 @@ ExperimentOpt = typer.Option(None, "--experiment", help="MLflow experiment name.
 RunNameOpt = typer.Option(None, "--run-name", help="MLflow run name.")
 ResumeOpt = typer.Option(None, "--resume", help="Run id or checkpoint (last.pt) of an interrupted run to continue.")
 NoTrackingOpt = typer.Option(False, "--no-tracking", help="Do not log to MLflow.")
+SkipBadOpt = typer.Option(False, "--skip-bad", help="With --data: train on the good cases when some are bad.")
 NoProgressOpt = typer.Option(False, "--no-progress", help="Plain log lines instead of progress bars.")
 FORMATS = ("table", "csv", "json")
 

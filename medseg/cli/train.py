@@ -20,6 +20,7 @@ from medseg.cli.options import (
     ResumeOpt,
     RunNameOpt,
     SetOpt,
+    SkipBadOpt,
     TrackingUriOpt,
 )
 from medseg.cli.progress import RichTrainingHooks
@@ -63,6 +64,7 @@ def train(
     device: str = DeviceOpt,
     register: str | None = typer.Option(None, "--register", help="Register the best model under this name."),
     no_tracking: bool = NoTrackingOpt,
+    skip_bad: bool = SkipBadOpt,
     no_progress: bool = NoProgressOpt,
     out: Path = typer.Option(Path("outputs"), "--out", help="Where checkpoints, pictures and scanned manifests go."),
 ) -> None:
@@ -76,6 +78,7 @@ def train(
         config=config,
         data=data,
         manifest=manifest,
+        skip_bad=skip_bad,
         tracking_uri=tracking_uri,
         experiment=experiment,
         run_name=run_name,
@@ -106,6 +109,7 @@ def distill(
     resume: str | None = ResumeOpt,
     register: str | None = typer.Option(None, "--register", help="Register the student under this name."),
     no_tracking: bool = NoTrackingOpt,
+    skip_bad: bool = SkipBadOpt,
     no_progress: bool = NoProgressOpt,
     out: Path = typer.Option(Path("outputs"), "--out", help="Where checkpoints, pictures and manifests go."),
 ) -> None:
@@ -128,6 +132,7 @@ def distill(
         config=config,
         data=data,
         manifest=manifest,
+        skip_bad=skip_bad,
         tracking_uri=tracking_uri,
         experiment=experiment,
         run_name=run_name,
@@ -159,6 +164,7 @@ def prune(
     resume: str | None = ResumeOpt,
     register: str | None = typer.Option(None, "--register", help="Register the pruned model under this name."),
     no_tracking: bool = NoTrackingOpt,
+    skip_bad: bool = SkipBadOpt,
     no_progress: bool = NoProgressOpt,
     out: Path = typer.Option(Path("outputs"), "--out", help="Where checkpoints, pictures and manifests go."),
 ) -> None:
@@ -176,6 +182,7 @@ def prune(
         config=config,
         data=data,
         manifest=manifest,
+        skip_bad=skip_bad,
         tracking_uri=tracking_uri,
         experiment=experiment,
         run_name=run_name,

@@ -48,6 +48,7 @@ class TrainRequest:
     register: str | None = None
     resume: str | None = None
     out: Path = Path("outputs")
+    skip_bad: bool = False  # with `data`: train on the good cases when the scan finds bad ones
     flags: dict[str, str] = field(default_factory=dict)  # overrides made by the command's options -> option as typed
 
 
@@ -238,6 +239,13 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
             hooks.message(f"manifest of {len(scanned.manifest.cases)} cases -> {manifest_path}")
             for case, err in scanned.bad:
                 hooks.message(f"excluded {case.id}: {err}")
+            if scanned.bad and not req.skip_bad:  # trained on what was left, exit 0, where `data scan` fails
+                good = len(scanned.manifest.cases)
+                raise DataError(
+                    f"{len(scanned.bad)} of {good + len(scanned.bad)} cases are bad (listed above)",
+                    path=str(req.data),
+                    hint=f"fix them, or pass --skip-bad to train on the other {good}",
+                )
         barrier(world)  # other ranks read the manifest once rank 0 has written it
         manifest = load_manifest(manifest_path)
         _check_labelled([c.case for c in manifest.cases], manifest_path)

@@ -574,3 +574,32 @@ def test_a_fold_all_run_is_named_as_such_when_a_resume_is_refused():
     from medseg.training.run import _fold_words
 
     assert (_fold_words(None), _fold_words(2)) == ("fold all", "fold 2")
+
+
+def test_a_scan_with_bad_cases_stops_training_unless_skip_bad(brats2021_dir, tmp_path, monkeypatch):
+    """5 of 8 cases bad: `data scan` exited 1, `train --data` listed them and trained on the rest, exit 0."""
+    import shutil
+
+    from medseg.errors import DataError
+    from medseg.workflows import train as workflow
+    from medseg.workflows.train import TrainRequest, run_training
+
+    shutil.copytree(brats2021_dir, tmp_path / "d")
+    bad = sorted(p for p in (tmp_path / "d").iterdir() if p.is_dir())[0]
+    (bad / f"{bad.name}_t1.nii.gz").write_bytes(b"x")
+    request = TrainRequest("brats", SMOKE, data=tmp_path / "d", tracking=False, out=tmp_path / "runs")
+    total = len([p for p in (tmp_path / "d").iterdir() if p.is_dir()])
+    with pytest.raises(DataError, match=f"1 of {total} cases are bad") as err:
+        run_training(request)
+    assert f"pass --skip-bad to train on the other {total - 1}" in err.value.hint
+
+    class Trained(Exception):
+        pass
+
+    def train_task(*args, **kwargs):
+        raise Trained
+
+    monkeypatch.setattr(workflow, "train_task", train_task)
+    request.skip_bad = True
+    with pytest.raises(Trained):
+        run_training(request)
