@@ -94,6 +94,13 @@ def scan(
             highlight=False,
             soft_wrap=True,
         )
+        if result.absent_regions:
+            console.print(
+                f"[yellow]no case's label holds {', '.join(result.absent_regions)}[/]: training refuses a region it "
+                "cannot learn (remove it from dataset.json's labels, or add cases that hold it)",
+                highlight=False,
+                soft_wrap=True,
+            )
         unlabelled = [c.case.id for c in result.manifest.cases if not c.case.label]
         if unlabelled:
             console.print(
@@ -138,6 +145,7 @@ def _scan_report(result: ScanResult | None, bad: list, fmt: str) -> str:
         "layout": result.manifest.layout if result else None,
         "cases": rows,
         "ignored_files": [str(p) for p in result.unused] if result else [],
+        "absent_regions": result.absent_regions if result else [],
     }
     return json.dumps(report, indent=1) + "\n"
 

@@ -21,6 +21,7 @@ class ManifestCase:
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
     fold: int
+    label_values: tuple[int, ...] | None = None  # the nonzero values its label file holds (None: not recorded)
 
 
 @dataclass
@@ -50,6 +51,15 @@ class Manifest:
         val = [c.case for c in self.cases if c.fold == fold]
         return train, val
 
+    def absent_regions(self, regions: dict[str, tuple[str, ...]], ids: set[str] | None = None) -> list[str]:
+        """The regions (name -> classes) that no label file of the cases `ids` (default: all) holds; [] when the
+        manifest predates recorded label values."""
+        recorded = [c.label_values for c in self.cases if ids is None or c.case.id in ids]
+        if not recorded or any(v is None for v in recorded):
+            return []
+        present = set().union(*recorded)
+        return [r for r, classes in regions.items() if not any(self.label_map.get(c) in present for c in classes)]
+
     def to_json(self) -> dict[str, Any]:
         out = {
             "task": self.task,
@@ -58,6 +68,7 @@ class Manifest:
             "label_map": self.label_map,
             "cases": [
                 {**c.case.to_json(), "shape": list(c.shape), "spacing": list(c.spacing), "fold": c.fold}
+                | ({"label_values": list(c.label_values)} if c.label_values is not None else {})
                 for c in self.cases
             ],
         }
@@ -110,7 +121,9 @@ def load_manifest(path: str | Path) -> Manifest:
             c["images"] = [str((p.parent / f).resolve()) for f in c["images"]]
             if c.get("label"):
                 c["label"] = str((p.parent / c["label"]).resolve())
-            cases.append(ManifestCase(Case.from_json(c), tuple(c["shape"]), tuple(c["spacing"]), int(c["fold"])))
+            values = tuple(int(v) for v in c["label_values"]) if "label_values" in c else None
+            case = Case.from_json(c)
+            cases.append(ManifestCase(case, tuple(c["shape"]), tuple(c["spacing"]), int(c["fold"]), values))
         stats = {str(ch): {k: float(v) for k, v in s.items()} for ch, s in raw.get("intensity_stats", {}).items()}
         return Manifest(raw["task"], raw["layout"], list(raw["channels"]), dict(raw["label_map"]), cases, stats)
     except (KeyError, TypeError, ValueError) as exc:

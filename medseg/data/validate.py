@@ -27,7 +27,7 @@ def scan_dataset(
 ) -> tuple[Manifest, list[tuple[Case, DataError]]]:
     """Detect the layout, read and validate every case; returns the manifest of good cases and the bad ones."""
     layout, cases = detect_cases(data_dir, task.layouts)
-    good: list[tuple[Case, tuple, tuple]] = []
+    good: list[tuple[Case, tuple, tuple, tuple | None]] = []
     bad: list[tuple[Case, DataError]] = []
     ct = [i for i, name in enumerate(task.channels) if name in CT_CHANNELS]
     samples: dict[int, list[np.ndarray]] = {i: [] for i in ct}
@@ -38,25 +38,33 @@ def scan_dataset(
             if ct and vols.label is not None:
                 for i in ct:
                     samples[i].append(sample_foreground(vols.image[i], vols.label > 0, seed=seed + n))
-            good.append((case, vols.image.shape[1:], vols.spacing))
+            good.append((case, vols.image.shape[1:], vols.spacing, _label_values(vols.label)))
             err = None
         except DataError as exc:
             bad.append((case, exc))
             err = exc
         if on_case:
             on_case(case, err)
-    fold_of = assign_folds([c.id for c, _, _ in good], folds, seed)
+    fold_of = assign_folds([c.id for c, *_ in good], folds, seed)
     manifest = Manifest(
         task=task.name,
         layout=layout.name,
         channels=list(task.channels),
         label_map=dict(cases[0].label_map),  # a layout's cases share one convention
-        cases=[ManifestCase(c, tuple(s), tuple(sp), fold_of[c.id]) for c, s, sp in good],
+        cases=[ManifestCase(c, tuple(s), tuple(sp), fold_of[c.id], v) for c, s, sp, v in good],
         intensity_stats={
             task.channels[i]: foreground_statistics(np.concatenate(v)) for i, v in samples.items() if sum(map(len, v))
         },
     )
     return manifest, bad
+
+
+def _label_values(label: np.ndarray | None) -> tuple[int, ...] | None:
+    """The nonzero values a (validated, non-negative) label map holds: a class no case has cannot be learned, and
+    scores Dice 1 (both empty) in every validation case."""
+    if label is None:
+        return None
+    return tuple(int(v) for v in np.flatnonzero(np.bincount(label.ravel())) if v)
 
 
 def relativise(manifest: Manifest, base: Path) -> Manifest:
@@ -76,7 +84,7 @@ def relativise(manifest: Manifest, base: Path) -> Manifest:
             c.label_map,
             c.layout,
         )
-        out.append(ManifestCase(new, mc.shape, mc.spacing, mc.fold))
+        out.append(ManifestCase(new, mc.shape, mc.spacing, mc.fold, mc.label_values))
     return Manifest(
         manifest.task, manifest.layout, manifest.channels, manifest.label_map, out, manifest.intensity_stats
     )

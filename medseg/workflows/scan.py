@@ -23,6 +23,7 @@ class ScanResult:
     path: Path
     bad: list[tuple[Case, DataError]]
     unused: list[Path]
+    absent_regions: list[str]  # regions no case's label holds (a label declared but never drawn)
 
 
 def scan(
@@ -42,7 +43,7 @@ def scan(
     if not manifest.cases:
         raise _no_valid_case(data_dir, [err for _, err in bad])
     save_manifest(relativise(manifest, out.parent), out)
-    return ScanResult(manifest, out, bad, unused)
+    return ScanResult(manifest, out, bad, unused, manifest.absent_regions(task.scheme.regions))
 
 
 def _no_valid_case(data_dir: Path, errors: list[DataError]) -> DataError:

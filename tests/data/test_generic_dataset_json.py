@@ -175,3 +175,21 @@ def test_a_brats_label_value_keeps_the_release_hint(tmp_path, brats2021_dir):
     _, cases = detect_cases(tmp_path, get_task("brats").layouts)
     with pytest.raises(DataError, match="BraTS 2021 uses ET=4"):
         read_case(cases[0])
+
+
+def test_a_declared_label_no_file_holds_is_named_by_scan_and_refused_by_train(tmp_path):
+    """`labels` with a class no label file draws: its Dice was 1 (both empty) in every validation case, and the
+    mean that picks the best epoch read 0.339 for a model at 0.009."""
+    from medseg.data.manifest import load_manifest
+    from medseg.workflows.scan import scan
+    from medseg.workflows.train import TrainRequest, run_training
+
+    root = _dataset(tmp_path / "d", V2)  # its label file holds prostate (1) only
+    result = scan(root, "generic", tmp_path / "m.json")
+    region = [r for r in get_task("generic", root).scheme.regions if "lesion" in r.lower()]
+    assert result.absent_regions == region and len(region) == 1
+    assert load_manifest(tmp_path / "m.json").cases[0].label_values == (1,)
+    request = TrainRequest("generic", "brats_smoke", data=root, fold="all", tracking=False, out=tmp_path / "runs")
+    with pytest.raises(DataError, match=f"no training case holds region {region[0]} \\(lesion = 2\\)") as err:
+        run_training(request)
+    assert "remove it from dataset.json's labels" in err.value.hint
