@@ -203,7 +203,9 @@ def check_slices(series: Series, case_id: str) -> None:
     import pydicom
 
     if len(series.files) < 2:
-        raise DataError("a single-slice series is not a volume", path=series.files[0], case=case_id)
+        raise DataError(
+            "a single-slice series is not a volume", path=series.files[0], case=case_id, hint="export the whole series"
+        )
     heads = [pydicom.dcmread(f, stop_before_pixels=True) for f in series.files]
     try:
         orientations = np.asarray([h.ImageOrientationPatient for h in heads], float)
@@ -228,9 +230,22 @@ def check_slices(series: Series, case_id: str) -> None:
             case=case_id,
             hint="resample the series to an untilted grid first (e.g. dcm2niix corrects tilt)",
         )
-    if gaps.min() <= 0 or gaps.max() - gaps.min() > SLICE_TOLERANCE * np.median(gaps):
+    z = positions @ normal
+    order = np.argsort(z, kind="stable")
+    sorted_gaps, names = np.diff(z[order]), [Path(series.files[k]).name for k in order]
+    step = float(np.median(sorted_gaps))
+    if gaps.min() <= 0 or gaps.max() - gaps.min() > SLICE_TOLERANCE * step:
+        i = int(np.argmax(np.abs(sorted_gaps - step)))  # where the series breaks, in slice order
+        if sorted_gaps.min() < SLICE_TOLERANCE * step:
+            i = int(np.argmin(sorted_gaps))
+            what = f"two slices at one position ({names[i]}, {names[i + 1]})"
+        elif sorted_gaps.max() - sorted_gaps.min() > SLICE_TOLERANCE * step:
+            what = f"a step of {sorted_gaps[i]:.3g} mm between {names[i]} and {names[i + 1]}"
+            what += f" where slices are {step:.3g} mm apart"
+        else:
+            what = "slices read out of position order"
         raise DataError(
-            f"uneven slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm): missing or duplicated slices",
+            f"uneven slice spacing: {what} (missing or duplicated slices)",
             path=str(Path(series.files[0]).parent),
             case=case_id,
             hint="export the complete series",

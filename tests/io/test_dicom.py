@@ -125,6 +125,12 @@ def test_a_series_written_from_nifti_reads_back_to_the_same_voxels_and_affine(tm
 def test_missing_slices_gantry_tilt_mixed_series_and_wrong_modality(tmp_path):
     _synthetic_ct(tmp_path / "gap" / "c1")
     sorted((tmp_path / "gap" / "c1").iterdir())[2].unlink()
+    _synthetic_ct(tmp_path / "dup" / "c1")
+    import pydicom
+
+    slice_ = pydicom.dcmread(sorted((tmp_path / "dup" / "c1").iterdir())[2])
+    slice_.SOPInstanceUID, slice_.InstanceNumber = "1.2.826.0.1.3680043.8.498.99", 99
+    slice_.save_as(tmp_path / "dup" / "c1" / "again.dcm")
     _synthetic_ct(tmp_path / "mixed" / "c1")
     write_series(
         np.zeros((12, 10, 6)), np.eye(4), tmp_path / "mixed" / "c1", "CT", "scout", "1.2.826.0.1.3680043.8.498.7"
@@ -134,7 +140,9 @@ def test_missing_slices_gantry_tilt_mixed_series_and_wrong_modality(tmp_path):
     write_series(np.zeros((12, 10, 6)), tilted, tmp_path / "tilt" / "c1", "CT", "tilted", "1.2.826.0.1.3680043.8.498.8")
     write_series(np.zeros((12, 10, 6)), np.eye(4), tmp_path / "mr" / "c1", "MR", "t1", "1.2.826.0.1.3680043.8.498.9")
     for folder, problem in [
-        ("gap", "uneven slice spacing"),
+        # where the series breaks, not "(-130 to 5 mm)"
+        ("gap", r"uneven slice spacing: a step of 5 mm between \S+ and \S+ where slices are 2.5 mm apart"),
+        ("dup", r"uneven slice spacing: two slices at one position \(\S+, \S+\)"),
         ("mixed", "2 DICOM series in one case folder"),
         ("tilt", "gantry tilt"),
         ("mr", "modality MR where channel ct expects CT"),
