@@ -26,7 +26,9 @@ DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # the media directory a DICOM CD or
 DICOM_SUFFIXES = {".dcm", ".ima"}  # suffixes that mark a file as DICOM (many exports use none, or UIDs)
 T1CE_NAMES = ("t1ce", "t1c", "t1+c", "t1gd", "t1+gd", "t1 post")
 NEGATIONS = ("pre", "non", "no", "without", "wo", "w o")
-CONTRAST_WORDS = ("post", "c+", "+c", "gd", "+gd", "gad", "contrast", "ce")  # beside "t1": contrast-enhanced
+# beside "t1": contrast-enhanced ("km": Kontrastmittel, as German Siemens sites name it)
+CONTRAST_WORDS = ("post", "c+", "+c", "gd", "+gd", "gad", "contrast", "ce", "km")
+FLAIR_NAMES = ("flair", "dark fluid")  # Siemens: "t2_tirm_tra_dark-fluid"
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,8 @@ def _has(words: str, term: str) -> bool:
 def _matches(description: str, channel: str) -> bool:
     """Whether a SeriesDescription names `channel`, in the ways scanners and sites write it: 'AX T1 C+',
     'T1 post', 'T1+Gd' are T1ce; 'T2 FLAIR' and 'T2-FLAIR' are FLAIR, not T2; 'T1 FLAIR' is T1-weighted; 'T1W_3D',
-    'T2W_TSE' (Philips) are T1 and T2; 'T1 pre-contrast', 'T1 W/O Gd' are T1; 'T2*' and 'PD/T2' are not T2."""
+    'T2W_TSE' (Philips) are T1 and T2; 'T1 pre-contrast', 'T1 W/O Gd' are T1; 'T2*' and 'PD/T2' are not T2;
+    Siemens' 't2_tirm_tra_dark-fluid' is FLAIR and 't1_mprage_tra_KM' T1ce."""
     lower = description.lower()
     words = re.sub(r"\bt([12])w", r"t\1", re.sub(r"[^a-z0-9+]+", " ", lower)).strip()  # Philips: T1W_3D, T2W_TSE
     star = re.search(r"t2\s*(\*|star)", lower) is not None  # T2* (gradient echo): another contrast than T2
@@ -159,10 +162,11 @@ def _matches(description: str, channel: str) -> bool:
         return _has(words, "t1") and not t1ce
     if channel == "t1ce":
         return t1ce
+    flair = any(_has(words, f) for f in FLAIR_NAMES)
     if channel == "t2":
-        return _has(words, "t2") and not (_has(words, "flair") or _has(words, "pd") or star)
+        return _has(words, "t2") and not (flair or _has(words, "pd") or star)
     if channel == "flair":
-        return _has(words, "flair") and not _has(words, "t1")
+        return flair and not _has(words, "t1")
     return _has(words, channel)
 
 

@@ -290,6 +290,8 @@ def test_notes_hidden_files_and_a_dicomdir_beside_a_series_are_ignored(tmp_path)
         (("T1 axial", "T1+Gd", "T2 axial", "T2-FLAIR"), None),
         (("AX T1 pre-contrast", "AX T1 post-contrast", "AX T2", "AX T2 FLAIR"), None),  # "pre" negates "contrast"
         (("T1W_3D_TFE", "T1W_3D_TFE +C", "T2W_TSE", "T2W_FLAIR"), None),  # Philips
+        # Siemens: "dark-fluid" is its FLAIR (it read as a second T2), "KM" its contrast agent (Kontrastmittel)
+        (("t1_mprage_tra", "t1_mprage_tra_KM", "t2_tse_tra", "t2_tirm_tra_dark-fluid"), None),
         (("T1 W/O contrast", "T1 without Gd", "T2", "FLAIR"), "2 series name channel t1"),  # both plain T1
         (("T1", "T1 C+", "T2* GRE", "PD/T2", "FLAIR"), "no series names channel t2"),  # neither is a T2
         (("t1_mprage", "t1_mprage POST", "t2_tse_tra", "T1 FLAIR"), "2 series name channel t1"),  # T1-weighted
