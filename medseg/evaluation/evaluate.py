@@ -73,8 +73,24 @@ def _read_prediction(pred_path: Path, gt_case: Case, shape, affine) -> np.ndarra
             reference="the ground truth's",
             hint="predict on the images of this dataset (medseg predict writes the input's grid)",
         )
+        return _prediction_labels(pred_case, shape, affine)
+    return nib.orientations.apply_orientation(_prediction_labels(pred_case, pred_img.shape[:3], pred_img.affine), ornt)
+
+
+def _prediction_labels(pred_case: Case, shape, affine) -> np.ndarray:
+    """`read_label` for a prediction: values outside the dataset's map are the prediction's fault (a model of
+    another label convention), not the dataset.json's, as the ground truth's hint would say."""
+    try:
         return read_label(pred_case, shape, affine)
-    return nib.orientations.apply_orientation(read_label(pred_case, pred_img.shape[:3], pred_img.affine), ornt)
+    except DataError as exc:
+        if not exc.message.startswith("label values"):
+            raise
+        raise DataError(
+            f"prediction: {exc.message}",
+            path=exc.path,
+            case=exc.case,
+            hint="evaluate predictions of a model trained on this dataset's label convention",
+        ) from None
 
 
 def _reorientation(shape, affine, ref_shape, ref_affine) -> np.ndarray | None:

@@ -445,3 +445,21 @@ def test_predictions_named_almost_like_a_case_get_the_name_they_need(tmp_path, b
         evaluate(pred, brats2021_dir)
     first = cases[0].id
     assert f"{first}_pred looks like {first} (rename it {first}.nii.gz)" in err.value.hint
+
+
+def test_a_prediction_with_codes_the_dataset_lacks_is_the_prediction_s_fault(tmp_path, brats2021_dir):
+    """Its hint told the user to name every value in dataset.json: the ground truth's advice, for a model of
+    another label convention."""
+    import nibabel as nib
+
+    from medseg.evaluation.evaluate import evaluate_folder
+
+    pred, cases, task = _prediction_folder(tmp_path, brats2021_dir, {})
+    img = nib.load(pred / f"{cases[0].id}.nii.gz")
+    labels = np.asarray(img.dataobj).astype(np.uint8)
+    labels[labels == 4] = 3  # BraTS 2023's enhancing code in a 2021 dataset
+    labels.flat[0] = 3
+    nib.save(nib.Nifti1Image(labels, img.affine), pred / f"{cases[0].id}.nii.gz")
+    (failed,) = evaluate_folder(pred, cases, task).failed
+    assert failed[0] == cases[0].id and "prediction: label values [3] are not in" in failed[1]
+    assert "a model trained on this dataset's label convention" in failed[1]
