@@ -227,8 +227,8 @@ def test_a_prediction_folder_with_wrong_names_gets_the_naming_hint(tmp_path, bra
     from medseg.workflows.evaluate import evaluate
 
     pred, cases, _ = _prediction_folder(tmp_path, brats2021_dir, {})
-    for c in cases:
-        (pred / f"{c.id}.nii.gz").rename(pred / f"{c.id}_seg.nii.gz")
+    for i, c in enumerate(cases):  # names that look like no case (near misses: the test below)
+        (pred / f"{c.id}.nii.gz").rename(pred / f"prediction_{i}.nii.gz")
     with pytest.raises(DataError, match=f"named <case_id>.nii.gz, e.g. {cases[0].id}.nii.gz"):
         evaluate(pred, brats2021_dir)
 
