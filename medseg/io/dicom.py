@@ -193,11 +193,17 @@ def choose_series(
     if len(found) != 1:
         listed = "; ".join(f"'{s.description}'" if s.description else f"no description ({s.uid})" for s in series)
         what = f"no series names channel {channel}" if not found else f"{len(found)} series name channel {channel}"
+        hint = "name each series by its channel in SeriesDescription (e.g. 'T1', 'T1 post', 'T2', 'FLAIR')"
+        if len(series) == 1:  # most likely one series folder of a study, read as a case of its own
+            hint = (
+                f"a case folder holds all {n_channels} channels' series (CASE/t1/, CASE/t2/, ... or all in CASE/): "
+                f"put a study's series folders in one case folder, or {hint}"
+            )
         raise DataError(
             f"{what} in its SeriesDescription (the folder's series: {listed})",
             path=str(folder),
             case=case_id,
-            hint="name each series by its channel in SeriesDescription (e.g. 'T1', 'T1 post', 'T2', 'FLAIR')",
+            hint=hint,
         )
     return found[0]
 
@@ -310,6 +316,13 @@ def read_dicom_channels(
     ]
 
 
+def _series_folders_of_one_study(names: list[str], channels: list[str]) -> bool:
+    """Whether subfolders named like channels ('t1', 'T2_FLAIR', 't1_post') are the series of one study passed as
+    the case, rather than cases: each names exactly one channel, no two the same one."""
+    named = [[ch for ch in channels if _matches(name, ch)] for name in names]
+    return len(channels) > 1 and all(len(n) == 1 for n in named) and len({n[0] for n in named}) == len(named) > 1
+
+
 def find_dicom_cases(root: Path, channels: list[str], label_map: dict[str, int], layout: str = "dicom") -> list:
     """Each subfolder of `root` holding DICOM files is a case (its name is the case id); `root` itself is the one
     case when it holds DICOM files directly."""
@@ -320,6 +333,8 @@ def find_dicom_cases(root: Path, channels: list[str], label_map: dict[str, int],
     folders = [root] if any(has_dicom_file(p) for p in slices) else []
     folders += [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".") and has_dicom(d)]
     n = len(channels)
+    if folders and root not in folders and _series_folders_of_one_study([d.name for d in folders], channels):
+        folders = [root]
     return [
         Case(d.name, tuple(series_ref(d, ch) for ch in channels), (None,) * n, None, label_map, layout) for d in folders
     ]

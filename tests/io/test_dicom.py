@@ -319,3 +319,27 @@ def test_scanning_a_dicom_folder_for_training_says_dicom_is_for_prediction(tmp_p
     (tmp_path / "notes" / "README.txt").write_text("no images here")
     with pytest.raises(DataError, match="labels alone are none"):  # no DICOM: the usual hint
         detect_cases(tmp_path / "notes", get_task("brats").layouts)
+
+
+def test_a_study_folder_of_series_folders_named_by_channel_is_one_case(tmp_path):
+    """`predict STUDY OUT` with STUDY/t1/, STUDY/t1ce/, ... read each series folder as a case of its own, and each
+    failed for lack of the other channels."""
+    _brats_study(tmp_path)
+    study = tmp_path / "study"
+    for i, ch in enumerate(CHANNELS):
+        uid = f"1.2.826.0.1.3680043.8.498.{20 + i}"
+        shutil.copytree(tmp_path / "dcm" / "c1", study / ch, ignore=_other_series(uid))
+    task = get_task("brats")
+    _, cases = detect_cases(study, task.prediction_layouts)
+    assert [c.id for c in cases] == ["study"]
+    _, (nifti,) = detect_cases(tmp_path / "nii", task.layouts)
+    np.testing.assert_array_equal(read_case(cases[0], with_label=False).image, read_case(nifti, with_label=False).image)
+
+
+def _other_series(uid: str):
+    """A copytree `ignore` keeping only the slices of series `uid`."""
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if pydicom.dcmread(Path(folder) / n, stop_before_pixels=True).SeriesInstanceUID != uid]
+
+    return ignore
