@@ -166,11 +166,18 @@ def check_geometry(
         )
     if not np.allclose(affine, ref_affine, atol=AFFINE_TOL_MM):
         raise DataError(
-            f"{what} affine differs from {reference} (beyond {AFFINE_TOL_MM} mm)",
+            f"{what} affine differs from {reference} by up to {_farthest_corner_mm(shape, affine, ref_affine):.3g} mm "
+            f"(tolerance {AFFINE_TOL_MM} mm)",
             path=path,
             case=case_id,
             hint=hint or "co-register the channels onto one grid",
         )
+
+
+def _farthest_corner_mm(shape, affine, ref_affine) -> float:
+    """How far apart two grids put the same voxel, at worst (a corner of the volume): the size of a misalignment."""
+    corners = np.array([[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+    return float(np.linalg.norm((corners @ (affine - ref_affine).T)[:, :3], axis=1).max())
 
 
 def placement_header(case: Case) -> nib.nifti1.Nifti1Header | None:

@@ -112,7 +112,7 @@ CASES = [
     ("t1ce", _not_nifti, "not a readable NIfTI"),
     ("t2", _uncompressed, r"an uncompressed NIfTI file named \.gz \(fix: rename it to BraTS2021_00001_t2\.nii\)"),
     ("t2", _shape, r"shape .* differs from BraTS2021_00001_t1.nii.gz's"),
-    ("t2", _affine, r"affine differs from BraTS2021_00001_t1.nii.gz's"),  # both files named: either may be wrong
+    ("t2", _affine, r"affine differs from BraTS2021_00001_t1.nii.gz's by up to 2 mm \(tolerance"),  # both named, sized
     ("flair", _nan, "NaN or Inf"),
     ("t1", _singular_affine, "affine is singular .*sform/qform"),
     ("t1ce", _all_zero, "image is all 0 .*--allow-missing-modality"),
