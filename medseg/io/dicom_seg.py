@@ -7,6 +7,7 @@ an anatomical structure / organ with the class name as the segment label.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,9 @@ def write_dicom_seg(labels: np.ndarray, case: Case, label_map: dict[str, int], m
         for i, (name, _) in enumerate(classes)
     ]
     try:
-        seg = _segmentation(hd, sources, masks, segments, model_name)
+        with warnings.catch_warnings():  # the source's PatientName judged as a name: copied as it is, not news
+            warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+            seg = _segmentation(hd, sources, masks, segments, model_name)
     except (ValueError, AttributeError) as exc:  # a source series highdicom cannot reference
         raise DataError(f"cannot write DICOM-SEG ({str(exc).splitlines()[0][:160]})", case=case.id) from None
     with atomic_path(path) as tmp:
