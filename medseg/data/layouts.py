@@ -93,7 +93,8 @@ _NNUNET = re.compile(r"^(?P<id>.+)_(?P<ch>\d{4})$")
 
 
 def _nnunet_dir(root: Path) -> Path:
-    return root / "imagesTr" if (root / "imagesTr").is_dir() else root
+    """Where a dataset folder's channel files are: imagesTr, else imagesTs (a test set shipped alone), else root."""
+    return next((root / d for d in ("imagesTr", "imagesTs") if (root / d).is_dir()), root)
 
 
 def has_nnunet_files(root: Path) -> bool:
