@@ -34,8 +34,14 @@ def render_unused(root: Path, unused: list[Path], verbose: bool, out: Console = 
         for p in unused:
             out.print(f"[dim]ignored[/] {escape(str(p.relative_to(root)))}", highlight=False)
         return
-    from medseg.data.layouts import strip_nifti
+    from medseg.data.layouts import dicom_folders_among, strip_nifti
 
+    for folder in dicom_folders_among(root, unused):
+        out.print(
+            f"[yellow]ignored DICOM[/] {escape(folder.name)}/: this folder is read as NIfTI cases; pass DICOM cases "
+            "in a folder of their own",
+            highlight=False,
+        )
     images = [p for p in unused if strip_nifti(p.name) is not None]
     for p in images[:UNUSED_IMAGES_NAMED]:
         out.print(f"[yellow]ignored image[/] {escape(str(p.relative_to(root)))}: no case reads it", highlight=False)

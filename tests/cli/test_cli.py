@@ -192,8 +192,11 @@ def test_unrelated_files_are_ignored_and_listed_with_verbose(tmp_path, bundle_fi
     (tmp_path / "d" / "notes.txt").write_text("unrelated")
     extra = tmp_path / "d" / "BraTS2021_00000" / "BraTS2021_00000_t1_old.nii.gz"
     extra.write_bytes((extra.parent / "BraTS2021_00000_t1.nii.gz").read_bytes())
+    (tmp_path / "d" / "study7").mkdir()  # a DICOM case among NIfTI ones: dropped with a count
+    (tmp_path / "d" / "study7" / "IM_0001").write_bytes(b"\0" * 128 + b"DICM")
     quiet = medseg("data", "scan", "d", "--out", "m.json", cwd=tmp_path)
-    assert quiet.returncode == 0 and "1 more file(s) not part of any case ignored" in quiet.stdout
+    assert quiet.returncode == 0 and "2 more file(s) not part of any case ignored" in quiet.stdout
+    assert "ignored DICOM study7/: this folder is read as NIfTI cases" in quiet.stdout
     # an image no case reads is named without --verbose (a misnamed modality, or a channel the model does not read)
     assert "ignored image BraTS2021_00000/BraTS2021_00000_t1_old.nii.gz: no case reads it" in quiet.stdout
     for args in (("data", "scan", "d", "--out", "m.json"), ("predict", "--model", str(bundle_file), "d", "out")):
