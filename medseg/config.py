@@ -299,12 +299,15 @@ def validate_config(
         if source is not None:
             raise ConfigError(
                 f"invalid value --set {given[source]} (config key '{loc}'): {msg}",
-                hint=f"`medseg config show {shown}` shows each key with a valid value",
+                hint=f"`medseg config show {shown}` prints every key's current value",
             ) from None
+        given_value = exc.errors()[0].get("input")
+        if isinstance(given_value, str | int | float | bool):  # from a file: the value is not in the message yet
+            msg = f"{given_value!r}: {msg}"
         raise ConfigError(
             f"invalid value for config key '{loc}': {msg}",
             path=str(path) if path else None,
-            hint=f"`medseg config show {shown}` shows each key with a valid value",
+            hint="correct it in the file (`medseg config show` prints every key with its default value)",
         ) from None
 
 

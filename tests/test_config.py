@@ -40,6 +40,13 @@ def test_unknown_key_is_named(tmp_path):
         ("trian:\n  epochs: 3\n", "unknown config key 'trian'", "did you mean 'train'? valid keys at the top level"),
         # PyYAML kept the last `train:`, silently dropping epochs: 3
         ("train:\n  epochs: 3\ntrain:\n  lr: 0.5\n", "not valid YAML: key 'train' given twice at line 3", "each key"),
+        # the value was not named, and the fix (`config show --config c.yaml`) failed on the same value
+        (
+            "train:\n  epochs: 1e3\n",
+            "invalid value for config key 'train.epochs': '1e3': Input should be a valid integer, unable to parse "
+            "string as an integer",
+            "correct it in the file",
+        ),
     ],
 )
 def test_a_config_file_mistake_says_where_and_the_way_out(tmp_path, text, message, hint):
