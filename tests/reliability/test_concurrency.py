@@ -55,7 +55,8 @@ SERVERS = {"server": "mlflow_server", "postgres": "mlflow_postgres_server"}
 
 @pytest.mark.parametrize("store", ["sqlite", "server", "postgres"])
 def test_two_trainings_a_prediction_and_a_review_at_once(store, brats2021_dir, brats2021_manifest, tmp_path, request):
-    """On SQLite the store does not exist yet: the two trainings and the review race to create it. `postgres` is
+    """On SQLite the store does not exist yet: the two trainings race to create it, and the review (read-only) may
+    find none yet, which it refuses rather than creating an empty one. `postgres` is
     the team set-up of the README: `mlflow server` on a PostgreSQL database (a real server, started on loopback)."""
     db = tmp_path / "fresh" / "shared.db"
     uri = f"sqlite:///{db}" if store == "sqlite" else request.getfixturevalue(SERVERS[store])
@@ -78,9 +79,11 @@ def test_two_trainings_a_prediction_and_a_review_at_once(store, brats2021_dir, b
         _medseg("predict", "--model", "models:/shared@champion", str(brats2021_dir), "pred", *common, cwd=tmp_path)
     )
     outs = []
-    for p in procs:
+    for i, p in enumerate(procs):
         out, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err[-2000:]
+        # the review may start before any training has created the SQLite store: a read-only command refuses it
+        lost_race = i == 2 and store == "sqlite" and "no MLflow store at" in err
+        assert p.returncode == 0 or lost_race, err[-2000:]
         assert "locked" not in err
         outs.append(out)
     assert "from the weights-only bundle inside the MLflow model" in " ".join(outs[3].split())
