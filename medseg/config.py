@@ -346,6 +346,8 @@ def _first_problem(errors: list[dict]) -> tuple[str, str]:
     native or three numbers) gets one error per form, located under a pydantic label such as "literal['auto',
     'native']": they are named together, each by its form, instead of the label posing as part of the key."""
     field = tuple(itertools.takewhile(lambda x: isinstance(x, int) or re.fullmatch(r"\w+", x), errors[0]["loc"]))
+    if errors[0]["type"] == "missing" and field and isinstance(field[-1], int):  # a list one value short
+        return ".".join(map(str, field[:-1])), f"too few values (no item {field[-1] + 1})"
     same = [e for e in errors if tuple(e["loc"][: len(field)]) == field]
     if len(same) == 1 and tuple(same[0]["loc"]) == field:
         return ".".join(map(str, field)), same[0]["msg"]

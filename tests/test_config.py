@@ -118,6 +118,12 @@ def test_a_key_with_several_forms_names_each_form_not_a_pydantic_label():
     )
 
 
+def test_a_list_one_value_short_says_so():
+    """Was "config key 'train.patch_size.2': Field required", a key that does not exist."""
+    with pytest.raises(ConfigError, match=r"\(config key 'train\.patch_size'\): too few values \(no item 3\)"):
+        load_config(None, ["train.patch_size=[64,64]"])
+
+
 def test_a_typo_is_named_before_the_errors_it_causes():
     """`prune.amout=0.5` also leaves `prune.source` unset: the message was "invalid config key 'prune.source':
     Field required", hiding the typo."""
