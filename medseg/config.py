@@ -232,7 +232,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys may be overridden here
+                continue
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, typing.Hashable):  # PyYAML's own error names it
+                continue
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key '{key}' given twice", key_node.start_mark)
             seen.add(key)

@@ -41,6 +41,10 @@ class DataError(MedsegError):
     """A dataset, case or image that cannot be used."""
 
 
+class LabelValuesError(DataError):
+    """A label map holding values outside its label map: whose fault it is depends on who wrote the file."""
+
+
 class ModelFileError(MedsegError):
     """A checkpoint or MLflow model that cannot be loaded."""
 

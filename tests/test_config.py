@@ -57,6 +57,19 @@ def test_a_config_file_mistake_says_where_and_the_way_out(tmp_path, text, messag
     assert err.value.message == message and hint in err.value.hint
 
 
+def test_yaml_anchors_and_merge_keys_still_work(tmp_path):
+    """The duplicate-key check read `<<` as a key to construct: a config with `<<: *defaults` was "not valid YAML"."""
+    p = tmp_path / "c.yaml"
+    p.write_text("base: &base {epochs: 3, lr: 0.5}\ntrain: {<<: *base, lr: 0.1}\n")
+    with pytest.raises(ConfigError, match="unknown config key 'base'"):  # the anchor's own key is still checked
+        load_config(p)
+    p.write_text("train: &t {epochs: 3, lr: 0.5}\ninfer: {threshold: 0.4}\n")
+    assert load_config(p).train.epochs == 3
+    p.write_text("train:\n  <<: {epochs: 3, lr: 0.5}\n  lr: 0.1\n")
+    cfg = load_config(p)
+    assert (cfg.train.epochs, cfg.train.lr) == (3, 0.1)  # merged, then overridden
+
+
 def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
     """A Latin-1 comment (or a UTF-16 file from Notepad) was a UnicodeDecodeError traceback."""
     p = tmp_path / "c.yaml"

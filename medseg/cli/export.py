@@ -34,7 +34,7 @@ def export(
 
     InterruptAdvice.text = f"{out} is left as it was (only a complete, verified export replaces it); re-run the export"
 
-    if fmt != "onnx":
+    if fmt.lower() != "onnx":
         raise typer.BadParameter("only onnx (a TensorRT engine is built from the ONNX file)", param_hint="--format")
     if fp16 and int8:
         raise typer.BadParameter("choose one of --fp16 and --int8", param_hint="--fp16/--int8")

@@ -181,7 +181,7 @@ def show_rows(record: dict) -> list[dict]:
 
 @app.command("show")
 def show(
-    run_id: str = typer.Argument(..., help="Run id, from `medseg runs list`."),
+    run_id: str = typer.Argument(..., help="Run id (or a unique prefix of 4+ characters), from `medseg runs list`."),
     fmt: str = FormatOpt,
     tracking_uri: str | None = TrackingUriOpt,
 ) -> None:
@@ -253,7 +253,7 @@ def _clip(value: str, width: int = 30) -> str:
 
 @app.command("compare")
 def compare(
-    run_ids: list[str] = typer.Argument(..., help="Two or more run ids."),
+    run_ids: list[str] = typer.Argument(..., help="Two or more run ids (or unique prefixes)."),
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG overlaying their validation curves."),
     fmt: str = FormatOpt,
     tracking_uri: str | None = TrackingUriOpt,

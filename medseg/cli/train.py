@@ -196,15 +196,16 @@ def prune(
 
 def _print_pruning_cost(pruned: float, source: float) -> None:
     """The pruned model's best validation Dice beside its unpruned source's on the same cases, a warning when the
-    pruning cost more than PRUNE_DICE_TOLERANCE (the fine-tuning did not win it back)."""
-    from medseg.training.from_model import PRUNE_DICE_TOLERANCE
+    pruning cost more than the fine-tuning won back."""
+    from medseg.training.from_model import pruning_loss
 
     line = f"val Dice pruned {pruned:.3f}, unpruned source {source:.3f} on the same cases"
-    if pruned >= source - PRUNE_DICE_TOLERANCE:
+    lost = pruning_loss(pruned, source)
+    if lost is None:
         console.print(line, highlight=False, soft_wrap=True)
         return
     console.print(
-        f"[yellow]warning[/]: {line}: pruning lost {source - pruned:.3f} Dice "
+        f"[yellow]warning[/]: {line}: pruning lost {lost:.3f} Dice "
         "(hint: a smaller --amount, or more --minutes of fine-tuning)",
         highlight=False,
         soft_wrap=True,

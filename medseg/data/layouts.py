@@ -97,14 +97,19 @@ def _nnunet_dir(root: Path) -> Path:
     return next((root / d for d in ("imagesTr", "imagesTs") if (root / d).is_dir()), root)
 
 
+def _labels_dir(root: Path, image_dir: Path) -> Path:
+    """labelsTr, or labelsTs beside a test set's imagesTs."""
+    return root / ("labelsTs" if image_dir.name == "imagesTs" else "labelsTr")
+
+
 def has_nnunet_files(root: Path) -> bool:
-    """Whether `root` (or its imagesTr) holds nnU-Net style `CASE_XXXX.nii.gz` channel files."""
+    """Whether `root` (or its imagesTr / imagesTs) holds nnU-Net style `CASE_XXXX.nii.gz` channel files."""
     return any(_NNUNET.match(stem) for stem in _NiftiFiles(_nnunet_dir(root)))
 
 
 def nnunet_files_beyond(root: Path, n_channels: int) -> list[Path]:
-    """nnU-Net channel files in `root` (or its imagesTr) whose index is `n_channels` or more: `CASE_0001` when a
-    dataset declares one channel. `find_nnunet_cases` reads indices below `n_channels` only."""
+    """nnU-Net channel files in `root` (or its imagesTr / imagesTs) whose index is `n_channels` or more: `CASE_0001`
+    when a dataset declares one channel. `find_nnunet_cases` reads indices below `n_channels` only."""
     files = _NiftiFiles(_nnunet_dir(root))
     return [p for stem, p in files.items() if (m := _NNUNET.match(stem)) and int(m["ch"]) >= n_channels]
 
@@ -112,7 +117,8 @@ def nnunet_files_beyond(root: Path, n_channels: int) -> list[Path]:
 def find_nnunet_cases(
     root: Path, n_channels: int, label_map: dict[str, int], layout: str, order: Sequence[int] | None = None
 ) -> list[Case]:
-    """nnU-Net style `CASE_0000.nii.gz ...` in `root` or `root/imagesTr`, labels in `labelsTr/CASE.nii.gz`.
+    """nnU-Net style `CASE_0000.nii.gz ...` in `root/imagesTr` (else imagesTs, else `root`), labels in
+    `labelsTr/CASE.nii.gz` (`labelsTs` beside imagesTs).
 
     `order[i]` is the file index of the task's channel i (default: files already in the task's order).
     """
@@ -123,7 +129,7 @@ def find_nnunet_cases(
         m = _NNUNET.match(stem)
         if m:
             groups.setdefault(m["id"], {})[int(m["ch"])] = files.read(stem)
-    labels = _NiftiFiles(root / "labelsTr")
+    labels = _NiftiFiles(_labels_dir(root, image_dir))
     order = list(order) if order is not None else list(range(n_channels))
     cases = []
     for cid, chans in sorted(groups.items()):
@@ -135,9 +141,10 @@ def find_nnunet_cases(
 
 
 def find_4d_cases(root: Path, channel_index: Sequence[int], label_map: dict[str, int], layout: str) -> list[Case]:
-    """One 4D file per case in `root/imagesTr` (or `root`), volumes picked by `channel_index` (MSD style)."""
-    image_dir = root / "imagesTr" if (root / "imagesTr").is_dir() else root
-    labels, files = _NiftiFiles(root / "labelsTr"), _NiftiFiles(image_dir)
+    """One 4D file per case in `root/imagesTr` (else imagesTs, else `root`), volumes picked by `channel_index`
+    (MSD style)."""
+    image_dir = _nnunet_dir(root)
+    labels, files = _NiftiFiles(_labels_dir(root, image_dir)), _NiftiFiles(image_dir)
     cases = []
     for cid in files:
         if cid.startswith("._") or _NNUNET.match(cid):  # macOS resource forks; nnU-Net channel files

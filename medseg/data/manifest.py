@@ -52,9 +52,9 @@ class Manifest:
         return train, val
 
     def absent_regions(self, regions: dict[str, tuple[str, ...]], ids: set[str] | None = None) -> list[str]:
-        """The regions (name -> classes) that no label file of the cases `ids` (default: all) holds; [] when the
-        manifest predates recorded label values."""
-        recorded = [c.label_values for c in self.cases if ids is None or c.case.id in ids]
+        """The regions (name -> classes) that no label file of the labelled cases `ids` (default: all) holds; []
+        when the manifest predates recorded label values (or no case is labelled)."""
+        recorded = [c.label_values for c in self.cases if c.case.label and (ids is None or c.case.id in ids)]
         if not recorded or any(v is None for v in recorded):
             return []
         present = set().union(*recorded)
@@ -81,8 +81,10 @@ class Manifest:
         return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
 
     def digest(self) -> str:
-        """Content hash (logged so a run names exactly the data it saw)."""
-        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+        """Content hash (logged so a run names exactly the data it saw). The label values are derived from the
+        label files it already names: left out, so a manifest scanned before they were recorded hashes the same."""
+        cases = [{k: v for k, v in c.items() if k != "label_values"} for c in self.to_json()["cases"]]
+        return hashlib.sha256(json.dumps(self.to_json() | {"cases": cases}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def assign_folds(case_ids: list[str], folds: int, seed: int) -> dict[str, int]:

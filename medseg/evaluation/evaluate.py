@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 
 from medseg.core import Case, Task
 from medseg.data.layouts import strip_nifti
-from medseg.errors import DataError
+from medseg.errors import DataError, LabelValuesError
 from medseg.evaluation.lesionwise import lesion_wise
 from medseg.evaluation.metrics import METRICS, region_metrics
 from medseg.io.nifti import AFFINE_TOL_MM, check_geometry, load_header, read_label
@@ -82,9 +83,7 @@ def _prediction_labels(pred_case: Case, shape, affine) -> np.ndarray:
     another label convention), not the dataset.json's, as the ground truth's hint would say."""
     try:
         return read_label(pred_case, shape, affine)
-    except DataError as exc:
-        if not exc.message.startswith("label values"):
-            raise
+    except LabelValuesError as exc:
         raise DataError(
             f"prediction: {exc.message}",
             path=exc.path,
@@ -153,10 +152,22 @@ def near_misses(unmatched_pred: Sequence[str], unmatched_gt: Sequence[str]) -> d
     found = {}
     for pred in unmatched_pred:
         p = pred.lower()
-        candidates = [g for g in unmatched_gt if g.lower() in p or (len(p) >= 3 and g.lower().endswith(p))]
+        candidates = [g for g in unmatched_gt if _holds_whole(p, g.lower()) or _ends_with_part(g.lower(), p)]
         if len(candidates) == 1:  # an ambiguous name is not a guess worth printing
             found[pred] = candidates[0]
     return found
+
+
+def _holds_whole(name: str, case_id: str) -> bool:
+    """`case_id` inside `name` between separators (`case_12` does not hold `case_1`)."""
+    return re.search(rf"(?<![a-z0-9]){re.escape(case_id)}(?![a-z0-9])", name) is not None
+
+
+def _ends_with_part(case_id: str, name: str) -> bool:
+    """`name` is the tail of `case_id` after a separator (`00003` of `brats2021_00003`, not of `..._00013`)."""
+    if len(name) < 3 or not case_id.endswith(name):
+        return False
+    return len(case_id) == len(name) or not case_id[-len(name) - 1].isalnum()
 
 
 def summarise(rows: Sequence[dict]) -> dict[str, dict[str, float | None]]:

@@ -20,7 +20,7 @@ import torch
 
 from medseg.errors import MedsegError, environment_failure, first_line
 from medseg.inference.engines import NetworkFacts, check_finite
-from medseg.io.atomic import atomic_path, remove_temporaries
+from medseg.io.atomic import atomic_path
 from medseg.io.bundle import ModelBundle
 from medseg.io.onnx_bundle import bundle_metadata, write_metadata
 
@@ -132,7 +132,6 @@ def export_onnx(
     args = _inputs(facts, channels, roi, batch=1)
     with torch.no_grad():
         check_finite(model(*args), bundle.model_name)  # a graph that reproduces NaN would pass any comparison
-    remove_temporaries(out)  # a killed export's (one export per output at a time)
     with atomic_path(out) as tmp:
         _export_or_refuse(model, args, tmp, dynamic, bundle.model_name)
         if dynamic and not _runs_at(tmp, _inputs(facts, channels, larger, batch=1)):

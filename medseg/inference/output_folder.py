@@ -65,11 +65,12 @@ class PredictionsSource:
     @classmethod
     def of(cls, bundle: ModelBundle, infer: InferConfig) -> PredictionsSource:
         h = _weights_hash(bundle)
+        weights = h.copy().hexdigest()[:16]  # `weights_fingerprint`, without hashing the weights again
         settings = infer.model_dump(mode="json", exclude={"sw_batch_size"})  # batching changes no label
         preprocess = bundle.preprocess.to_json()
         h.update(json.dumps(settings, sort_keys=True).encode())
         h.update(json.dumps(preprocess, sort_keys=True).encode())
-        flat = {"weights": weights_fingerprint(bundle), **flatten(settings), **flatten(preprocess, "preprocess.")}
+        flat = {"weights": weights, **flatten(settings), **flatten(preprocess, "preprocess.")}
         return cls(h.hexdigest()[:16], bundle.model_name, flat)
 
     def refusal(self, marker: dict) -> str:
@@ -85,6 +86,8 @@ class PredictionsSource:
         now = self.settings
         keys = [k for k in sorted({*before, *now}) if before.get(k) != now.get(k)]
         changed = [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in keys]
+        if not changed:  # a setting recorded in no marker field (written by another medseg version)
+            return "output folder holds predictions of another model or other settings"
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         return f"output folder holds predictions made with other settings: {', '.join(changed[:3])}{more}"
 

@@ -25,7 +25,7 @@ TILT_TOLERANCE_MM = 0.05
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # the media directory a DICOM CD or export carries beside the series
 DICOM_SUFFIXES = {".dcm", ".ima"}  # suffixes that mark a file as DICOM (many exports use none, or UIDs)
 T1CE_NAMES = ("t1ce", "t1c", "t1+c", "t1gd", "t1+gd", "t1 post")
-NEGATIONS = ("pre", "non", "no", "without", "wo", "w o")
+NEGATIONS = ("pre", "non", "no", "without", "wo", "w o", "ohne", "vor", "nativ")  # German sites: "t1 ohne KM"
 # beside "t1": contrast-enhanced ("km": Kontrastmittel, as German Siemens sites name it)
 CONTRAST_WORDS = ("post", "c+", "+c", "gd", "+gd", "gad", "contrast", "ce", "km")
 FLAIR_NAMES = ("flair", "dark fluid")  # Siemens: "t2_tirm_tra_dark-fluid"

@@ -14,7 +14,7 @@ import numpy as np
 from nibabel.volumeutils import apply_read_scaling
 
 from medseg.core import Case, CaseVolumes
-from medseg.errors import DataError
+from medseg.errors import DataError, LabelValuesError
 from medseg.io import gzip_codec
 from medseg.io.atomic import atomic_path
 from medseg.io.dicom import is_series_ref, read_dicom_channels
@@ -316,7 +316,7 @@ def read_label(case: Case, ref_shape, ref_affine) -> np.ndarray:
     allowed = set(case.label_map.values()) | {0}
     bad = sorted(values - allowed)
     if bad:
-        raise DataError(
+        raise LabelValuesError(
             f"label values {bad} are not in the {case.layout} label map {sorted(allowed)}",
             path=path,
             case=case.id,

@@ -98,6 +98,10 @@ def summarise_run(c, run) -> RunSummary:
     return s
 
 
+MIN_PREFIX = 4  # shortest run-id prefix looked up (git's default abbreviation is 7)
+HEX = frozenset("0123456789abcdef")
+
+
 def get_run(uri: str, run_id: str, prefix: bool = False):
     """The store's client and run `run_id`; with `prefix`, also the one run whose id starts with it (the review
     commands label runs by their first 8 characters, as git does commits)."""
@@ -117,10 +121,6 @@ def get_run(uri: str, run_id: str, prefix: bool = False):
         raise TrackingError(f"no run {run_id} in {redact_secrets(uri)}", hint="see `medseg runs list`")
     ids = ", ".join(r.info.run_id for r in found[:3])
     raise TrackingError(f"run id prefix {run_id} matches {len(found)} runs ({ids})", hint="give more of the id")
-
-
-MIN_PREFIX = 4
-HEX = frozenset("0123456789abcdef")
 
 
 def active_run(uri: str, run_id: str):

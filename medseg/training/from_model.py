@@ -57,6 +57,12 @@ def check_compatible(source: ModelRef, task: Task, plan: PreprocessPlan, cases: 
 PRUNE_DICE_TOLERANCE = 0.02
 
 
+def pruning_loss(pruned_dice: float, source_dice: float) -> float | None:
+    """The validation Dice a pruning cost, when beyond PRUNE_DICE_TOLERANCE (None: the fine-tuning won it back)."""
+    lost = source_dice - pruned_dice
+    return lost if lost > PRUNE_DICE_TOLERANCE else None
+
+
 def link_tags(source: ModelRef, role: str) -> dict[str, str]:
     """MLflow tags linking a run to the model it started from (`medseg.teacher`, `medseg.pruned_from`)."""
     return {f"medseg.{role}": source.ref, **({f"medseg.{role}_run_id": source.run_id} if source.run_id else {})}

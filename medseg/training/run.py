@@ -245,6 +245,8 @@ def _fold_words(fold: int | None) -> str:
 def _source_dice(source: ModelRef, spec: TrainSpec, tracker: Tracker, hooks) -> float | None:
     """The unpruned source's mean Dice on this run's validation cases (logged as `source_val_dice_mean`): the
     figure the pruned model must come back to, or the user learns that --amount cost accuracy."""
+    if not spec.val_items:
+        return None
     hooks.message(f"validating {source.ref} unpruned on {len(spec.val_items)} case(s), the pruned model's reference")
     dice = mean_val_dice(source.bundle.build_model(), spec)
     if dice is not None and spec.world.is_main and not spec.resume:  # logged once per run

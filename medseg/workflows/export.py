@@ -11,6 +11,7 @@ from medseg.errors import ModelFileError
 from medseg.inference.data_windows import data_windows
 from medseg.inference.model_source import load_bundle
 from medseg.inference.onnx_export import ExportReport, export_onnx
+from medseg.io.atomic import remove_temporaries
 from medseg.io.bundle import ModelBundle
 from medseg.io.onnx_bundle import require_modules
 from medseg.pipelines import task_for_model
@@ -43,4 +44,7 @@ def export_model(
     require_modules("medseg export", "onnx", "onnxruntime", *(["onnxconverter_common"] if precision == "fp16" else []))
     bundle = load_bundle(model_ref, tracking_uri)
     windows = calibration_windows(bundle, calibration) if calibration is not None else []
+    # What a SIGKILLed export to this --out left: the user's file, one export at a time (not the engine cache,
+    # where predict's shards may be exporting the same graph at once).
+    remove_temporaries(out)
     return export_onnx(bundle, out, precision, windows)

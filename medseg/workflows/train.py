@@ -238,7 +238,9 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
             scanned = scan(req.data, req.task, manifest_path, folds=5, seed=0)
             hooks.message(f"manifest of {len(scanned.manifest.cases)} cases -> {manifest_path}")
             for case, err in scanned.bad:
-                hooks.message(f"excluded {case.id}: {err}")
+                hooks.message(f"bad case {case.id}: {err}")
+            if scanned.bad and req.skip_bad:
+                hooks.message(f"training without the {len(scanned.bad)} bad case(s) (--skip-bad)")
             if scanned.bad and not req.skip_bad:  # trained on what was left, exit 0, where `data scan` fails
                 good = len(scanned.manifest.cases)
                 raise DataError(

@@ -188,8 +188,17 @@ def test_a_declared_label_no_file_holds_is_named_by_scan_and_refused_by_train(tm
     result = scan(root, "generic", tmp_path / "m.json")
     region = [r for r in get_task("generic", root).scheme.regions if "lesion" in r.lower()]
     assert result.absent_regions == region and len(region) == 1
-    assert load_manifest(tmp_path / "m.json").cases[0].label_values == (1,)
+    manifest = load_manifest(tmp_path / "m.json")
+    assert manifest.cases[0].label_values == (1,)
+    before = manifest.digest()  # the hash runs log: a manifest scanned before label values were recorded, the same
+    manifest.cases[0].label_values = None
+    assert manifest.digest() == before
     request = TrainRequest("generic", "brats_smoke", data=root, fold="all", tracking=False, out=tmp_path / "runs")
     with pytest.raises(DataError, match=f"no training case holds region {region[0]} \\(lesion = 2\\)") as err:
         run_training(request)
     assert "remove it from dataset.json's labels" in err.value.hint
+    import shutil
+
+    for ch in range(2):  # an unlabelled case beside it (to predict): the check still names the region
+        shutil.copy(root / "imagesTr" / f"case_000_{ch:04d}.nii.gz", root / "imagesTr" / f"case_001_{ch:04d}.nii.gz")
+    assert scan(root, "generic", tmp_path / "m2.json").absent_regions == region

@@ -186,8 +186,10 @@ def test_generic_task_from_dataset_json(tmp_path):
     assert task.channels == ("ct",) and task.scheme.region_names == ["liver"]
     assert layout.name == "nnunet" and cases[0].label.endswith("liver_001.nii.gz")
     (tmp_path / "imagesTr").rename(tmp_path / "imagesTs")  # a test set shipped alone: was "no cases found"
+    (tmp_path / "labelsTr").rename(tmp_path / "labelsTs")  # with its labels, to evaluate against
     _, cases = detect_cases(tmp_path, task.prediction_layouts)
     assert [c.id for c in cases] == ["liver_001"] and "imagesTs" in cases[0].images[0]
+    assert cases[0].label.endswith("labelsTs/liver_001.nii.gz")
 
 
 def test_a_missing_channel_is_named_with_the_case_s_own_file_ending(tmp_path, brats2021_dir):

@@ -431,13 +431,13 @@ def test_predictions_named_almost_like_a_case_get_the_name_they_need(tmp_path, b
     from medseg.evaluation.evaluate import near_misses
     from medseg.workflows.evaluate import evaluate
 
-    gt = ["BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003", "BraTS2021_00013"]
-    preds = ["BraTS2021_00001_pred", "brats2021_00002", "00003", "seg", "BraTS2021"]
+    gt = ["BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003", "BraTS2021_00013", "case_1"]
+    preds = ["BraTS2021_00001_pred", "brats2021_00002", "00003", "seg", "BraTS2021", "case_12"]
     assert near_misses(preds, gt) == {
         "BraTS2021_00001_pred": "BraTS2021_00001",
         "brats2021_00002": "BraTS2021_00002",
         "00003": "BraTS2021_00003",
-    }  # "seg" matches nothing, "BraTS2021" every case: no guess
+    }  # "seg" matches nothing, "BraTS2021" every case, "case_12" is not "case_1": no guess
     pred, cases, _ = _prediction_folder(tmp_path, brats2021_dir, {})
     for c in cases:
         (pred / f"{c.id}.nii.gz").rename(pred / f"{c.id}_pred.nii.gz")

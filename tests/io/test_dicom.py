@@ -298,6 +298,7 @@ def test_notes_hidden_files_and_a_dicomdir_beside_a_series_are_ignored(tmp_path)
         (("T1W_3D_TFE", "T1W_3D_TFE +C", "T2W_TSE", "T2W_FLAIR"), None),  # Philips
         # Siemens: "dark-fluid" is its FLAIR (it read as a second T2), "KM" its contrast agent (Kontrastmittel)
         (("t1_mprage_tra", "t1_mprage_tra_KM", "t2_tse_tra", "t2_tirm_tra_dark-fluid"), None),
+        (("t1 ohne KM", "t1 mit KM", "t2", "flair"), None),  # German negation ("ohne": without)
         (("T1 W/O contrast", "T1 without Gd", "T2", "FLAIR"), "2 series name channel t1"),  # both plain T1
         (("T1", "T1 C+", "T2* GRE", "PD/T2", "FLAIR"), "no series names channel t2"),  # neither is a T2
         (("t1_mprage", "t1_mprage POST", "t2_tse_tra", "T1 FLAIR"), "2 series name channel t1"),  # T1-weighted
