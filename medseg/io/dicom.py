@@ -98,6 +98,31 @@ def list_series(folder: Path, case_id: str) -> list[Series]:
                     hint="export the series again, or remove the file if it is not part of it",
                 )
         out += found
+    return _joined_across_folders(out)
+
+
+def _joined_across_folders(found: list[Series]) -> list[Series]:
+    """One series per SeriesInstanceUID: an export that split a series' slices over two folders (GDCM lists each
+    folder's part) was read as two series naming one channel. The parts' slices are re-sorted along the normal."""
+    import pydicom
+
+    parts: dict[str, list[Series]] = {}
+    for series in found:
+        parts.setdefault(series.uid, []).append(series)
+    out = []
+    for uid, split in parts.items():
+        if len(split) == 1:
+            out.append(split[0])
+            continue
+        files = [f for part in split for f in part.files]
+        heads = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+        try:
+            cosines = np.asarray(heads[0].ImageOrientationPatient, float).reshape(2, 3)
+            z = [float(np.dot(h.ImagePositionPatient, np.cross(cosines[0], cosines[1]))) for h in heads]
+        except (AttributeError, ValueError):  # no geometry to sort by: check_slices names the problem
+            z = list(range(len(files)))
+        ordered = tuple(f for _, f in sorted(zip(z, files, strict=True)))
+        out.append(Series(uid, ordered, split[0].description, split[0].modality))
     return out
 
 

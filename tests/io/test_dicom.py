@@ -350,3 +350,19 @@ def _other_series(uid: str):
         return [n for n in names if pydicom.dcmread(Path(folder) / n, stop_before_pixels=True).SeriesInstanceUID != uid]
 
     return ignore
+
+
+def test_a_series_split_over_two_folders_is_one_series(tmp_path):
+    """`IM_0010`-`IM_0019` of one series moved into a subfolder: GDCM lists each folder's part, and the case failed
+    with "2 series name channel t1" for one SeriesInstanceUID."""
+    _brats_study(tmp_path)
+    case = tmp_path / "dcm" / "c1"
+    described = {f: pydicom.dcmread(f, stop_before_pixels=True).SeriesDescription for f in case.iterdir()}
+    t1 = sorted(f for f, text in described.items() if text == DESCRIPTIONS["t1"])
+    (case / "part2").mkdir()
+    for f in t1[::2]:  # every other slice: neither part alone is a regular grid
+        f.rename(case / "part2" / f.name)
+    task = get_task("brats")
+    _, (dicom,) = detect_cases(tmp_path / "dcm", task.prediction_layouts)
+    _, (nifti,) = detect_cases(tmp_path / "nii", task.layouts)
+    np.testing.assert_array_equal(read_case(dicom, with_label=False).image, read_case(nifti, with_label=False).image)
