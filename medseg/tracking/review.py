@@ -85,6 +85,8 @@ def summarise_run(c, run) -> RunSummary:
         run.info.end_time,
         deleted=run.info.lifecycle_stage == "deleted",
     )
+    # The post-processing a resume chose again: its params keep the first choice (MLflow params are immutable).
+    s.params |= {k.removeprefix("medseg."): v for k, v in s.tags.items() if k.startswith("medseg.postprocess.")}
     losses = c.get_metric_history(s.run_id, "train_loss")
     s.epochs = len(losses)
     s.last_epoch_ms = max((m.timestamp for m in losses), default=None)
@@ -213,9 +215,12 @@ def logged_model_metric(c, run) -> float | None:
 
 
 def logged_models(c, run) -> list[str]:
-    """`models:/<id>` URIs of the models a run logged (MLflow 3 keeps them apart from run artifacts)."""
+    """`models:/<id>` URIs of the models a run logged (MLflow 3 keeps them apart from run artifacts), newest first:
+    a resumed run logs its best model again, and the first one (registered, shown as the one to predict with) was
+    the model from before the resume, with its older post-processing."""
     outputs = getattr(run, "outputs", None)
-    ids = [o.model_id for o in (outputs.model_outputs if outputs else [])]
+    ids = list(dict.fromkeys(o.model_id for o in (outputs.model_outputs if outputs else [])))
+    ids.sort(key=lambda i: c.get_logged_model(i).creation_timestamp, reverse=True)
     return [f"models:/{i}" for i in ids]
 
 

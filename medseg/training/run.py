@@ -308,7 +308,9 @@ def _finish(
     save_checkpoint({**payload, "bundle": bundle.to_dict()}, result.best_path)
     bundle_path = out_dir / BUNDLE_FILE  # also the file medseg reads back from the MLflow model
     save_checkpoint({"bundle": bundle.to_dict()}, bundle_path)
-    tracker.log_params({f"postprocess.{region}": rule.describe() for region, rule in choice.rules.items()})
+    chosen = {f"postprocess.{region}": rule.describe() for region, rule in choice.rules.items()}
+    tracker.log_params(chosen)  # MLflow keeps a param's first value: a resumed run's new choice is in the tags
+    tracker.set_tags({f"medseg.{key}": rule for key, rule in chosen.items()})
     if choice.metrics:
         tracker.log_metrics(choice.metrics, step=result.epochs_run - 1)
     if choice.table:

@@ -128,6 +128,16 @@ def test_training_is_tracked_and_resume_continues_the_run(brats2021_manifest, tm
     assert tracker2.run_id == tracker.run_id and f"resuming run {tracker.run_id} after epoch 2" in said
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1, 2]
     assert resumed.epochs_run == 3
+    # What `models register RUN` and `runs show` take: the resumed run's model and post-processing, not the first
+    # session's (it registered the old model; MLflow keeps a param's first value).
+    from medseg.tracking.review import logged_models, summarise_run
+
+    after = client.get_run(tracker.run_id)
+    assert logged_models(client, after)[0] == resumed.model_uri != result.model_uri
+    shown = summarise_run(client, after).params
+    assert {k: v for k, v in shown.items() if k.startswith("postprocess.")} == {
+        f"postprocess.{region}": rule.describe() for region, rule in resumed.postprocess.items()
+    }
 
 
 @pytest.mark.parametrize(
