@@ -285,19 +285,25 @@ def validate_config(
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         shown = f"--config {path}" if path else "--config brats_smoke"
+        given = {override_key(o): o for o in overrides or []}  # in order: the last override of a key is applied
         unknown = [e for e in exc.errors() if e["type"] == "extra_forbidden"]  # a typo first: it explains the rest
         if unknown:
+            key = ".".join(map(str, unknown[0]["loc"]))
+            typed = next((given[k] for k in given if k == key or k.startswith(f"{key}.")), None)
             raise ConfigError(
-                f"unknown config key '{'.'.join(map(str, unknown[0]['loc']))}'",
-                path=str(path) if path else None,
+                f"unknown config key '{key}'" + (f" (--set {typed})" if typed else ""),
+                path=str(path) if path and not typed else None,  # a --set typo is not the file's
                 hint=_unknown_key_hint([str(part) for part in unknown[0]["loc"]]),
             ) from None
         loc, msg = _first_problem(exc.errors())
         flags = flags or {}
-        given = {override_key(o): o for o in overrides or []}  # in order: the last override of a key is applied
-        # the override that set the key, one of its parents (a whole section) or one of its fields
+        # the override that set the key, one of its parents (a whole section) or one of its fields; else one that
+        # opened an optional section (`--set prune.amount=1.5` alone leaves prune.source unset)
         related = [k for k in given if loc == k or loc.startswith(f"{k}.") or k.startswith(f"{loc}.")]
-        source = max(related, key=len, default=None)
+        section = loc.split(".")[0]
+        optional = section in ExperimentConfig.model_fields and ExperimentConfig.model_fields[section].default is None
+        opened = [k for k in given if k.split(".")[0] == section] if optional else []
+        source = max(related, key=len, default=None) or (opened[-1] if opened else None)
         if source is not None and given[source] in flags:  # naming the config file sent users to the wrong place
             raise ConfigError(f"invalid value {flags[given[source]]}: {msg}", hint="see the command's --help") from None
         if source is not None:

@@ -131,6 +131,17 @@ def test_a_key_with_several_forms_names_each_form_not_a_pydantic_label():
     )
 
 
+def test_a_set_mistake_is_named_as_the_set_not_the_config_file():
+    """`--config brats_smoke --set train.epochz=3` said "brats_smoke: unknown config key", and `--set
+    prune.amount=1.5` alone "brats_smoke: invalid value for config key 'prune.source'": the file was blamed."""
+    with pytest.raises(ConfigError) as err:
+        load_config("brats_smoke", ["train.epochz=3"])
+    assert str(err.value).startswith("unknown config key 'train.epochz' (--set train.epochz=3) (fix: did you mean")
+    with pytest.raises(ConfigError) as err:
+        load_config("brats_smoke", ["prune.amount=1.5"])
+    assert str(err.value).startswith("invalid value --set prune.amount=1.5 (config key 'prune.source'): Field req")
+
+
 def test_a_list_one_value_short_says_so():
     """Was "config key 'train.patch_size.2': Field required", a key that does not exist."""
     with pytest.raises(ConfigError, match=r"\(config key 'train\.patch_size'\): too few values \(no item 3\)"):
