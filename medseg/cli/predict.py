@@ -200,7 +200,7 @@ def predict(
 def _summary(results: list[CaseResult], output_dir: Path, shard: tuple[int, int]) -> None:
     """Per status: cases and mean seconds, of this process's shard when torchrun or --part split the folder (each
     prints its own table; predict_report.json merges their reports once the last one finishes)."""
-    from medseg.inference.output_folder import peak_memory_gb, report_name
+    from medseg.inference.output_folder import REPORT, peak_memory_gb, report_name
 
     label = f" (shard {shard[0]} of {shard[1]})" if shard[1] > 1 else ""
     table = Table(title=f"prediction summary{label}", show_lines=False)
@@ -216,8 +216,10 @@ def _summary(results: list[CaseResult], output_dir: Path, shard: tuple[int, int]
     gpu = f", GPU {mem['gpu']:.1f} GiB" if "gpu" in mem else ""
     console.print(f"peak memory: {mem['rss']:.1f} GiB resident{gpu}", highlight=False, soft_wrap=True)
     if shard[1] > 1:
+        mine, merged = output_dir / report_name(shard), output_dir / REPORT
+        done = merged.exists() and mine.exists() and merged.stat().st_mtime_ns >= mine.stat().st_mtime_ns
         where = f"outputs and this shard's {report_name(shard)} in {output_dir} (merged into predict_report.json "
-        where += "when every shard has finished)"
+        where += "now: every shard has finished)" if done else "when every shard has finished)"
     else:
         where = f"outputs and predict_report.json in {output_dir}"
     console.print(where, highlight=False, soft_wrap=True)

@@ -302,10 +302,13 @@ def test_two_shards_predict_into_one_folder_at_once(tmp_path):
         )
         for i in range(2)
     ]
+    said = []
     for i, p in enumerate(procs):
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-2000:]
         assert f"prediction summary (shard {i} of 2)" in " ".join(out.split())  # unlabelled: read as two runs
+        said.append(" ".join(out.split()))
+    assert any("merged into predict_report.json now" in text for text in said)  # the last said "when ... finished"
     assert len(list((tmp_path / "out").glob("BraTS2021_*.nii.gz"))) == 6
     report = json.loads((tmp_path / "out" / "predict_report.json").read_text())
     assert report["summary"] == {"ok": 6, "skipped": 0, "failed": 0, "interrupted": 0} and report["shards"] == 2
