@@ -106,6 +106,8 @@ def demo(
     from medseg.workflows.train import TrainRequest, run_training
 
     t0 = time.monotonic()
+    # The demo has no --resume: whatever stops it, the same command starts again (finished data is kept).
+    InterruptAdvice.text = "re-run the same command: the synthesised data is kept, training starts again"
     dev = resolve_device(device)
     name = "fast" if fast else ("gpu" if dev.type == "cuda" else "cpu")
     setting = SETTINGS[name]
@@ -133,7 +135,6 @@ def demo(
         run_name="demo",
         out=out / "runs",
     )
-    InterruptAdvice.text = "re-run the same command: the synthesised data is kept, training starts again"
     trained = run_training(request, RichTrainingHooks(console, resumable=False))
     console.rule("prediction on held-out cases")
     predictor = FolderPredictor.from_model(str(trained.result.best_path), device=device)

@@ -23,7 +23,7 @@ from medseg.cli.options import (
     SkipBadOpt,
     TrackingUriOpt,
 )
-from medseg.cli.progress import RichTrainingHooks
+from medseg.cli.progress import InterruptAdvice, RichTrainingHooks
 from medseg.tracking import redact_secrets
 
 if TYPE_CHECKING:
@@ -230,6 +230,8 @@ def _run_and_report(request: TrainRequest, no_progress: bool) -> None:
     from medseg.workflows.train import run_training
 
     main = current_runtime().is_main
+    # until the run has a checkpoint (the hooks then name its --resume): nothing to resume, the scan cache is kept
+    InterruptAdvice.text = "stopped before the run began: re-run the same command (cases cached so far are kept)"
     outcome = run_training(request, RichTrainingHooks(console, enabled=not no_progress and main, quiet=not main))
     if not main:
         return

@@ -97,3 +97,32 @@ def test_ctrl_c_advises_resume_only_where_a_checkpoint_and_the_option_exist(tmp_
     other_rank = RichTrainingHooks(Console(quiet=True), enabled=False, quiet=True)  # torchrun rank 1: no run_started
     other_rank.epoch_end(0, {})
     assert InterruptAdvice.text == "re-run the same command"
+
+
+def test_ctrl_c_before_training_begins_says_to_run_the_command_again(tmp_path, monkeypatch):
+    """Stopped while synthesising (demo) or scanning (train), they said "outputs written so far are complete;
+    re-run to resume": neither has anything to resume then."""
+    import typer
+    from typer.testing import CliRunner
+
+    from medseg.cli import demo as demo_cli
+    from medseg.cli import train as train_cli
+    from medseg.cli.progress import InterruptAdvice
+    from medseg.workflows import train as workflow
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(InterruptAdvice, "text", InterruptAdvice.text)  # restored after the test
+    monkeypatch.setattr(workflow, "run_training", stop)
+    app = typer.Typer()
+    app.command()(train_cli.train)
+    CliRunner().invoke(app, ["brats", "--data", str(tmp_path), "--no-tracking"])
+    assert InterruptAdvice.text.startswith("stopped before the run began: re-run the same command")
+    import medseg.runtime
+
+    monkeypatch.setattr(medseg.runtime, "resolve_device", stop)  # the demo's first step
+    app = typer.Typer()
+    app.command()(demo_cli.demo)
+    CliRunner().invoke(app, ["--out", str(tmp_path / "demo"), "--fast"])
+    assert InterruptAdvice.text.startswith("re-run the same command: the synthesised data is kept")
