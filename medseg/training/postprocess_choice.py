@@ -34,7 +34,9 @@ class PostprocessChoice:
 def _summary(cases: Sequence[ScoredCase], scheme: LabelScheme, rules: dict[str, RegionRule], prefix: str) -> dict:
     out: dict[str, list[float]] = {}
     for case in cases:
-        masks = postprocess(case.pred, scheme, rules, case.spacing) if rules else case.pred
+        # with no rules too: nested as predict's painting nests them, or "before" would score masks predict never
+        # writes (WT raw 0.0938 against 0.0843 after a rule of "none")
+        masks = postprocess(case.pred, scheme, rules, case.spacing)
         for i, name in enumerate(scheme.region_names):
             out.setdefault(f"{prefix}dice_{name.lower()}", []).append(dice(masks[i], case.gt[i]))
             lesion = lesion_dice(masks[i], case.gt[i], case.spacing)
