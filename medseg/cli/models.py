@@ -95,7 +95,7 @@ def _registry_list(uri: str, fmt: str) -> None:
 
 @app.command("register")
 def register(
-    run_id: str = typer.Argument(..., help="Run whose logged model to register."),
+    run_id: str = typer.Argument(..., help="Run (id or unique prefix) whose logged model to register."),
     name: str = typer.Option(..., "--name", help="Registered model name."),
     alias: list[str] = typer.Option([], "--alias", help="Alias(es) to point at the new version, e.g. champion."),
     tracking_uri: str | None = TrackingUriOpt,
@@ -105,7 +105,8 @@ def register(
     from medseg.tracking.review import get_run, logged_model_metric, logged_models
 
     uri = resolve_tracking_uri(tracking_uri)
-    c, run = get_run(uri, run_id)
+    c, run = get_run(uri, run_id, prefix=True)
+    run_id = run.info.run_id  # the whole id, when a prefix was given
     models = logged_models(c, run)
     if not models:
         raise TrackingError(f"run {run_id} logged no model", hint="only finished `medseg train` runs have one")

@@ -88,8 +88,10 @@ def test_runs_list_show_compare(store):
 
 def test_models_register_and_registry_list(store):
     uri, (a, _), tmp = store
-    out = medseg("models", "register", a, "--name", "brats-test", "--alias", "champion", "--tracking-uri", uri, cwd=tmp)
-    assert "v1" in out.stdout
+    # by the short id `runs compare` labels runs with (it was "no run")
+    args = ["models", "register", a[:8], "--name", "brats-test", "--alias", "champion", "--tracking-uri", uri]
+    out = medseg(*args, cwd=tmp)
+    assert "v1" in out.stdout, out.stderr
     registry = medseg("models", "list", "--registry", "--tracking-uri", uri, cwd=tmp).stdout
     assert "brats-test" in registry and "champion" in registry
     assert "brats-auto" in registry  # `train --register` registered the first run and made it champion
