@@ -102,10 +102,10 @@ def register(
 ) -> None:
     """Register a run's logged model as a new version of NAME (`models:/NAME/latest` is always the newest)."""
     from medseg.tracking.registry import register_version
-    from medseg.tracking.review import get_run, logged_model_metric, logged_models
+    from medseg.tracking.review import active_run, logged_model_metric, logged_models
 
     uri = resolve_tracking_uri(tracking_uri)
-    c, run = get_run(uri, run_id, prefix=True)
+    c, run = active_run(uri, run_id, prefix=True)
     run_id = run.info.run_id  # the whole id, when a prefix was given
     models = logged_models(c, run)
     if not models:

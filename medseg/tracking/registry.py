@@ -9,6 +9,7 @@ versions registered before it, so the alias always ends on the best one.
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import tempfile
 from collections.abc import Iterator
@@ -75,7 +76,8 @@ def register_version(uri: str, model_uri: str, name: str, metric: float | None, 
     check_names(name, aliases)
     c = client(uri)
     try:
-        with scoped_tracking_uri(uri):
+        # MLflow prints its own "Created version '2' of model ..." lines to stderr: the caller says what happened
+        with scoped_tracking_uri(uri), contextlib.redirect_stderr(io.StringIO()):
             version = mlflow_module().register_model(model_uri, name).version
         if metric is not None:
             c.set_model_version_tag(name, version, METRIC_TAG, f"{metric:.6f}")

@@ -125,10 +125,11 @@ def get_run(uri: str, run_id: str, prefix: bool = False):
     raise TrackingError(f"run id prefix {run_id} matches {len(found)} runs ({ids})", hint="give more of the id")
 
 
-def active_run(uri: str, run_id: str):
+def active_run(uri: str, run_id: str, prefix: bool = False):
     """`get_run`, refusing a deleted run (MLflow's trash): it takes no new metrics (resumed training, `evaluate
-    --run`), and `mlflow gc` may purge its model at any time (`predict --model runs:/..`)."""
-    c, run = get_run(uri, run_id)
+    --run`), and `mlflow gc` may purge its model at any time (`predict --model runs:/..`, `models register`)."""
+    c, run = get_run(uri, run_id, prefix)
+    run_id = run.info.run_id
     if run.info.lifecycle_stage == "deleted":
         raise TrackingError(
             f"run {run_id} is deleted in {redact_secrets(uri)}",

@@ -92,6 +92,7 @@ def test_models_register_and_registry_list(store):
     args = ["models", "register", a[:8], "--name", "brats-test", "--alias", "champion", "--tracking-uri", uri]
     out = medseg(*args, cwd=tmp)
     assert "v1" in out.stdout, out.stderr
+    assert "Created version" not in out.stderr  # MLflow's own print, beside medseg's line
     registry = medseg("models", "list", "--registry", "--tracking-uri", uri, cwd=tmp).stdout
     assert "brats-test" in registry and "champion" in registry
     assert "brats-auto" in registry  # `train --register` registered the first run and made it champion

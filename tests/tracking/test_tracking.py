@@ -170,6 +170,10 @@ def test_a_deleted_run_is_shown_as_deleted_and_refused_for_new_work(tmp_path):
         lambda: downloaded_bundle(f"runs:/{run_id}/model", uri).__enter__(),
         lambda: _check_resume_point("last.pt", {"run_id": run_id, "epoch": 0}, uri, 5),
     ]
+    from medseg.cli.models import app as models_app
+
+    registered = CliRunner().invoke(models_app, ["register", run_id[:8], "--name", "m", "--tracking-uri", uri])
+    assert isinstance(registered.exception, TrackingError) and "is deleted" in registered.exception.message
     for refused in refusals:
         with pytest.raises(MedsegError) as err:
             refused()
