@@ -217,8 +217,6 @@ def unused_files(root: str | Path, cases: Sequence[Case]) -> list[Path]:
 def dicom_folders_among(root: Path, unused: Sequence[Path]) -> list[Path]:
     """The subfolders of `root` holding DICOM files that no case reads: DICOM cases beside NIfTI ones (a folder is
     read in one layout), which were dropped with a count of ignored files."""
-    from medseg.io.dicom import has_dicom
-
     tops = sorted({root / p.relative_to(root).parts[0] for p in unused if len(p.relative_to(root).parts) > 1})
     return [d for d in tops if has_dicom(d)]
 

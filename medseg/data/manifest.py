@@ -83,8 +83,9 @@ class Manifest:
     def digest(self) -> str:
         """Content hash (logged so a run names exactly the data it saw). The label values are derived from the
         label files it already names: left out, so a manifest scanned before they were recorded hashes the same."""
-        cases = [{k: v for k, v in c.items() if k != "label_values"} for c in self.to_json()["cases"]]
-        return hashlib.sha256(json.dumps(self.to_json() | {"cases": cases}, sort_keys=True).encode()).hexdigest()[:16]
+        data = self.to_json()
+        data["cases"] = [{k: v for k, v in c.items() if k != "label_values"} for c in data["cases"]]
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def assign_folds(case_ids: list[str], folds: int, seed: int) -> dict[str, int]:

@@ -53,6 +53,10 @@ def weights_fingerprint(bundle: ModelBundle) -> str:
     return _weights_hash(bundle).hexdigest()[:16]
 
 
+# The refusal where a folder's marker does not say what differs (written before settings were recorded).
+OTHER_PREDICTIONS = "output folder holds predictions of another model or other settings"
+
+
 @dataclass(frozen=True)
 class PredictionsSource:
     """What produced a folder's labels: the weights and every setting that changes them, hashed (`fingerprint`)
@@ -78,7 +82,7 @@ class PredictionsSource:
         spells its settings out (folders written before they were recorded get the general wording)."""
         before = marker.get("settings")
         if not isinstance(before, dict):
-            return "output folder holds predictions of another model or other settings"
+            return OTHER_PREDICTIONS
         if before.get("weights") != self.settings["weights"]:
             name = marker.get("model_name")
             which = f"{name}, not {self.model_name}" if name != self.model_name else f"other {name} weights"
@@ -87,7 +91,7 @@ class PredictionsSource:
         keys = [k for k in sorted({*before, *now}) if before.get(k) != now.get(k)]
         changed = [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in keys]
         if not changed:  # a setting recorded in no marker field (written by another medseg version)
-            return "output folder holds predictions of another model or other settings"
+            return OTHER_PREDICTIONS
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         return f"output folder holds predictions made with other settings: {', '.join(changed[:3])}{more}"
 

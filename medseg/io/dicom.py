@@ -270,11 +270,11 @@ def check_slices(series: Series, case_id: str) -> None:
     sorted_gaps, names = np.diff(z[order]), [Path(series.files[k]).name for k in order]
     step = float(np.median(sorted_gaps))
     if gaps.min() <= 0 or gaps.max() - gaps.min() > SLICE_TOLERANCE * step:
-        i = int(np.argmax(np.abs(sorted_gaps - step)))  # where the series breaks, in slice order
         if sorted_gaps.min() < SLICE_TOLERANCE * step:
             i = int(np.argmin(sorted_gaps))
             what = f"two slices at one position ({names[i]}, {names[i + 1]})"
         elif sorted_gaps.max() - sorted_gaps.min() > SLICE_TOLERANCE * step:
+            i = int(np.argmax(np.abs(sorted_gaps - step)))  # where the series breaks, in slice order
             what = f"a step of {sorted_gaps[i]:.3g} mm between {names[i]} and {names[i + 1]}"
             what += f" where slices are {step:.3g} mm apart"
         else:

@@ -108,11 +108,12 @@ def get_run(uri: str, run_id: str, prefix: bool = False):
     """The store's client and run `run_id`; with `prefix`, also the one run whose id starts with it (the review
     commands label runs by their first 8 characters, as git does commits)."""
     c = existing_store_client(uri)
+    missing = TrackingError(f"no run {run_id} in {redact_secrets(uri)}", hint="see `medseg runs list`")
     try:
         return c, c.get_run(run_id)
     except Exception:
         if not prefix or not MIN_PREFIX <= len(run_id) < 32 or not all(ch in HEX for ch in run_id.lower()):
-            raise TrackingError(f"no run {run_id} in {redact_secrets(uri)}", hint="see `medseg runs list`") from None
+            raise missing from None
     from mlflow.entities import ViewType
 
     experiments = [e.experiment_id for e in c.search_experiments(view_type=ViewType.ALL)]
@@ -120,7 +121,7 @@ def get_run(uri: str, run_id: str, prefix: bool = False):
     if len(found) == 1:
         return c, found[0]
     if not found:
-        raise TrackingError(f"no run {run_id} in {redact_secrets(uri)}", hint="see `medseg runs list`")
+        raise missing
     ids = ", ".join(r.info.run_id for r in found[:3])
     raise TrackingError(f"run id prefix {run_id} matches {len(found)} runs ({ids})", hint="give more of the id")
 
@@ -129,14 +130,19 @@ def active_run(uri: str, run_id: str, prefix: bool = False):
     """`get_run`, refusing a deleted run (MLflow's trash): it takes no new metrics (resumed training, `evaluate
     --run`), and `mlflow gc` may purge its model at any time (`predict --model runs:/..`, `models register`)."""
     c, run = get_run(uri, run_id, prefix)
-    run_id = run.info.run_id
+    refuse_deleted(run, uri)
+    return c, run
+
+
+def refuse_deleted(run, uri: str) -> None:
+    """A TrackingError, with the way to restore it, when `run` is in MLflow's trash."""
     if run.info.lifecycle_stage == "deleted":
+        run_id = run.info.run_id
         raise TrackingError(
             f"run {run_id} is deleted in {redact_secrets(uri)}",
             hint=f"restore it first (the MLflow UI's deleted runs, or `mlflow runs restore --run-id {run_id}` with "
             "MLFLOW_TRACKING_URI set to this store)",
         )
-    return c, run
 
 
 def list_runs(uri: str, experiment: str | None, sort: str, limit: int) -> list[RunSummary]:

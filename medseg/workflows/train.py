@@ -135,17 +135,17 @@ def _resume_changes(saved: dict, resumed: dict, overrides: list[str]) -> list[st
 def _check_resume_point(resume: str, payload: dict, uri: str, epochs: int) -> None:
     """Refuse a resume that would log epochs twice (a checkpoint older than the run's last logged epoch, such as
     best.pt) or only log a finished run's model again."""
-    from medseg.tracking.review import active_run, get_run
+    from medseg.tracking.review import get_run, refuse_deleted
 
     run_id = payload["run_id"]
     try:
-        get_run(uri, run_id)
+        client, run = get_run(uri, run_id)
     except TrackingError:
         raise MedsegError(
             f"{resume} is a checkpoint of run {run_id}, which is not in {redact_secrets(uri)}",
             hint="pass the --tracking-uri it was trained with, or --no-tracking",
         ) from None
-    client, run = active_run(uri, run_id)  # a deleted run was refused by MLflow after the data was prepared
+    refuse_deleted(run, uri)  # MLflow refused a deleted run only after the data was prepared
     logged = max((m.step for m in client.get_metric_history(run_id, "train_loss")), default=-1)
     if logged > payload["epoch"]:
         first, last = payload["epoch"] + 2, logged + 1  # 1-based epochs it would redo
@@ -239,8 +239,6 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
             hooks.message(f"manifest of {len(scanned.manifest.cases)} cases -> {manifest_path}")
             for case, err in scanned.bad:
                 hooks.message(f"bad case {case.id}: {err}")
-            if scanned.bad and req.skip_bad:
-                hooks.message(f"training without the {len(scanned.bad)} bad case(s) (--skip-bad)")
             if scanned.bad and not req.skip_bad:  # trained on what was left, exit 0, where `data scan` fails
                 good = len(scanned.manifest.cases)
                 raise DataError(
@@ -248,6 +246,8 @@ def run_training(req: TrainRequest, hooks: ProgressHooks | None = None) -> Train
                     path=str(req.data),
                     hint=f"fix them, or pass --skip-bad to train on the other {good}",
                 )
+            if scanned.bad:
+                hooks.message(f"training without the {len(scanned.bad)} bad case(s) (--skip-bad)")
         barrier(world)  # other ranks read the manifest once rank 0 has written it
         manifest = load_manifest(manifest_path)
         _check_labelled([c.case for c in manifest.cases], manifest_path)
